@@ -1,0 +1,190 @@
+"""The 216 views: a hemisphere of cameras centred on the wrist, all aimed at the palm centre.
+
+Conventions (OpenCV), also in docs/ARCHITECTURE.md:
+- World = the hand frame (metres): origin at the wrist keypoint, +y towards the middle MCP,
+  +z palmar, +x radial.  The hand's wrist and palm never move, so a view is fixed to the hand.
+- `R`, `t` map world to camera: x_cam = R @ x_world + t; camera x right, y down, z forward.
+- `K` = [[f, 0, cx], [0, f, cy], [0, 0, 1]] in continuous pixel coordinates where pixel
+  (row i, column j) spans [j, j+1) x [i, i+1): its centre is (j + 0.5, i + 0.5) and the
+  default principal point (128, 128) is the exact image centre.  Subtract 0.5 for the
+  "integer pixel centre" convention of cv2 drawing/remap functions.
+- Depth is camera z (not distance along the ray).
+
+Hemisphere: latitude 0 is the equator, the pole is a configurable direction in the hand
+frame.  The default pole, "egocentric", points from the wrist towards the elbow (-y): the
+equator ring circles the hand (palm, back, both sides) and higher latitudes look over the
+wrist along the forearm - first-person views.  Longitude 0 is the dorsal side (-z) for the
+egocentric and frontal poles (for the dorsal and palmar poles it is the ulnar side, -x) and
+longitude increases counter-clockwise seen from the pole.
+
+View ids: view = lat_index * n_longitudes + lon_index (lat_index 0 = equator).
+
+Roll: the image's up direction is the hand's distal axis (+y, wrist -> middle MCP) projected
+on the image plane, so the fingers point up where they can; where the view looks along that
+axis (within 1 degree) the pole is used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CameraConfig
+
+POLES = {
+    "egocentric": (0.0, -1.0, 0.0),
+    "frontal": (0.0, 1.0, 0.0),
+    "dorsal": (0.0, 0.0, -1.0),
+    "palmar": (0.0, 0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Views:
+    K: np.ndarray  # (3, 3)
+    R: np.ndarray  # (V, 3, 3) world-to-camera rotations
+    t: np.ndarray  # (V, 3)
+    centres: np.ndarray  # (V, 3) camera centres, hand frame
+    longitude_deg: np.ndarray  # (V,)
+    latitude_deg: np.ndarray  # (V,)
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return len(self.R)
+
+
+def intrinsics(cfg: CameraConfig) -> np.ndarray:
+    return np.array([[cfg.focal_px, 0.0, cfg.width / 2], [0.0, cfg.focal_px, cfg.height / 2], [0.0, 0.0, 1.0]])
+
+
+def pole_frame(pole) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pole, e0, e1): the pole and an orthonormal basis of the equator plane (e0 = longitude 0)."""
+    n = np.asarray(POLES[pole] if isinstance(pole, str) else pole, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    for ref in ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0)):
+        ref = np.asarray(ref)
+        e0 = ref - np.dot(ref, n) * n
+        if np.linalg.norm(e0) > 1e-6:
+            break
+    e0 /= np.linalg.norm(e0)
+    e1 = np.cross(n, e0)
+    return n, e0, e1
+
+
+def look_at_opencv(centre: np.ndarray, target: np.ndarray, up: np.ndarray, fallback_up: np.ndarray):
+    z = target - centre
+    z = z / np.linalg.norm(z)
+    u = up - np.dot(up, z) * z
+    if np.linalg.norm(u) < np.sin(np.radians(1.0)) * np.linalg.norm(up):
+        u = fallback_up - np.dot(fallback_up, z) * z
+    y = -u / np.linalg.norm(u)
+    x = np.cross(y, z)
+    R = np.stack([x, y, z])
+    return R, -R @ centre
+
+
+def hemisphere(cfg: CameraConfig, centre: np.ndarray, aim: np.ndarray) -> Views:
+    """All views for a sphere centred at `centre` (the wrist) aimed at `aim` (the palm centre)."""
+    n, e0, e1 = pole_frame(cfg.pole)
+    up = np.array([0.0, 1.0, 0.0])
+    Rs, ts, cs, lons, lats = [], [], [], [], []
+    for i in range(cfg.latitudes):
+        lat = np.radians(cfg.latitude_start_deg + i * cfg.latitude_step_deg)
+        for j in range(cfg.longitudes):
+            lon = np.radians(j * cfg.longitude_step_deg)
+            d = np.cos(lat) * (np.cos(lon) * e0 + np.sin(lon) * e1) + np.sin(lat) * n
+            c = np.asarray(centre) + cfg.radius_m * d
+            R, t = look_at_opencv(c, np.asarray(aim, dtype=np.float64), up, n)
+            Rs.append(R)
+            ts.append(t)
+            cs.append(c)
+            lons.append(np.degrees(lon))
+            lats.append(np.degrees(lat))
+    return Views(intrinsics(cfg), np.stack(Rs), np.stack(ts), np.stack(cs), np.asarray(lons), np.asarray(lats),
+                 cfg.width, cfg.height)
+
+
+def views_for(cfg: CameraConfig, asset) -> Views:
+    """The dataset's views for a prepared hand (wrist keypoint at the origin of the hand frame)."""
+    wrist = asset.rest_heads[int(asset.joint_bones[0])]
+    return hemisphere(cfg, wrist, asset.palm_centre)
+
+
+def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray):
+    """World points (..., 3) -> (pixels (..., 2), camera z (...))."""
+    cam = points @ R.T + t
+    z = cam[..., 2]
+    uv = cam[..., :2] / z[..., None] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    return uv, z
+
+
+def unproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Pixels (..., 2) with camera depth z (...) -> world points (..., 3)."""
+    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
+    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], axis=-1)
+    return (cam - t) @ R
+
+
+def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarray:
+    """(P, V) smallest distance in pixels between the projected hand and the image border.
+
+    The silhouette's extreme points are projections of the posed dense mesh's convex-hull
+    vertices, so those are all that is projected.  Negative = the hand leaves the frame.
+    """
+    from scipy.spatial import ConvexHull
+
+    P = len(prepared.ids)
+    margins = np.empty((P, len(views)))
+    it = range(P)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="framing", unit="pose", mininterval=2.0)
+    W, H = views.width, views.height
+    for p in it:
+        V = prepared.dense_vertices(p)
+        hull = V[ConvexHull(V).vertices]
+        cam = np.einsum("vij,nj->vni", views.R, hull) + views.t[:, None, :]
+        uv = cam[..., :2] / cam[..., 2:3] * np.array([views.K[0, 0], views.K[1, 1]]) + views.K[:2, 2]
+        m = np.minimum.reduce([uv[..., 0], W - uv[..., 0], uv[..., 1], H - uv[..., 1]])
+        margins[p] = m.min(axis=1)
+    return margins
+
+
+def main(argv=None) -> int:
+    from .config import load_config
+    from .prepared import prepare_poses
+
+    ap = argparse.ArgumentParser(prog="python -m datagen.cameras", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", help="dataset config (TOML); default: configs/default.toml")
+    ap.add_argument("--report", action="store_true", help="check framing of every pose in every view")
+    ap.add_argument("--export", metavar="PATH", help="write K, R, t, centres per view (.npz)")
+    ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
+    views = views_for(cfg.cameras, prepared.asset)
+    if args.export:
+        np.savez(args.export, K=views.K, R=views.R, t=views.t, centres=views.centres,
+                 longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg)
+        print(f"wrote {args.export}")
+    if args.report or not args.export:
+        m = framing_margins(prepared, views, progress=True)
+        p, v = np.unravel_index(np.argmin(m), m.shape)
+        per_lat = m.reshape(len(prepared.ids), cfg.cameras.latitudes, cfg.cameras.longitudes).min(axis=(0, 2))
+        print(f"{'latitude':>9s} {'worst margin px':>16s}")
+        for i, val in enumerate(per_lat):
+            print(f"{cfg.cameras.latitude_start_deg + i * cfg.cameras.latitude_step_deg:9.1f} {val:16.1f}")
+        print(f"radius {cfg.cameras.radius_m} m, f {cfg.cameras.focal_px} px, {cfg.cameras.width}x{cfg.cameras.height}")
+        print(f"worst: pose {p} view {v} (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})")
+        print(f"views={len(views)} worst_margin_px={m.min():.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

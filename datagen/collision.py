@@ -1,0 +1,260 @@
+"""Interpenetration between fingers, and between fingers and palm, measured on posed meshes.
+
+A pose is implausible when skin of one part sinks into another part.  For every ordered pair
+of parts (A, B) - the five fingers and the palm - we take the vertices of A, find the exact
+closest point on B's triangles, and call the vertex penetrating when it lies behind that
+triangle (negative side of its outward normal); the depth is the distance.  Parts meet at the
+finger roots, where "behind the neighbour" is meaningless, so:
+
+- vertices of A that lie within `JUNCTION_M` of B on the rest pose are not tested against B;
+- closest points on B's open border (where B meets another part) are ignored.
+
+Parts are the dominant skinning part of each dense vertex (see `HandAsset.dense_part`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+JUNCTION_M = 0.006  # rest-pose distance under which two parts count as joined
+BROAD_PHASE_M = 0.015  # only vertices this close to B's vertices can be inside B
+NEIGHBOURS = 4  # faces around this many nearest vertices of B hold the closest point
+PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "little")
+
+
+def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    """Closest point on triangle (a, b, c) to p, row-wise; returns (points, region code).
+
+    Region code: 0 face interior, 1 on an edge, 2 at a vertex (Ericson, Real-Time Collision
+    Detection, 5.1.5, vectorised).
+    """
+    ab, ac, ap = b - a, c - a, p - a
+    d1 = np.einsum("ij,ij->i", ab, ap)
+    d2 = np.einsum("ij,ij->i", ac, ap)
+    bp = p - b
+    d3 = np.einsum("ij,ij->i", ab, bp)
+    d4 = np.einsum("ij,ij->i", ac, bp)
+    cp = p - c
+    d5 = np.einsum("ij,ij->i", ab, cp)
+    d6 = np.einsum("ij,ij->i", ac, cp)
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    out = np.empty_like(p)
+    region = np.zeros(len(p), np.int8)
+    done = np.zeros(len(p), bool)
+
+    def put(mask, value, code):
+        nonlocal done
+        m = mask & ~done
+        out[m] = value[m] if value.ndim == 2 else value
+        region[m] = code
+        done |= m
+
+    put((d1 <= 0) & (d2 <= 0), a, 2)
+    put((d3 >= 0) & (d4 <= d3), b, 2)
+    put((d6 >= 0) & (d5 <= d6), c, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = d1 / (d1 - d3)
+        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), a + v[:, None] * ab, 1)
+        w = d2 / (d2 - d6)
+        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), a + w[:, None] * ac, 1)
+        w2 = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), b + w2[:, None] * (c - b), 1)
+        denom = 1.0 / (va + vb + vc)
+        vv, ww = vb * denom, vc * denom
+        put(np.ones(len(p), bool), a + vv[:, None] * ab + ww[:, None] * ac, 0)
+    return out, region
+
+
+@dataclass
+class PartGeometry:
+    """Static, pose-independent bookkeeping for one part."""
+
+    faces: np.ndarray  # (F, 3) dense faces fully inside the part
+    vertices: np.ndarray  # vertex ids of the part
+    vertex_faces_padded: np.ndarray  # (n, max valence) incident local faces, -1 padded
+    face_on_border: np.ndarray  # (F,) face touches the part's open border
+
+
+@dataclass
+class Contact:
+    pose: int
+    part_a: int
+    part_b: int
+    depth_m: float
+    vertex: int
+
+
+@dataclass
+class PenetrationReport:
+    worst_per_pose: np.ndarray  # (P,) metres, 0 = no penetration
+    worst_pair_per_pose: list[tuple[int, int]]
+    contacts: list[Contact] = field(default_factory=list)
+
+    @property
+    def worst_mm(self) -> float:
+        return float(self.worst_per_pose.max() * 1000) if len(self.worst_per_pose) else 0.0
+
+    def count_over(self, depth_m: float) -> int:
+        return int((self.worst_per_pose > depth_m).sum())
+
+    def table(self, top: int = 10) -> str:
+        d = self.worst_per_pose * 1000
+        lines = ["interpenetration between parts (fingers, palm), per pose", ""]
+        lines.append(f"{'depth':>14s} {'poses':>7s}")
+        for lo, hi in [(0, 0), (0, 0.5), (0.5, 1), (1, 2), (2, 5), (5, np.inf)]:
+            n = int(((d == 0) if hi == 0 else ((d > lo) & (d <= hi))).sum())
+            name = "none" if hi == 0 else f"{lo:g}-{hi:g} mm"
+            lines.append(f"{name:>14s} {n:7d}")
+        order = np.argsort(-d)[:top]
+        lines += ["", f"deepest {top}: pose  depth_mm  parts"]
+        for i in order:
+            if d[i] <= 0:
+                break
+            a, b = self.worst_pair_per_pose[i]
+            lines.append(f"  {i:5d}  {d[i]:7.2f}  {PART_NAMES[a]} into {PART_NAMES[b]}")
+        return "\n".join(lines)
+
+
+class PenetrationChecker:
+    def __init__(self, dense_faces: np.ndarray, dense_part: np.ndarray, rest_vertices: np.ndarray):
+        self.faces = dense_faces
+        self.part = dense_part
+        n_parts = int(dense_part.max()) + 1
+        self.parts: list[PartGeometry] = []
+        face_part = dense_part[dense_faces]
+        for k in range(n_parts):
+            fmask = (face_part == k).all(1)
+            faces = dense_faces[fmask]
+            verts = np.nonzero(dense_part == k)[0]
+            local = {int(v): i for i, v in enumerate(verts)}
+            vf: list[list[int]] = [[] for _ in verts]
+            for fi, f in enumerate(faces):
+                for v in f:
+                    vf[local[int(v)]].append(fi)
+            # Border: vertices of the part that touch a face not fully inside the part.
+            border = np.zeros(len(dense_part), bool)
+            mixed = dense_faces[(face_part == k).any(1) & ~fmask]
+            border[mixed.ravel()] = True
+            border &= dense_part == k
+            deg = max((len(x) for x in vf), default=0)
+            padded = np.full((len(verts), max(deg, 1)), -1, np.int64)
+            for i, x in enumerate(vf):
+                padded[i, : len(x)] = x
+            face_on_border = border[faces].any(1) if len(faces) else np.zeros(0, bool)
+            self.parts.append(PartGeometry(faces, verts, padded, face_on_border))
+        # Per part B, the vertices of other parts far enough from B at rest to be tested.
+        self.tested_against: list[np.ndarray] = []
+        for b in range(n_parts):
+            others = np.nonzero(dense_part != b)[0]
+            dist, _ = cKDTree(rest_vertices[self.parts[b].vertices]).query(rest_vertices[others])
+            self.tested_against.append(others[dist > JUNCTION_M])
+
+    def pose_penetration(self, vertices: np.ndarray) -> list[tuple[int, int, float, int]]:
+        """(part A, part B, depth m, vertex) of the deepest penetration for every pair that has one."""
+        out = []
+        for b, pb in enumerate(self.parts):
+            if len(pb.faces) == 0:
+                continue
+            cand = self.tested_against[b]
+            if len(cand) == 0:
+                continue
+            tree = cKDTree(vertices[pb.vertices])
+            pts = vertices[cand]
+            dist, _ = tree.query(pts, distance_upper_bound=BROAD_PHASE_M)
+            near = np.isfinite(dist)
+            if not near.any():
+                continue
+            pts, ids = pts[near], cand[near]
+            _, nn = tree.query(pts, k=NEIGHBOURS)
+            # Candidate triangles: every face around the nearest vertices of B (padded with -1).
+            fidx = pb.vertex_faces_padded[nn].reshape(len(pts), -1)
+            rows = np.repeat(np.arange(len(pts)), fidx.shape[1])
+            fidx = fidx.ravel()
+            valid = fidx >= 0
+            rows, fidx = rows[valid], fidx[valid]
+            tri = vertices[pb.faces[fidx]]
+            q, region = closest_points_on_triangles(pts[rows], tri[:, 0], tri[:, 1], tri[:, 2])
+            diff = pts[rows] - q
+            d = np.einsum("ij,ij->i", diff, diff)
+            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            sign = np.einsum("ij,ij->i", diff, normal)
+            on_border = pb.face_on_border[fidx] & (region > 0)
+            order = np.lexsort((d, rows))
+            first = np.ones(len(order), bool)
+            first[1:] = rows[order][1:] != rows[order][:-1]
+            sel = order[first]
+            inside = (sign[sel] < 0) & ~on_border[sel]
+            if not inside.any():
+                continue
+            depth = np.sqrt(d[sel])
+            part_a = self.part[ids[rows[sel]]]
+            for a in np.unique(part_a[inside]):
+                m = inside & (part_a == a)
+                i = int(np.argmax(np.where(m, depth, -1)))
+                out.append((int(a), b, float(depth[i]), int(ids[rows[sel][i]])))
+        return out
+
+
+_WORKER = {}
+
+
+def _init_worker(prepared_key, cache_dir):
+    from .prepared import load_prepared_files, prepared_paths
+
+    p = load_prepared_files(*prepared_paths(cache_dir, prepared_key), prepared_key)
+    rest = p.asset.dense(p.asset.rest_base_vertices)
+    _WORKER["p"] = p
+    _WORKER["checker"] = PenetrationChecker(p.asset.dense_faces, p.asset.dense_part, rest)
+
+
+def _check_pose(pid: int):
+    p = _WORKER["p"]
+    return pid, _WORKER["checker"].pose_penetration(p.dense_vertices(pid))
+
+
+def penetration_report(prepared, progress: bool = False, poses=None, workers: int | None = None,
+                       cache_dir=None) -> PenetrationReport:
+    """Check every pose (or `poses`); uses `workers` processes when the prepared files are cached."""
+    import os
+
+    ids = [int(i) for i in (range(len(prepared.ids)) if poses is None else poses)]
+    workers = workers or os.cpu_count() or 1
+    index = {pid: n for n, pid in enumerate(ids)}
+    worst = np.zeros(len(ids))
+    pairs: list[tuple[int, int]] = [(0, 0)] * len(ids)
+    contacts = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ids), desc="interpenetration", unit="pose", mininterval=2.0)
+
+    def collect(pid, found):
+        n = index[pid]
+        for a, b, depth, v in found:
+            contacts.append(Contact(pid, a, b, depth, v))
+            if depth > worst[n]:
+                worst[n] = depth
+                pairs[n] = (a, b)
+        if bar:
+            bar.update(1)
+
+    if workers > 1 and cache_dir is not None and len(ids) > 50:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(prepared.key, cache_dir)) as ex:
+            for pid, found in ex.map(_check_pose, ids, chunksize=16):
+                collect(pid, found)
+    else:
+        rest = prepared.asset.dense(prepared.asset.rest_base_vertices)
+        checker = PenetrationChecker(prepared.asset.dense_faces, prepared.asset.dense_part, rest)
+        for pid in ids:
+            collect(pid, checker.pose_penetration(prepared.dense_vertices(pid)))
+    if bar:
+        bar.close()
+    return PenetrationReport(worst, pairs, contacts)

@@ -1,0 +1,279 @@
+"""Dataset configuration: one TOML file, defaults that reproduce the MobRecon paper.
+
+Every value a run depends on lives here, so a config file plus a seed fully determines the
+labels.  Validation happens at load time and names the offending key, so a typo never
+surfaces hours into a render.  Only the standard library is used: this module is imported
+inside Blender's own Python too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "default.toml"
+
+PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
+POLE_PRESETS = ("egocentric", "frontal", "dorsal", "palmar")
+DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
+VIEW_TRANSFORMS = ("Standard", "AgX", "Filmic", "Khronos PBR Neutral")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class HandConfig:
+    model: str = "anny"
+    phenotype: dict[str, float] = field(default_factory=lambda: {k: 0.5 for k in PHENOTYPES})
+    subdivision_levels: int = 1
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    # Three poses strictly between each pair of base poses: t = 1/4, 1/2, 3/4 (paper, supp. 6).
+    interpolation_steps: int = 3
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    longitudes: int = 36
+    latitudes: int = 6
+    longitude_step_deg: float = 10.0  # pi/18
+    latitude_step_deg: float = 15.0  # pi/12
+    latitude_start_deg: float = 0.0
+    radius_m: float = 0.34
+    # Hemisphere pole in the hand frame: a preset name or an [x, y, z] direction.
+    pole: str | tuple[float, float, float] = "egocentric"
+    width: int = 256
+    height: int = 256
+    focal_px: float = 373.3511425  # the released complement data's K
+
+
+@dataclass(frozen=True)
+class HdriConfig:
+    # "builtin" = the CC0 studio lights shipped inside the bpy package; other entries are
+    # files or folders (relative to the repo root) holding .hdr/.exr files.
+    sources: tuple[str, ...] = ("builtin", "hdri")
+    strength: tuple[float, float] = (0.7, 1.4)
+    rotation_deg: tuple[float, float] = (0.0, 360.0)
+
+
+@dataclass(frozen=True)
+class SkinConfig:
+    # Melanin fraction 0 (very light) .. 1 (very dark); see datagen/skin.py for the palette.
+    melanin: tuple[float, float] = (0.0, 1.0)
+    redness: tuple[float, float] = (0.0, 1.0)
+    roughness: tuple[float, float] = (0.35, 0.6)
+    subsurface_scale_m: tuple[float, float] = (0.002, 0.006)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    device: str = "CPU"
+    samples: int = 16
+    adaptive_threshold: float = 0.05  # 0 disables adaptive sampling
+    denoise: bool = True
+    view_transform: str = "AgX"
+    threads: int = 0  # 0 = all cores
+    png_compression: int = 15  # percent; Blender's default
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    hand: HandConfig = field(default_factory=HandConfig)
+    poses: PoseConfig = field(default_factory=PoseConfig)
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    hdri: HdriConfig = field(default_factory=HdriConfig)
+    skin: SkinConfig = field(default_factory=SkinConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self, *sections: str) -> str:
+        """Short stable hash of the whole config or of some sections (cache keys)."""
+        data = self.to_dict()
+        if sections:
+            data = {k: data[k] for k in sections}
+        blob = json.dumps(data, sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_range(key: str, value: float, lo: float, hi: float) -> None:
+    if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
+        raise ConfigError(f"{key} = {value!r} is outside [{lo}, {hi}]")
+
+
+def _check_interval(key: str, value: Any, lo: float, hi: float) -> tuple[float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ConfigError(f"{key} must be a [low, high] pair, got {value!r}")
+    a, b = (float(v) for v in value)
+    _check_range(key + "[0]", a, lo, hi)
+    _check_range(key + "[1]", b, lo, hi)
+    if a > b:
+        raise ConfigError(f"{key} = {list(value)!r}: low is greater than high")
+    return a, b
+
+
+def _build(cls, raw: dict[str, Any], prefix: str):
+    """Instantiate a dataclass from a dict, refusing unknown keys and wrong types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"known in [{prefix.rstrip('.') or 'top level'}]: {', '.join(fields)}"
+        )
+    defaults = cls()
+    values = {}
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        key = prefix + name
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{key} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, tuple) and name != "pole":
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key} must be a list, got {value!r}")
+            value = tuple(value)
+        values[name] = value
+    return dataclasses.replace(defaults, **values)
+
+
+def _validate(cfg: Config) -> Config:
+    h = cfg.hand
+    if h.model not in ("anny",):
+        raise ConfigError(f"hand.model = {h.model!r}: known hand models: 'anny'")
+    if not isinstance(h.phenotype, dict):
+        raise ConfigError("hand.phenotype must be a table of phenotype = value")
+    for k, v in h.phenotype.items():
+        if k not in PHENOTYPES:
+            raise ConfigError(f"hand.phenotype.{k}: unknown phenotype; known: {', '.join(PHENOTYPES)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ConfigError(f"hand.phenotype.{k} must be a number in [0, 1], got {v!r}")
+        _check_range(f"hand.phenotype.{k}", float(v), 0.0, 1.0)
+    if h.subdivision_levels not in (0, 1, 2):
+        raise ConfigError(f"hand.subdivision_levels = {h.subdivision_levels}: must be 0, 1 or 2")
+
+    if not 1 <= cfg.poses.interpolation_steps <= 15:
+        raise ConfigError(f"poses.interpolation_steps = {cfg.poses.interpolation_steps}: must be 1..15")
+
+    c = cfg.cameras
+    if not 1 <= c.longitudes <= 720:
+        raise ConfigError(f"cameras.longitudes = {c.longitudes}: must be 1..720")
+    if not 1 <= c.latitudes <= 180:
+        raise ConfigError(f"cameras.latitudes = {c.latitudes}: must be 1..180")
+    _check_range("cameras.longitude_step_deg", c.longitude_step_deg, 0.0, 360.0)
+    _check_range("cameras.latitude_step_deg", c.latitude_step_deg, 0.0, 90.0)
+    top = c.latitude_start_deg + (c.latitudes - 1) * c.latitude_step_deg
+    if c.latitude_start_deg < -90 or top > 90:
+        raise ConfigError(
+            f"cameras: latitudes span {c.latitude_start_deg}..{top} deg, must stay within -90..90"
+        )
+    _check_range("cameras.radius_m", c.radius_m, 0.05, 100.0)
+    if isinstance(c.pole, str):
+        if c.pole not in POLE_PRESETS:
+            raise ConfigError(f"cameras.pole = {c.pole!r}: use one of {POLE_PRESETS} or [x, y, z]")
+    else:
+        pole = tuple(c.pole) if isinstance(c.pole, (list, tuple)) else None
+        if pole is None or len(pole) != 3 or not all(isinstance(x, (int, float)) for x in pole):
+            raise ConfigError(f"cameras.pole = {c.pole!r}: use a preset name or [x, y, z]")
+        if math.sqrt(sum(x * x for x in pole)) < 1e-9:
+            raise ConfigError("cameras.pole must not be the zero vector")
+        cfg = dataclasses.replace(cfg, cameras=dataclasses.replace(c, pole=tuple(float(x) for x in pole)))
+    for key in ("width", "height"):
+        _check_range(f"cameras.{key}", getattr(c, key), 16, 8192)
+    _check_range("cameras.focal_px", c.focal_px, 1.0, 1e6)
+
+    d = cfg.hdri
+    if not d.sources or not all(isinstance(s, str) for s in d.sources):
+        raise ConfigError("hdri.sources must be a non-empty list of 'builtin', files or folders")
+    _check_interval("hdri.strength", d.strength, 0.0, 100.0)
+    _check_interval("hdri.rotation_deg", d.rotation_deg, -360.0, 720.0)
+
+    s = cfg.skin
+    _check_interval("skin.melanin", s.melanin, 0.0, 1.0)
+    _check_interval("skin.redness", s.redness, 0.0, 1.0)
+    _check_interval("skin.roughness", s.roughness, 0.0, 1.0)
+    _check_interval("skin.subsurface_scale_m", s.subsurface_scale_m, 0.0, 0.05)
+
+    r = cfg.render
+    if r.device not in DEVICES:
+        raise ConfigError(f"render.device = {r.device!r}: use one of {DEVICES}")
+    _check_range("render.samples", r.samples, 1, 65536)
+    _check_range("render.adaptive_threshold", r.adaptive_threshold, 0.0, 1.0)
+    if r.view_transform not in VIEW_TRANSFORMS:
+        raise ConfigError(f"render.view_transform = {r.view_transform!r}: use one of {VIEW_TRANSFORMS}")
+    _check_range("render.threads", r.threads, 0, 1024)
+    _check_range("render.png_compression", r.png_compression, 0, 100)
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed = {cfg.seed!r}: must be a non-negative integer")
+    return cfg
+
+
+SECTIONS = {
+    "hand": HandConfig,
+    "poses": PoseConfig,
+    "cameras": CameraConfig,
+    "hdri": HdriConfig,
+    "skin": SkinConfig,
+    "render": RenderConfig,
+}
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    unknown = sorted(set(raw) - set(SECTIONS) - {"seed"})
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {unknown}; known: seed, {', '.join('[' + s + ']' for s in SECTIONS)}"
+        )
+    values: dict[str, Any] = {}
+    if "seed" in raw:
+        values["seed"] = raw["seed"]
+    for name, cls in SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        if name == "hand" and "phenotype" in section:
+            section = dict(section)
+            pheno = {k: 0.5 for k in PHENOTYPES}
+            if not isinstance(section["phenotype"], dict):
+                raise ConfigError("hand.phenotype must be a table of phenotype = value")
+            pheno.update(section["phenotype"])
+            section["phenotype"] = pheno
+        values[name] = _build(cls, section, name + ".")
+    return _validate(Config(**values))
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a TOML config; None gives the embedded default."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

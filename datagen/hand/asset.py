@@ -1,0 +1,246 @@
+"""The hand as the dataset sees it: capped, subdivided, with keypoints defined on the rig.
+
+`HandAsset` is everything downstream needs and nothing more - plain arrays that numpy (in
+Blender's Python too) can load from one .npz:
+
+- `dense_matrix` D (Nd x Nb sparse): dense vertices = D @ posed base vertices.  It folds
+  together the wrist cap (one centre vertex, the mean of the wrist boundary loop) and
+  Catmull-Clark subdivision, so the mesh Cycles renders is exactly the labelled mesh.
+- `dense_faces` (Fd x 3): triangles of the dense mesh, fixed diagonal split.
+- keypoints: 16 joint centres are bone heads of the rig (see `KEYPOINT_DEFINITIONS`); the
+  5 fingertips are fixed barycentric points on the dense surface, found on the rest pose where
+  the distal phalanx's axis leaves the skin, and then carried by the skin in every pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import FINGERS, KEYPOINT_NAMES, HandModel, forward_kinematics
+from .subdivision import subdivide, triangulate
+
+KEYPOINT_DEFINITIONS = {
+    "wrist": "head of the wrist bone: the centre of the wrist cut, on the forearm axis",
+    "thumb_cmc": "head of the thumb's first bone (carpometacarpal joint centre)",
+    "thumb_mcp": "head of the thumb's second bone (metacarpophalangeal joint centre)",
+    "thumb_ip": "head of the thumb's distal bone (interphalangeal joint centre)",
+    "<finger>_mcp": "head of the proximal phalanx bone (metacarpophalangeal joint centre)",
+    "<finger>_pip": "head of the middle phalanx bone (proximal interphalangeal joint centre)",
+    "<finger>_dip": "head of the distal phalanx bone (distal interphalangeal joint centre)",
+    "<finger>_tip": "skin point where the distal bone's axis (head -> tail, extended) exits the rest-pose "
+    "dense surface, stored as a triangle + barycentric coordinates and skinned with the mesh",
+}
+
+
+@dataclass
+class HandAsset:
+    name: str
+    base_faces: np.ndarray  # (Fb, 3) triangles of the open base mesh (the model's own vertices)
+    dense_matrix: sp.csr_matrix  # (Nd, Nb)
+    dense_faces: np.ndarray  # (Fd, 3)
+    dense_quads: np.ndarray  # (Qd, 4) the subdivision's quads (dense_faces split them)
+    bone_names: tuple[str, ...]
+    parents: np.ndarray
+    rest_heads: np.ndarray  # (J, 3) hand frame
+    rest_tails: np.ndarray  # (J, 3)
+    joint_bones: np.ndarray  # (16,) bone per joint keypoint, in keypoint order minus tips
+    tip_faces: np.ndarray  # (5,) dense triangle per fingertip
+    tip_barycentric: np.ndarray  # (5, 3)
+    base_part: np.ndarray  # (Nb,) 0 palm, 1..5 thumb..little: dominant skinning part
+    dense_part: np.ndarray  # (Nd,)
+    rest_base_vertices: np.ndarray  # (Nb, 3)
+    palm_centre: np.ndarray  # (3,) aim point of every camera
+    licence: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_base(self) -> int:
+        return self.dense_matrix.shape[1]
+
+    @property
+    def n_dense(self) -> int:
+        return self.dense_matrix.shape[0]
+
+    def dense(self, base_vertices: np.ndarray) -> np.ndarray:
+        """(N, Nb, 3) or (Nb, 3) posed base vertices -> dense vertices."""
+        base = np.asarray(base_vertices)
+        if base.ndim == 2:
+            return np.asarray(self.dense_matrix @ base)
+        return np.stack([np.asarray(self.dense_matrix @ b) for b in base])
+
+    def keypoints(self, bone_heads: np.ndarray, dense_vertices: np.ndarray) -> np.ndarray:
+        """21 keypoints (FreiHAND order) from posed bone heads (J,3) and dense vertices (Nd,3)."""
+        joints = bone_heads[self.joint_bones]  # wrist, then 3 per finger
+        tri = dense_vertices[self.dense_faces[self.tip_faces]]  # (5, 3, 3)
+        tips = np.einsum("fk,fkc->fc", self.tip_barycentric, tri)
+        out = [joints[0]]
+        for f in range(5):
+            out.extend(joints[1 + 3 * f : 4 + 3 * f])
+            out.append(tips[f])
+        return np.stack(out)
+
+    # ---- persistence: a flat .npz that numpy alone can read (Blender's Python included) ----
+    def save(self, path: str | Path) -> None:
+        D = self.dense_matrix.tocsr()
+        arrays = {
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, np.ndarray)
+        }
+        arrays.update(
+            dense_indptr=D.indptr, dense_indices=D.indices, dense_data=D.data,
+            dense_shape=np.asarray(D.shape), name=np.asarray(self.name),
+            bone_names=np.asarray(self.bone_names),
+            licence=np.asarray(repr(self.licence)), versions=np.asarray(repr(self.versions)),
+        )
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HandAsset":
+        import ast
+
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        D = sp.csr_matrix((d.pop("dense_data"), d.pop("dense_indices"), d.pop("dense_indptr")),
+                          shape=tuple(d.pop("dense_shape")))
+        return cls(
+            name=str(d.pop("name")),
+            dense_matrix=D,
+            bone_names=tuple(str(b) for b in d.pop("bone_names")),
+            licence=ast.literal_eval(str(d.pop("licence"))),
+            versions=ast.literal_eval(str(d.pop("versions"))),
+            **d,
+        )
+
+
+def _wrist_loop(faces: list[np.ndarray]) -> list[int]:
+    """The boundary loop, ordered so that a cap fan over it has the mesh's winding."""
+    directed = {}
+    count: dict[tuple[int, int], int] = {}
+    for f in faces:
+        for a, b in zip(f, np.roll(f, -1)):
+            directed[(int(a), int(b))] = True
+            key = (min(a, b), max(a, b))
+            count[key] = count.get(key, 0) + 1
+    # A boundary half-edge a->b has no twin b->a; the cap must use b->a.
+    nxt = {b: a for (a, b) in directed if count[(min(a, b), max(a, b))] == 1}
+    if not nxt:
+        return []
+    start = min(nxt)
+    loop, cur = [start], nxt[start]
+    while cur != start:
+        loop.append(cur)
+        cur = nxt[cur]
+        if len(loop) > len(nxt):
+            raise ValueError("boundary is not a single simple loop")
+    if len(loop) != len(nxt):
+        raise ValueError(f"expected one wrist boundary loop, found {len(nxt)} boundary edges "
+                         f"but a loop of {len(loop)}")
+    return loop
+
+
+def _fingertip(dense_vertices, dense_faces, head, tail) -> tuple[int, np.ndarray]:
+    """Where the ray head->tail (beyond the tail) leaves the surface: (triangle, barycentric)."""
+    d = tail - head
+    d = d / np.linalg.norm(d)
+    v0 = dense_vertices[dense_faces[:, 0]]
+    e1 = dense_vertices[dense_faces[:, 1]] - v0
+    e2 = dense_vertices[dense_faces[:, 2]] - v0
+    p = np.cross(d, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    ok = np.abs(det) > 1e-15
+    inv = np.where(ok, 1 / np.where(ok, det, 1), 0)
+    s = head - v0
+    u = np.einsum("ij,ij->i", s, p) * inv
+    q = np.cross(s, e1)
+    v = (q @ d) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    if not hit.any():
+        raise ValueError("fingertip ray does not meet the surface")
+    # The farthest exit along the axis is the fingertip (the ray starts inside the finger).
+    i = int(np.argmax(np.where(hit, t, -np.inf)))
+    return i, np.array([1 - u[i] - v[i], u[i], v[i]])
+
+
+def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
+    """Cap the wrist, subdivide, and define the keypoints on the rest pose of `hand`."""
+    rig = hand.rig
+    n = len(hand.rest_vertices)
+    faces = [np.asarray(f) for f in hand.faces]
+    loop = _wrist_loop(faces)
+    # Cap: one centre vertex = mean of the loop (a fixed linear row, so it skins for free),
+    # fanned with triangles that subdivision turns into quads.
+    A = sp.vstack([sp.identity(n, format="csr"),
+                   sp.csr_matrix((np.full(len(loop), 1 / len(loop)), (np.zeros(len(loop), int), loop)),
+                                 shape=(1, n))]).tocsr() if loop else sp.identity(n, format="csr")
+    capped = list(faces)
+    if loop:
+        c = n
+        capped += [np.array([c, loop[i], loop[(i + 1) % len(loop)]]) for i in range(len(loop))]
+    S, quads = subdivide(A.shape[0], capped, subdivision_levels)
+    D = (S @ A).tocsr()
+    D.eliminate_zeros()
+    dense_faces = triangulate(quads)
+    base_tris = triangulate(faces)
+
+    # Parts: 0 = palm (wrist and metacarpals), 1..5 = the finger owning the vertex's heaviest bone.
+    bone_part = np.zeros(len(rig.bone_names), np.int64)
+    for k, finger in enumerate(FINGERS, start=1):
+        for b in rig.chains[finger]:
+            bone_part[b] = k
+    W = hand.skinning_weights
+    part_w = np.zeros((n, 6))
+    np.add.at(part_w.T, bone_part, W.T)
+    base_part = part_w.argmax(1)
+    cap_part = np.concatenate([base_part, [0]]) if loop else base_part
+    dense_part_w = np.asarray(S @ np.eye(6)[cap_part])
+    dense_part = dense_part_w.argmax(1)
+
+    rest_dense = np.asarray(D @ hand.rest_vertices)
+    tip_faces, tip_bary = [], []
+    for finger in FINGERS:
+        distal = rig.chains[finger][2]
+        f, b = _fingertip(rest_dense, dense_faces, rig.heads[distal], rig.tails[distal])
+        tip_faces.append(f)
+        tip_bary.append(b)
+
+    joint_bones = np.asarray(rig.joint_bones(), dtype=np.int64)
+    mcps = [rig.chains[f][0] for f in FINGERS[1:]]
+    palm_centre = np.mean(np.vstack([rig.heads[rig.wrist], rig.heads[mcps]]), axis=0)
+    assert len(KEYPOINT_NAMES) == 21
+    return HandAsset(
+        name=hand.name,
+        base_faces=base_tris,
+        dense_matrix=D,
+        dense_faces=dense_faces,
+        dense_quads=np.asarray(quads),
+        bone_names=rig.bone_names,
+        parents=rig.parents,
+        rest_heads=rig.heads,
+        rest_tails=rig.tails,
+        joint_bones=joint_bones,
+        tip_faces=np.asarray(tip_faces),
+        tip_barycentric=np.asarray(tip_bary),
+        base_part=base_part,
+        dense_part=dense_part,
+        rest_base_vertices=hand.rest_vertices,
+        palm_centre=palm_centre,
+        licence=dict(hand.licence),
+        versions=dict(hand.versions),
+    )
+
+
+def posed_bone_heads(asset: HandAsset, bone_transforms: np.ndarray) -> np.ndarray:
+    """(B, J, 3) posed joint centres from bone transforms (B, J, 4, 4)."""
+    h = asset.rest_heads
+    return np.einsum("bjik,jk->bji", bone_transforms[..., :3, :3], h) + bone_transforms[..., :3, 3]
+
+
+__all__ = ["HandAsset", "build_asset", "posed_bone_heads", "forward_kinematics", "KEYPOINT_DEFINITIONS"]

@@ -1,0 +1,127 @@
+"""Everything the renderer needs about the hand, computed once and cached on disk.
+
+Building the hand (anny + torch) and skinning 1520 poses takes seconds, but the renderer may
+run inside Blender's own Python where neither torch nor anny exist.  So the venv side writes
+two plain .npz files - the `HandAsset` and the posed base vertices of every pose - keyed by a
+hash of everything they depend on, and the renderer only ever loads them with numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import REPO_ROOT, Config
+from .hand.asset import HandAsset
+from .hand.base import KEYPOINT_NAMES
+
+# Bump when the pose-space definition changes in a way the angle tables below do not show.
+POSE_SPACE_VERSION = 1
+
+
+@dataclass
+class Prepared:
+    asset: HandAsset
+    ids: np.ndarray
+    pose_a: np.ndarray
+    pose_b: np.ndarray
+    t: np.ndarray
+    rotations: np.ndarray  # (P, J, 3, 3)
+    base_vertices: np.ndarray  # (P, Nb, 3) float32, hand frame, metres
+    keypoints: np.ndarray  # (P, 21, 3) float32
+    key: str
+
+    def dense_vertices(self, pose_id: int) -> np.ndarray:
+        return self.asset.dense(self.base_vertices[pose_id].astype(np.float64))
+
+    def export_table(self, path: str | Path) -> None:
+        """The pose table for people and other tools (one .npz, documented keys)."""
+        from scipy.spatial.transform import Rotation
+
+        rotvec = Rotation.from_matrix(self.rotations.reshape(-1, 3, 3)).as_rotvec()
+        np.savez_compressed(
+            path,
+            pose_id=self.ids,
+            pose_a=self.pose_a,
+            pose_b=self.pose_b,
+            t=self.t,
+            bone_names=np.asarray(self.asset.bone_names),
+            joint_rotvec=rotvec.reshape(len(self.ids), -1, 3).astype(np.float32),
+            keypoint_names=np.asarray(KEYPOINT_NAMES),
+            keypoints_hand_m=self.keypoints,
+        )
+
+
+def _pose_space_digest(cfg: Config) -> str:
+    from . import poses
+
+    payload = {
+        "hand": cfg.hand.__dict__,
+        "poses": cfg.poses.__dict__,
+        "extended": poses.EXTENDED,
+        "bent": poses.BENT,
+        "thumb": [poses.THUMB_EXTENDED, poses.THUMB_BENT],
+        "version": POSE_SPACE_VERSION,
+    }
+    try:
+        import importlib.metadata
+
+        payload["anny"] = importlib.metadata.version("anny")
+    except Exception:  # noqa: BLE001 - Blender's Python has no anny; the key is then only read
+        pass
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HANDSYNTH_CACHE", REPO_ROOT / "cache"))
+
+
+def prepared_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    d = Path(cache_dir) / "prepared"
+    return d / f"hand_{key}.npz", d / f"poses_{key}.npz"
+
+
+def save_prepared(p: Prepared, cache_dir: Path) -> None:
+    asset_path, poses_path = prepared_paths(cache_dir, p.key)
+    asset_path.parent.mkdir(parents=True, exist_ok=True)
+    p.asset.save(asset_path)
+    tmp = Path(str(poses_path) + ".tmp.npz")
+    np.savez(tmp, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
+             base_vertices=p.base_vertices, keypoints=p.keypoints)
+    tmp.replace(poses_path)
+
+
+def load_prepared_files(asset_path: Path, poses_path: Path, key: str) -> Prepared:
+    asset = HandAsset.load(asset_path)
+    with np.load(poses_path) as z:
+        return Prepared(asset=asset, key=key, **{k: z[k] for k in z.files})
+
+
+def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bool = False) -> Prepared:
+    """Load the prepared hand and poses for `cfg`, building them (venv only) if missing."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = _pose_space_digest(cfg)
+    asset_path, poses_path = prepared_paths(cache_dir, key)
+    if asset_path.exists() and poses_path.exists():
+        return load_prepared_files(asset_path, poses_path, key)
+
+    from .hand import load_hand_model
+    from .hand.asset import build_asset
+    from .poses import build_pose_table, pose_meshes
+
+    if progress:
+        print(f"building hand '{cfg.hand.model}' and {cfg.poses.interpolation_steps}-step pose table "
+              f"(cached in {asset_path.parent}) ...", flush=True)
+    hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype)
+    asset = build_asset(hand, cfg.hand.subdivision_levels)
+    table = build_pose_table(hand, cfg.poses.interpolation_steps)
+    base, kps = pose_meshes(hand, asset, table)
+    p = Prepared(asset=asset, ids=table.ids, pose_a=table.pose_a, pose_b=table.pose_b, t=table.t,
+                 rotations=table.rotations, base_vertices=base, keypoints=kps, key=key)
+    save_prepared(p, cache_dir)
+    return p

@@ -1,0 +1,116 @@
+"""Exact z-buffer rasterisation of a triangle mesh at pixel centres (pure numpy).
+
+Silhouettes and depth maps are labels, so they are computed from the labelled mesh and the
+labelled camera, not read back from the path tracer: a pixel belongs to the hand exactly when
+its centre's ray hits a triangle, and its depth is that hit's camera z.  No anti-aliasing, no
+sampling noise, identical on every machine.  The Blender test checks that Cycles renders the
+same silhouette and depth.
+
+Pixel convention (also datagen/cameras.py): continuous image coordinates, pixel (row i,
+column j) spans [j, j+1) x [i, i+1), so its centre is (j + 0.5, i + 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Raster:
+    depth: np.ndarray  # (H, W) float32 camera z in metres, 0 where no surface
+    face: np.ndarray  # (H, W) int32 triangle id, -1 where no surface
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.face >= 0
+
+
+def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) camera-space points -> (N, 2) continuous pixel coordinates."""
+    z = points_cam[:, 2:3]
+    return (points_cam[:, :2] / z) * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+
+
+def rasterize(points_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int) -> Raster:
+    """Rasterise triangles given in camera coordinates (OpenCV: x right, y down, z forward)."""
+    pts = np.asarray(points_cam, dtype=np.float64)
+    if np.any(pts[:, 2] <= 1e-6):
+        raise ValueError("mesh crosses the camera plane; every vertex must have z > 0")
+    uv = project(pts, K)
+    tri_uv = uv[faces]  # (F, 3, 2)
+    inv_z = 1.0 / pts[faces, 2]  # (F, 3)
+
+    lo = np.floor(tri_uv.min(axis=1) - 0.5).astype(np.int64) + 1  # first pixel centre >= min
+    hi = np.floor(tri_uv.max(axis=1) - 0.5).astype(np.int64)
+    lo = np.maximum(lo, 0)
+    hi[:, 0] = np.minimum(hi[:, 0], width - 1)
+    hi[:, 1] = np.minimum(hi[:, 1], height - 1)
+    nx = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
+    ny = np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    counts = nx * ny
+    keep = counts > 0
+    face_ids = np.repeat(np.nonzero(keep)[0], counts[keep])
+    if face_ids.size == 0:
+        return Raster(np.zeros((height, width), np.float32), np.full((height, width), -1, np.int32))
+    # Enumerate each face's bounding box of pixel centres.
+    starts = np.repeat(np.cumsum(counts[keep]) - counts[keep], counts[keep])
+    local = np.arange(face_ids.size) - starts
+    fx = nx[face_ids]
+    px = lo[face_ids, 0] + local % fx
+    py = lo[face_ids, 1] + local // fx
+    cx, cy = px + 0.5, py + 0.5
+
+    a, b, c = tri_uv[face_ids, 0], tri_uv[face_ids, 1], tri_uv[face_ids, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    w0 = (b[:, 0] - cx) * (c[:, 1] - cy) - (b[:, 1] - cy) * (c[:, 0] - cx)
+    w1 = (c[:, 0] - cx) * (a[:, 1] - cy) - (c[:, 1] - cy) * (a[:, 0] - cx)
+    w2 = area - w0 - w1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l0, l1, l2 = w0 / area, w1 / area, w2 / area
+    inside = (np.abs(area) > 1e-12) & (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+    face_ids, px, py = face_ids[inside], px[inside], py[inside]
+    bary = np.stack([l0[inside], l1[inside], l2[inside]], axis=1)
+    # Screen-space barycentrics interpolate 1/z exactly (perspective-correct depth).
+    z = 1.0 / np.einsum("ij,ij->i", bary, inv_z[face_ids])
+
+    pix = py * width + px
+    order = np.lexsort((z, pix))
+    pix_sorted = pix[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = pix_sorted[1:] != pix_sorted[:-1]
+    win = order[first]
+    depth = np.zeros(height * width, np.float32)
+    face = np.full(height * width, -1, np.int32)
+    depth[pix[win]] = z[win]
+    face[pix[win]] = face_ids[win]
+    return Raster(depth.reshape(height, width), face.reshape(height, width))
+
+
+def ray_crossings(points_cam: np.ndarray, faces: np.ndarray, targets_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each target, the surface crossings on the segment from the camera centre to it.
+
+    Returns (count (T,), nearest hit distance along the segment as a fraction (T,), 1 if
+    none).  Möller-Trumbore against every triangle; T is small (keypoints), so this is cheap.
+    """
+    v0 = points_cam[faces[:, 0]]
+    e1 = points_cam[faces[:, 1]] - v0
+    e2 = points_cam[faces[:, 2]] - v0
+    counts = np.zeros(len(targets_cam), np.int64)
+    nearest = np.ones(len(targets_cam))
+    for i, d in enumerate(np.asarray(targets_cam, dtype=np.float64)):
+        p = np.cross(d, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        ok = np.abs(det) > 1e-15
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = -v0  # origin (camera centre) minus v0
+        u = np.einsum("ij,ij->i", s, p) * inv
+        q = np.cross(s, e1)
+        v = (q @ d) * inv
+        t = np.einsum("ij,ij->i", e2, q) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9) & (t < 1.0)
+        counts[i] = int(hit.sum())
+        if counts[i]:
+            nearest[i] = float(t[hit].min())
+    return counts, nearest
