@@ -23,7 +23,8 @@ Pose ids (stable, documented in docs/ARCHITECTURE.md):
   1 = bent).  Pose 0 is the open hand, 31 the fist.
 - 32..1519: pair (a, b) with a < b in lexicographic order, pair index p = 0..495, then
   t = 1/4, 1/2, 3/4: id = 32 + 3 p + (step - 1).
-Intermediate poses interpolate joint rotations (slerp per bone), never vertices.
+Intermediate poses interpolate joint rotations (slerp per bone), never vertices.  Only 1235
+of the 1520 poses are distinct (see `canonical_ids`).
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class PoseTable:
     pose_b: np.ndarray  # (P,) base pose at t = 1 (== pose_a for base poses)
     t: np.ndarray  # (P,)
     rotations: np.ndarray  # (P, J, 3, 3) local rotations about rest joint centres, hand frame
+    finger_state: np.ndarray  # (P, 5) bend fraction per finger (thumb..little), 0 extended, 1 bent
+    canonical: np.ndarray  # (P,) smallest pose id with the same finger states (see below)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -201,7 +204,29 @@ def build_pose_table(hand: HandModel, steps: int = 3) -> PoseTable:
             t = s / (steps + 1)
             ids.append(len(ids)); pa.append(a); pb.append(b); ts.append(t)
             rots.append(slerp_rotations(base[a], base[b], t))
-    return PoseTable(np.asarray(ids), np.asarray(pa), np.asarray(pb), np.asarray(ts), np.stack(rots))
+    pa, pb, ts = np.asarray(pa), np.asarray(pb), np.asarray(ts)
+    state = finger_states(pa, pb, ts)
+    return PoseTable(np.asarray(ids), pa, pb, ts, np.stack(rots), state, canonical_ids(state))
+
+
+def finger_states(pose_a: np.ndarray, pose_b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(P, 5) bend fraction of each finger: (1 - t) * state_a + t * state_b."""
+    bits = lambda m: (m[:, None] >> np.arange(5)) & 1  # noqa: E731
+    return (1 - t)[:, None] * bits(pose_a) + t[:, None] * bits(pose_b)
+
+
+def canonical_ids(state: np.ndarray) -> np.ndarray:
+    """For each pose, the first pose id with identical finger states.
+
+    The paper's construction repeats poses: at t = 1/2 every moving finger is half bent, so
+    two pairs that differ only in which way their fingers move meet in the same pose (e.g.
+    thumb bent -> index bent and open hand -> thumb+index bent).  1520 ids hold 1235 distinct
+    poses (32 + 211 midpoints + 992 quarter points).  Ids are kept (they are the paper's), and
+    splits by pose must group by this canonical id or identical poses leak across splits.
+    """
+    key = np.round(state * 4).astype(np.int64) @ (5 ** np.arange(5))
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first[inverse]
 
 
 def pose_meshes(hand: HandModel, asset: HandAsset, table: PoseTable, batch: int = 256):
@@ -259,6 +284,9 @@ def main(argv=None) -> int:
 
         report = penetration_report(prepared, progress=True, cache_dir=cache)
         print(report.table())
+        n_distinct = len(np.unique(prepared.canonical))
+        print(f"distinct poses: {n_distinct} of {len(prepared.ids)} (midpoints of pairs that differ only in "
+              "the direction their fingers move coincide; see datagen.poses.canonical_ids)")
         print(
             f"poses={len(prepared.ids)} base=32 pairs={len(pair_list())} "
             f"penetrating_over_2mm={report.count_over(0.002)} worst_penetration_mm={report.worst_mm:.2f}"

@@ -21,7 +21,7 @@ from .hand.asset import HandAsset
 from .hand.base import KEYPOINT_NAMES
 
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
-POSE_SPACE_VERSION = 1
+POSE_SPACE_VERSION = 2
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Prepared:
     pose_b: np.ndarray
     t: np.ndarray
     rotations: np.ndarray  # (P, J, 3, 3)
+    finger_state: np.ndarray  # (P, 5) bend fraction per finger
+    canonical: np.ndarray  # (P,) first pose id with the same finger states (duplicates share it)
     base_vertices: np.ndarray  # (P, Nb, 3) float32, hand frame, metres
     keypoints: np.ndarray  # (P, 21, 3) float32
     key: str
@@ -50,6 +52,8 @@ class Prepared:
             pose_a=self.pose_a,
             pose_b=self.pose_b,
             t=self.t,
+            finger_state=self.finger_state.astype(np.float32),
+            canonical_id=self.canonical,
             bone_names=np.asarray(self.asset.bone_names),
             joint_rotvec=rotvec.reshape(len(self.ids), -1, 3).astype(np.float32),
             keypoint_names=np.asarray(KEYPOINT_NAMES),
@@ -92,6 +96,7 @@ def save_prepared(p: Prepared, cache_dir: Path) -> None:
     p.asset.save(asset_path)
     tmp = Path(str(poses_path) + ".tmp.npz")
     np.savez(tmp, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
+             finger_state=p.finger_state, canonical=p.canonical,
              base_vertices=p.base_vertices, keypoints=p.keypoints)
     tmp.replace(poses_path)
 
@@ -122,6 +127,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     table = build_pose_table(hand, cfg.poses.interpolation_steps)
     base, kps = pose_meshes(hand, asset, table)
     p = Prepared(asset=asset, ids=table.ids, pose_a=table.pose_a, pose_b=table.pose_b, t=table.t,
-                 rotations=table.rotations, base_vertices=base, keypoints=kps, key=key)
+                 rotations=table.rotations, finger_state=table.finger_state, canonical=table.canonical,
+                 base_vertices=base, keypoints=kps, key=key)
     save_prepared(p, cache_dir)
     return p
