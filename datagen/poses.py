@@ -14,8 +14,8 @@ rolls (those are arbitrary):
 Angles are anatomical: 0 = the bone continues its parent's direction, measured in the
 flexion plane.  `EXTENDED` straightens the slightly curled rest pose; `BENT` is a fist within
 human active ranges of motion (MCP <= 90, PIP <= 110, DIP <= 80 degrees; thumb MCP <= 60,
-IP <= 80).  The thumb's CMC has two rotations (flexion across the palm about the thumb axis,
-and opposition about the metacarpal's long axis) relative to its rest orientation, because
+IP <= 80).  The thumb's CMC has three rotations (flexion about the thumb axis, palmar abduction, and
+axial rotation about the metacarpal's long axis) relative to its rest orientation, because
 its rest angle to the wrist has no anatomical zero.
 
 Pose ids (stable, documented in docs/ARCHITECTURE.md):
@@ -48,15 +48,15 @@ BENT = {
     "ring": (75.0, 85.0, 70.0),
     "little": (65.0, 80.0, 60.0),
 }
-# Thumb: rotations relative to its rest pose (degrees): CMC flexion, CMC palmar abduction,
-# CMC axial rotation (about the metacarpal's long axis, right-hand rule), MCP flexion, IP
-# flexion.  The bent thumb lies along the radial side of the bent index finger, its pad
+# Thumb (degrees): CMC flexion, CMC palmar abduction and CMC axial rotation (about the
+# metacarpal's long axis, right-hand rule), relative to the rest pose; MCP and IP flexion,
+# anatomical like the fingers' (0 = straight).  The bent thumb lies along the radial side of the bent index finger, its pad
 # against the index's middle phalanx.  It does not wrap over the index and middle fingers:
 # that fist would put the thumb in the path of a bending index finger, and every pose
 # interpolated between "thumb bent, index extended" and "thumb bent, index bent" would
 # penetrate by ~6 mm (measured; see docs/POSES.md).
 THUMB_EXTENDED = (0.0, 0.0, 0.0, 0.0, 0.0)
-THUMB_BENT = (0.0, 10.0, -40.0, 30.0, 60.0)
+THUMB_BENT = (0.0, 10.0, -40.0, 37.0, 75.0)
 # Human active range limits used to validate the tables (degrees).
 LIMITS = {"mcp": 90.0, "pip": 110.0, "dip": 80.0, "thumb_mcp": 60.0, "thumb_ip": 80.0}
 
@@ -80,6 +80,13 @@ class JointAxes:
     rest_angles: dict[str, list[float]]  # anatomical flexion of the rest pose (radians)
     thumb_long_axis: np.ndarray  # opposition axis of the CMC (the metacarpal's direction)
     thumb_abduction_axis: np.ndarray  # long axis x flexion axis: moves the thumb out of the palm plane
+
+
+def _flexion(parent_dir: np.ndarray, d: np.ndarray, axis: np.ndarray) -> float:
+    """Signed angle (radians) from the parent bone's direction to d about axis, in the flexion plane."""
+    p = _unit(parent_dir - np.dot(parent_dir, axis) * axis)
+    q = _unit(d - np.dot(d, axis) * axis)
+    return float(np.arctan2(np.dot(np.cross(p, q), axis), np.dot(p, q)))
 
 
 def derive_axes(hand: HandModel) -> JointAxes:
@@ -106,7 +113,9 @@ def derive_axes(hand: HandModel) -> JointAxes:
             a = -a  # positive angles swing the thumb towards the palm
         thumb_axes.append(a)
     axes["thumb"] = thumb_axes
-    rest["thumb"] = [0.0, 0.0, 0.0]
+    # The CMC has no anatomical zero against the wrist (angles are relative to rest); the MCP
+    # and IP are measured like the fingers' joints.
+    rest["thumb"] = [0.0] + [_flexion(direction(tb[j - 1]), direction(tb[j]), thumb_axes[j]) for j in (1, 2)]
 
     for finger in FINGERS[1:]:
         chain = rig.chains[finger]
@@ -115,12 +124,8 @@ def derive_axes(hand: HandModel) -> JointAxes:
         for b in chain:
             d = direction(b)
             a = _unit(np.cross(d, palm_normal))
-            # Signed rest flexion of d relative to the parent direction, about a.
-            p = parent_dir - np.dot(parent_dir, a) * a
-            q = d - np.dot(d, a) * a
-            angle = np.arctan2(np.dot(np.cross(_unit(p), _unit(q)), a), np.dot(_unit(p), _unit(q)))
             fa.append(a)
-            fr.append(float(angle))
+            fr.append(_flexion(parent_dir, d, a))
             parent_dir = d
         axes[finger] = fa
         rest[finger] = fr
@@ -146,8 +151,8 @@ def state_rotations(hand: HandModel, jx: JointAxes, bent_mask: int,
             a = jx.axes["thumb"]
             R[chain[0]] = (rotation_about(a[0], cmc_flex) @ rotation_about(jx.thumb_abduction_axis, cmc_abd)
                            @ rotation_about(jx.thumb_long_axis, cmc_opp))
-            R[chain[1]] = rotation_about(a[1], mcp)
-            R[chain[2]] = rotation_about(a[2], ip)
+            R[chain[1]] = rotation_about(a[1], mcp - jx.rest_angles["thumb"][1])
+            R[chain[2]] = rotation_about(a[2], ip - jx.rest_angles["thumb"][2])
         else:
             target = np.radians(bent[finger] if is_bent else EXTENDED[finger])
             for j, b in enumerate(chain):
@@ -257,6 +262,28 @@ def check_limits() -> list[str]:
     return problems
 
 
+def write_pose_sheet(prepared, path, size: int = 160) -> None:
+    """The 32 base poses (palm-side three-quarter view) and the 7 -> 15 sequence of the paper's Fig. 11."""
+    import imageio.v3 as iio
+
+    from .viz import PART_COLOURS, grid, label, look_at, shade_mesh
+
+    a = prepared.asset
+    K = np.array([[size * 2.3, 0, size / 2], [0, size * 2.3, size / 2], [0, 0, 1.0]])
+    colours = PART_COLOURS[a.dense_part[a.dense_faces[:, 0]]] * 0.6 + 0.4
+    R, t = look_at(a.palm_centre + np.array([0.18, 0.02, 0.45]), a.palm_centre + np.array([0, 0.03, 0]), (0, 1, 0))
+
+    def tile(pid, text):
+        img = shade_mesh(prepared.dense_vertices(pid), a.dense_faces, R, t, K, size, size, colours)
+        return label(img, text)
+
+    tiles = [tile(m, f"{m}: {format(m, '05b')[::-1]}") for m in range(32)]
+    pair = pair_list().index((7, 15))
+    seq = [7] + [32 + 3 * pair + s for s in range(3)] + [15]
+    tiles += [tile(pid, f"{pid} t={prepared.t[pid]:.2f}" if pid >= 32 else f"{pid}") for pid in seq]
+    iio.imwrite(path, grid(tiles, 8))
+
+
 def main(argv=None) -> int:
     from .prepared import prepare_poses
 
@@ -264,6 +291,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="dataset config (TOML); default: configs/default.toml")
     ap.add_argument("--report", action="store_true", help="measure interpenetration of all poses and print it")
     ap.add_argument("--export", metavar="PATH", help="write the pose table (.npz: ids, provenance, rotations, keypoints)")
+    ap.add_argument("--sheet", metavar="PNG", help="draw the 32 base poses and one interpolated sequence")
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
     from .config import load_config
@@ -276,10 +304,13 @@ def main(argv=None) -> int:
     if args.export:
         prepared.export_table(args.export)
         print(f"wrote {args.export}")
+    if args.sheet:
+        write_pose_sheet(prepared, args.sheet)
+        print(f"wrote {args.sheet}")
     problems = check_limits()
     for p in problems:
         print("joint limit:", p)
-    if args.report or not args.export:
+    if args.report or not (args.export or args.sheet):
         from .collision import penetration_report
 
         report = penetration_report(prepared, progress=True, cache_dir=cache)
