@@ -1,0 +1,304 @@
+"""datagen.pack / datagen.shards: a small render directory in the documented format -> shards.
+
+The toy render directory (`make_render_dir`) is written the way docs/ARCHITECTURE.md describes
+RENDER_DIR, with exact silhouettes and depth from datagen.raster, so the packed labels are
+mutually consistent and datagen.verify can check them.  `StubMapping` stands in for
+datagen.mapping: a permutation of the toy mesh's 778 vertices, so a test can tell that the
+matrix was applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from datagen import shards as S
+from datagen.cameras import hemisphere
+from datagen.config import CameraConfig
+from datagen.hand.asset import HandAsset
+from datagen.pack import PackError, pack
+from datagen.raster import rasterize
+
+REPO = Path(__file__).resolve().parent.parent
+TIPS = (4, 8, 12, 16, 20)
+
+
+def toy_mesh(rings: int = 8, segments: int = 97):
+    """A closed, elongated 'hand' along +y: 2 poles + rings x segments = 778 vertices."""
+    v = [(0.0, 0.0, 0.0)]
+    for i in range(1, rings + 1):
+        a = np.pi * i / (rings + 1)
+        for j in range(segments):
+            b = 2 * np.pi * j / segments
+            v.append((0.035 * np.sin(a) * np.cos(b), 0.09 * (1 - np.cos(a)), 0.02 * np.sin(a) * np.sin(b)))
+    v.append((0.0, 0.18, 0.0))
+    v = np.asarray(v)
+    f = []
+    top, bottom = 0, len(v) - 1
+    ring = lambda i, j: 1 + i * segments + j % segments  # noqa: E731
+    for j in range(segments):
+        f.append((top, ring(0, j + 1), ring(0, j)))
+        f.append((bottom, ring(rings - 1, j), ring(rings - 1, j + 1)))
+        for i in range(rings - 1):
+            f.append((ring(i, j), ring(i, j + 1), ring(i + 1, j)))
+            f.append((ring(i + 1, j), ring(i, j + 1), ring(i + 1, j + 1)))
+    return v, np.asarray(f, np.int64)
+
+
+def toy_asset() -> HandAsset:
+    v, f = toy_mesh()
+    n = len(v)
+    heads = np.linspace([0, 0.0, 0], [0, 0.15, 0], 16)
+    return HandAsset(
+        name="toy", base_faces=f, dense_matrix=sp.identity(n, format="csr"), dense_faces=f,
+        dense_quads=np.zeros((0, 4), np.int64), bone_names=tuple(f"b{i}" for i in range(16)),
+        parents=np.arange(-1, 15), rest_heads=heads, rest_tails=heads + [0, 0.01, 0],
+        joint_bones=np.arange(16), tip_faces=np.arange(5), tip_barycentric=np.full((5, 3), 1 / 3),
+        base_part=np.zeros(n, np.int64), dense_part=np.zeros(n, np.int64), rest_base_vertices=v,
+        palm_centre=np.array([0.0, 0.06, 0.0]), licence={"name": "toy", "licence": "CC0-1.0"},
+        versions={"toy": "1"})
+
+
+class StubMapping:
+    """Same interface as datagen.mapping.Mapping: a vertex permutation of the toy mesh."""
+
+    def __init__(self, n: int = 778, seed: int = 1):
+        perm = np.random.default_rng(seed).permutation(n)
+        self.perm = perm
+        self.topology = "open778"
+        self.matrix = sp.csr_matrix((np.ones(n), (np.arange(n), perm)), shape=(n, n))
+        inv = np.argsort(perm)
+        self.faces = inv[toy_mesh()[1]]
+        self.joint_regressor = np.zeros((21, n))
+        self.joint_regressor[np.arange(21), np.arange(21) * 30] = 1.0
+        self.quality = {"surface_mean_mm": 0.0, "surface_max_mm": 0.0, "flipped_faces": 0}
+        self.source = {"method": "test stub"}
+
+    def apply(self, dense):
+        return np.asarray(dense)[..., self.perm, :]
+
+
+def pose_mesh(asset: HandAsset, pose: int):
+    """Pose p: the toy bent by a pose-dependent amount about x, keypoints on/inside it."""
+    v = asset.rest_base_vertices.copy()
+    ang = 0.25 * pose * v[:, 1] / 0.18
+    y, z = v[:, 1].copy(), v[:, 2].copy()
+    v[:, 1], v[:, 2] = y * np.cos(ang) - z * np.sin(ang), y * np.sin(ang) + z * np.cos(ang)
+    idx = np.linspace(1, len(v) - 2, 21).astype(int)
+    kp = v[idx].copy()
+    inner = [k for k in range(21) if k not in TIPS]
+    kp[inner] *= np.array([0.5, 1.0, 0.5])  # joint centres inside the body, tips on the skin
+    return v, kp
+
+
+def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """Write a complete RENDER_DIR (docs/ARCHITECTURE.md) for the toy hand."""
+    root = Path(root)
+    asset = toy_asset()
+    cam_cfg = CameraConfig(longitudes=n_views, longitude_step_deg=360 / n_views, latitudes=1, width=size,
+                           height=size, focal_px=size * 1.46, radius_m=0.34)
+    views = hemisphere(cam_cfg, np.zeros(3), asset.palm_centre)
+    (root / "meshes").mkdir(parents=True, exist_ok=True)
+    asset.save(root / "hand.npz")
+    np.savez(root / "views.npz", K=views.K, R=views.R, t=views.t, centres=views.centres,
+             longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg)
+    P = max(n_poses, 3)
+    np.savez(root / "poses.npz", ids=np.arange(P), pose_a=np.arange(P), pose_b=np.arange(P),
+             t=np.zeros(P), rotations=np.tile(np.eye(3), (P, 16, 1, 1)))
+    hdris = [{"name": "studio", "file": "studio.exr", "licence": "CC0-1.0"},
+             {"name": "forest", "file": "forest.hdr", "licence": "CC0-1.0"}]
+    run = {"config": {"seed": seed, "cameras": {"width": size, "height": size}}, "seed": seed,
+           "versions": {"bpy": "toy"}, "hand": asset.licence, "hdris": hdris}
+    (root / "run.json").write_text(json.dumps(run))
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for p in range(n_poses):
+        v, kp = pose_mesh(asset, p)
+        np.savez(root / "meshes" / f"pose_{p:05d}.npz", dense=v.astype(np.float32), base=v.astype(np.float32),
+                 keypoints=kp.astype(np.float32))
+        d = root / "items" / f"{p:05d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for view in range(n_views):
+            R, t, K = views.R[view], views.t[view], views.K
+            cam = v @ R.T + t
+            r = rasterize(cam, asset.dense_faces, K, size, size)
+            kc = kp.astype(np.float32).astype(np.float64) @ R.T + t
+            uv = kc[:, :2] / kc[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+            inside = (uv >= 0).all(1) & (uv < size).all(1)
+            px = np.clip(np.floor(uv).astype(int), 0, size - 1)
+            dz = r.depth[px[:, 1], px[:, 0]]
+            gap = np.where(inside & (dz > 0), kc[:, 2] - dz, np.nan)
+            vis = inside & (dz > 0) & (gap < 0.03)
+            vis[list(TIPS)] &= np.abs(gap[list(TIPS)]) < 0.002
+            img = np.stack([(xx * 3 + p * 40) % 256, (yy * 3 + view * 60) % 256, np.full_like(xx, 90)], -1)
+            img = img.astype(np.uint8)
+            img[r.mask] = (rng.integers(150, 230, size=3) * (0.6 + 0.4 * rng.random((r.mask.sum(), 1)))).astype(np.uint8)
+            base = d / f"v{view:03d}"
+            import cv2
+
+            cv2.imwrite(str(base) + ".png", img[..., ::-1])
+            cv2.imwrite(str(base) + ".mask.png", r.mask.astype(np.uint8) * 255)
+            np.save(str(base) + ".depth.npy", r.depth)
+            labels = {"pose_id": p, "view_id": view, "item_id": p * n_views + view,
+                      "seed": [seed, p, view], "keypoints_2d": uv.tolist(), "keypoints_3d_cam": kc.tolist(),
+                      "visible": vis.tolist(), "in_frame": inside.tolist(),
+                      "depth_gap_m": [None if np.isnan(g) else float(g) for g in gap],
+                      "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
+                      "hdri": {"name": hdris[(p + view) % 2]["name"], "file": hdris[(p + view) % 2]["file"],
+                               "rotation_deg": 10.0 * view, "strength": 1.0 + 0.1 * p},
+                      "skin": {"melanin": 0.1 * p, "redness": 0.5, "roughness": 0.4},
+                      "render": {"samples": 16}, "versions": {"bpy": "toy"}}
+            (Path(str(base) + ".json")).write_text(json.dumps(labels))
+    return root
+
+
+@pytest.fixture(scope="module")
+def render_dir(tmp_path_factory):
+    return make_render_dir(tmp_path_factory.mktemp("render"))
+
+
+def run_pack(render, out, **kw):
+    kw.setdefault("mapping", StubMapping())
+    kw.setdefault("progress", False)
+    return pack(render, out, log=lambda *_: None, **kw)
+
+
+def test_pack_contents_roundtrip(render_dir, tmp_path):
+    m = run_pack(render_dir, tmp_path / "ds", shard_size_mb=0.02)
+    assert m["counts"]["samples"] == 12 and m["counts"]["shards"] >= 3
+    assert sum(s["samples"] for s in m["shards"]) == 12
+    assert m["topology"] == "open778" and m["licences"]["hand"]["licence"] == "CC0-1.0"
+    assert {h["name"] for h in m["licences"]["hdris"]} == {"studio", "forest"}
+    assert m["constant_labels"] == {"render": {"samples": 16}, "versions": {"bpy": "toy"}}
+    for s in m["shards"]:
+        assert S.sha256_file(tmp_path / "ds" / s["file"]) == s["sha256"]
+    # every sample comes back: lossless image, exact mask, depth within the codec's 5 um
+    import cv2
+
+    seen = set()
+    for s in m["shards"]:
+        r = S.ShardReader(tmp_path / "ds" / s["file"])
+        for row in range(r.count):
+            p, v = int(r.columns["pose_id"][row]), int(r.columns["view_id"][row])
+            seen.add((p, v))
+            base = f"{render_dir}/items/{p:05d}/v{v:03d}"
+            img = cv2.imread(base + ".png")[..., ::-1]
+            assert np.array_equal(r.read("image", row), img)
+            assert np.array_equal(r.read("mask", row), cv2.imread(base + ".mask.png", 0) > 0)
+            depth = np.load(base + ".depth.npy")
+            got = r.read("depth", row)
+            assert np.abs(got - depth).max() <= 5.01e-6 and np.array_equal(got > 0, depth > 0)
+            lab = json.loads(Path(base + ".json").read_text())
+            assert np.allclose(r.columns["keypoints_2d"][row], lab["keypoints_2d"], atol=1e-4)
+            assert list(r.columns["visible"][row]) == lab["visible"]
+            assert r.columns["item_id"][row] == lab["item_id"]
+        r.close()
+    assert seen == {(p, v) for p in range(3) for v in range(4)}
+    with h5py.File(tmp_path / "ds" / "tables.h5") as f:
+        mv, dv = f["poses/mano_vertices"][()], f["poses/dense_vertices"][()]
+        assert np.array_equal(mv, dv[:, StubMapping().perm])  # the mapping matrix was applied
+        assert f["mano/faces"].shape[1] == 3 and f["mano/joint_regressor"].shape == (21, 778)
+        assert list(f["samples/item_id"][()]) == list(range(12))
+
+
+@pytest.mark.parametrize("codecs", [{"image": "png", "depth": "f32-gzip", "mask": "u8-gzip"},
+                                    {"image": "jpeg95", "depth": "u16-png", "mask": "bits"},
+                                    {"image": "raw", "depth": "f16-gzip"}])
+def test_other_codecs_roundtrip(render_dir, tmp_path, codecs):
+    m = run_pack(render_dir, tmp_path / "ds", codecs=codecs)
+    r = S.ShardReader(tmp_path / "ds" / m["shards"][0]["file"])
+    p, v = int(r.columns["pose_id"][5]), int(r.columns["view_id"][5])
+    base = f"{render_dir}/items/{p:05d}/v{v:03d}"
+    import cv2
+
+    img, depth = cv2.imread(base + ".png")[..., ::-1], np.load(base + ".depth.npy")
+    got = r.read("image", 5)
+    err = np.abs(got.astype(int) - img).mean()
+    assert err == 0 if S.IMAGE_CODECS[codecs["image"]].lossless else 0 < err < 3
+    tol = {"f32-gzip": 0, "u16-png": 5.01e-6, "f16-gzip": 2.5e-4}[codecs["depth"]]
+    assert np.abs(r.read("depth", 5) - depth).max() <= tol
+    assert np.array_equal(r.read("mask", 5), depth > 0)
+
+
+def test_deterministic_bytes(render_dir, tmp_path):
+    a = run_pack(render_dir, tmp_path / "a", shard_size_mb=0.05)
+    b = run_pack(render_dir, tmp_path / "b", shard_size_mb=0.05)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert a["tables"]["sha256"] == b["tables"]["sha256"]
+    assert (tmp_path / "a/manifest.json").read_bytes() == (tmp_path / "b/manifest.json").read_bytes()
+
+
+def test_resume_keeps_finished_shards(render_dir, tmp_path, monkeypatch):
+    ref = run_pack(render_dir, tmp_path / "ref", shard_size_mb=0.02)
+    out = tmp_path / "ds"
+    import datagen.pack as P
+
+    calls = {"n": 0}
+    real = P.load_item_arrays
+
+    def dying(*a, **k):  # the 8th read kills the run, like a Ctrl-C
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "load_item_arrays", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_pack(render_dir, out, shard_size_mb=0.02, workers=1)
+    done = sorted(p.name for p in out.glob("shard-*.h5"))
+    assert done and not list(out.glob("*.partial")) and not (out / "manifest.json").exists()
+    mtimes = {n: (out / n).stat().st_mtime_ns for n in done}
+    monkeypatch.setattr(P, "load_item_arrays", real)
+    calls["n"] = 0
+    counting = lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(P, "load_item_arrays", counting)
+    m = run_pack(render_dir, out, shard_size_mb=0.02, workers=1)
+    assert calls["n"] < 12  # finished shards were not redone
+    assert all((out / n).stat().st_mtime_ns == mtimes[n] for n in done)
+    assert [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in ref["shards"]]
+    # other options in the same OUT_DIR are refused rather than mixed
+    with pytest.raises(PackError, match="other inputs or options"):
+        run_pack(render_dir, out, shard_size_mb=0.02, codecs={"image": "png"})
+
+
+def test_bad_items_stop_or_are_skipped_and_recorded(tmp_path):
+    render = make_render_dir(tmp_path / "render", n_poses=2, n_views=3)
+    (render / "items/00001/v002.png").write_bytes(b"not a png")  # corrupt image: found when read
+    with pytest.raises(PackError) as e:
+        run_pack(render, tmp_path / "a")
+    assert "items/00001/v002" in str(e.value) and "decoded" in str(e.value)
+    assert not list((tmp_path / "a").glob("shard-*.h5.partial"))
+
+    good = (render / "items/00000/v001.json").read_text()
+    (render / "items/00000/v001.json").unlink()  # killed before its labels were written
+    lab = json.loads((render / "items/00001/v000.json").read_text())
+    lab["keypoints_2d"][3][0] += 2.0  # a label that disagrees with the mesh
+    (render / "items/00001/v000.json").write_text(json.dumps(lab))
+    with pytest.raises(PackError) as e:
+        run_pack(render, tmp_path / "b")
+    msg = str(e.value)
+    assert "items/00000/v001" in msg and "JSON" in msg and "items/00001/v000" in msg and "keypoints_2d" in msg
+    assert "Nothing was written" in msg and not list((tmp_path / "b").glob("*.h5"))
+
+    m = run_pack(render, tmp_path / "c", skip_bad=True)
+    skipped = {(d["pose_id"], d["view_id"]): d["reason"] for d in m["skipped"]}
+    assert set(skipped) == {(0, 1), (1, 0), (1, 2)}
+    assert "decoded" in skipped[(1, 2)] and m["counts"]["samples"] == 3 and m["counts"]["skipped"] == 3
+    with h5py.File(tmp_path / "c" / "tables.h5") as f:
+        assert sorted(f["samples/item_id"][()]) == [0, 2, 4]
+    (render / "items/00000/v001.json").write_text(good)
+
+
+def test_cli_runs_and_reports(render_dir, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bad = subprocess.run([sys.executable, "-m", "datagen.pack", str(tmp_path / "nothing"), str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert bad.returncode == 2 and "not a directory" in bad.stderr
