@@ -41,7 +41,7 @@ ITEM_RE = re.compile(r"^v(\d+)\.(png|mask\.png|depth\.npy|json)$")
 # Item JSON keys that become columns or are checked against the tables; any other key is kept
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
-               "depth_gap_m", "K", "R", "t", "hdri", "skin"}
+               "depth_gap_m", "crossings", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t", "hdri", "skin"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -309,10 +309,16 @@ class Scan:
         elif sorted(skin) != self.skin_names:
             raise ItemError(f"skin parameters {sorted(skin)} differ from other items' {self.skin_names}")
         seed = lab.get("seed")
-        if isinstance(seed, list):  # the SeedSequence entropy: reduce to one stable int64
-            seed = int.from_bytes(hashlib.sha256(json.dumps(seed).encode()).digest()[:8], "little") >> 1
-        if not isinstance(seed, int):
-            raise ItemError("'seed' missing or not an integer")
+        if isinstance(seed, list) and len(seed) == 3 and seed[1:] == [pose, view]:
+            seed = seed[0]  # SeedSequence([config seed, pose_id, view_id]): the config seed is the column
+        if not isinstance(seed, int) or seed < 0:
+            raise ItemError(f"'seed' {seed!r} is neither an integer nor [seed, pose_id, view_id]")
+        if "image_size" in lab and list(lab["image_size"]) != [inp.width, inp.height]:
+            raise ItemError(f"image_size {lab['image_size']} differs from the config's {[inp.width, inp.height]}")
+        crossings = _arr(lab, "crossings", (21,)) if "crossings" in lab else np.full(21, -1)
+        bbox = lab.get("bbox_xyxy", -1)
+        bbox = np.full(4, -1) if bbox is None else _arr(lab, "bbox_xyxy", (4,)) if bbox != -1 else np.full(4, -2)
+        area = lab.get("mask_area_px", -2)
         extra = {k: v for k, v in lab.items() if k not in PARSED_KEYS}
         rec = self.inputs.hdris[self.hdri_index[str(hdri["name"])]]
         rest = {k: v for k, v in hdri.items() if k not in ("name", "rotation_deg", "strength")
@@ -324,7 +330,8 @@ class Scan:
         elif extra != self.constant:
             self._extras_vary = True
         row = {"item_id": pose * V + view, "pose_id": pose, "view_id": view, "seed": seed % (1 << 63),
-               "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap,
+               "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap, "crossings": crossings,
+               "bbox_xyxy": bbox, "mask_area_px": area,
                "hdri_index": self.hdri_index[str(hdri["name"])],
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
                "hdri_strength": float(hdri.get("strength", np.nan))}
@@ -372,6 +379,24 @@ def load_item_arrays(root: Path, pose: int, view: int, height: int, width: int) 
 # ---------------------------------------------------------------------------------------------
 # Packing
 # ---------------------------------------------------------------------------------------------
+
+
+def mask_stats(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """([x0, y0, x1, y1) of the silhouette or [-1] * 4 when empty, its area in pixels)."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return np.full(4, -1, np.int32), 0
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.int32), int(xs.size)
+
+
+def mask_stats_agree(arrays: dict, bbox_label: np.ndarray, area_label: int) -> dict:
+    """The item's bbox/area (-2 = not given) must be the silhouette's; the columns take the silhouette's."""
+    bbox, area = mask_stats(arrays["mask"])
+    if bbox_label[0] != -2 and not np.array_equal(bbox, bbox_label):
+        raise ItemError(f"bbox_xyxy {bbox_label.tolist()} differs from the silhouette's {bbox.tolist()}")
+    if area_label != -2 and area != area_label:
+        raise ItemError(f"mask_area_px {area_label} differs from the silhouette's {area}")
+    return dict(arrays, bbox_xyxy=bbox, mask_area_px=area)
 
 
 def _report(problems: list[Problem], out_dir: Path | None, limit: int = 40) -> str:
@@ -446,7 +471,8 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     def load(i):
         pose, view = scan.items[i]
         try:
-            return load_item_arrays(inputs.root, pose, view, inputs.height, inputs.width)
+            arrays = load_item_arrays(inputs.root, pose, view, inputs.height, inputs.width)
+            return mask_stats_agree(arrays, labels["bbox_xyxy"][i], labels["mask_area_px"][i])
         except (ItemError, OSError) as exc:
             return exc
 

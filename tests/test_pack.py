@@ -28,7 +28,7 @@ from datagen.pack import PackError, pack
 from datagen.raster import rasterize
 
 REPO = Path(__file__).resolve().parent.parent
-TIPS = (4, 8, 12, 16, 20)
+SURFACE = (0, 4, 8, 12, 16, 20)  # wrist and fingertips lie on the skin, other keypoints inside
 
 
 def toy_mesh(rings: int = 8, segments: int = 97):
@@ -50,7 +50,7 @@ def toy_mesh(rings: int = 8, segments: int = 97):
         for i in range(rings - 1):
             f.append((ring(i, j), ring(i, j + 1), ring(i + 1, j)))
             f.append((ring(i + 1, j), ring(i, j + 1), ring(i + 1, j + 1)))
-    return v, np.asarray(f, np.int64)
+    return v, np.asarray(f, np.int64)[:, ::-1].copy()  # counter-clockwise seen from outside
 
 
 def toy_asset() -> HandAsset:
@@ -94,7 +94,7 @@ def pose_mesh(asset: HandAsset, pose: int):
     v[:, 1], v[:, 2] = y * np.cos(ang) - z * np.sin(ang), y * np.sin(ang) + z * np.cos(ang)
     idx = np.linspace(1, len(v) - 2, 21).astype(int)
     kp = v[idx].copy()
-    inner = [k for k in range(21) if k not in TIPS]
+    inner = [k for k in range(21) if k not in SURFACE]
     kp[inner] *= np.array([0.5, 1.0, 0.5])  # joint centres inside the body, tips on the skin
     return v, kp
 
@@ -136,8 +136,9 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
             px = np.clip(np.floor(uv).astype(int), 0, size - 1)
             dz = r.depth[px[:, 1], px[:, 0]]
             gap = np.where(inside & (dz > 0), kc[:, 2] - dz, np.nan)
-            vis = inside & (dz > 0) & (gap < 0.03)
-            vis[list(TIPS)] &= np.abs(gap[list(TIPS)]) < 0.002
+            surface = np.isin(np.arange(21), SURFACE)
+            with np.errstate(invalid="ignore"):
+                vis = inside & (dz > 0) & np.where(surface, np.abs(gap) < 0.002, (gap >= 0) & (gap < 0.03))
             img = np.stack([(xx * 3 + p * 40) % 256, (yy * 3 + view * 60) % 256, np.full_like(xx, 90)], -1)
             img = img.astype(np.uint8)
             img[r.mask] = (rng.integers(150, 230, size=3) * (0.6 + 0.4 * rng.random((r.mask.sum(), 1)))).astype(np.uint8)
@@ -155,7 +156,7 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
                       "hdri": {"name": hdris[(p + view) % 2]["name"], "file": hdris[(p + view) % 2]["file"],
                                "rotation_deg": 10.0 * view, "strength": 1.0 + 0.1 * p},
                       "skin": {"melanin": 0.1 * p, "redness": 0.5, "roughness": 0.4},
-                      "render": {"samples": 16}, "versions": {"bpy": "toy"}}
+                      "mask_area_px": int(r.mask.sum()), "render": {"samples": 16}, "versions": {"bpy": "toy"}}
             (Path(str(base) + ".json")).write_text(json.dumps(labels))
     return root
 

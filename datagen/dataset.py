@@ -1,0 +1,250 @@
+"""Reading a packed dataset: random access over shards, splits, camera-space labels.
+
+    from datagen.dataset import HandShards
+    ds = HandShards("out/ds", split="train")             # split by pose (held-out poses unseen)
+    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=2)
+    s = ds.read_sample(0)                                # the same sample as numpy arrays
+
+One sample (all fixed-size, so the default collate works; docs/DATASET.md has the details):
+
+| key | dtype, shape | meaning |
+|---|---|---|
+| image | uint8 (3, H, W), or float32 in [0, 1] with image_float=True | RGB |
+| mask | bool (H, W) | silhouette: pixel centre inside the hand |
+| depth | float32 (H, W) | camera z in metres, 0 = background |
+| keypoints_2d | float32 (21, 2) | pixels, continuous (pixel centre = index + 0.5) |
+| visible, in_frame | bool (21,) | keypoint not occluded and inside the image / inside the image |
+| depth_gap_m | float32 (21,) | keypoint z minus depth at its pixel; NaN where undefined |
+| joints_cam | float32 (21, 3) | rig keypoints in camera space, metres (FreiHAND order) |
+| vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres |
+| mano_joints_cam | float32 (21, 3) | joint_regressor @ vertices_cam |
+| K, R, t | float32 (3, 3), (3, 3), (3,) | OpenCV camera: x_cam = R x_hand + t |
+| pose_id, view_id, item_id, index | int64 | ids (docs/ARCHITECTURE.md); index = position in this dataset |
+| hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
+| skin | float32 (S,) | skin parameters, names in `skin_names` |
+| dense_vertices_cam | float32 (Nd, 3) | only when asked for in `fields`: the dense render mesh |
+
+Workers: nothing HDF5 is opened in the constructor (the tables are read into numpy and closed),
+shards are opened on first use in each process and reopened after a fork, so the dataset is
+safe with any number of DataLoader workers and with fork or spawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from . import shards as S
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "joints_cam",
+                  "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin")
+ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam",)
+
+
+def split_hash(keys: np.ndarray, seed: int) -> np.ndarray:
+    """Stable uniform [0, 1) per integer key (splitmix64 of key and seed): the same on every machine."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(keys, np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed * 0xBF58476D1CE4E5B9 + 1)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def split_of(keys: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> np.ndarray:
+    """0 = train, 1 = val, 2 = test for each key; stable when other keys are added or removed."""
+    f = np.asarray(fractions, np.float64)
+    if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    return np.searchsorted(np.cumsum(f)[:2], split_hash(keys, seed), side="right")
+
+
+def select_split(pose_id: np.ndarray, view_id: np.ndarray, split: str = "all", by: str = "pose",
+                 fractions=(0.8, 0.1, 0.1), seed: int = 0) -> np.ndarray:
+    """Indices of the samples in `split`.
+
+    by="pose": every view of a pose goes to the pose's split (held-out poses are unseen);
+    by="view": every pose of a view goes to the view's split (held-out cameras are unseen);
+    by="both": a sample belongs to split s when its pose and its view are both in s; samples
+    whose pose and view fall in different splits belong to none (about 1 - sum(f^2) of them).
+    """
+    if split == "all":
+        return np.arange(len(pose_id))
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'all' or one of {SPLITS}, got {split!r}")
+    s = SPLITS.index(split)
+    # Different salts for poses and views so that "both" does not pair pose k with view k.
+    ps = split_of(pose_id, fractions, seed)
+    vs = split_of(np.asarray(view_id) + (1 << 32), fractions, seed)
+    if by == "pose":
+        keep = ps == s
+    elif by == "view":
+        keep = vs == s
+    elif by == "both":
+        keep = (ps == s) & (vs == s)
+    else:
+        raise ValueError(f"split_by must be 'pose', 'view' or 'both', got {by!r}")
+    return np.nonzero(keep)[0]
+
+
+class Tables:
+    """tables.h5 in memory (all but the dense/base meshes, which are read per pose on demand)."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / S.TABLES
+        with h5py.File(self.path, "r") as f:
+            if int(f.attrs.get("schema_version", -1)) != S.SCHEMA_VERSION:
+                raise ValueError(f"{self.path}: schema version {f.attrs.get('schema_version')}, "
+                                 f"this reader knows {S.SCHEMA_VERSION}")
+            self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
+            self.samples = {k: f["samples"][k][()] for k in f["samples"]}
+            self.pose_ids = f["poses/pose_id"][()]
+            self.keypoints = f["poses/keypoints"][()]
+            self.mano_vertices = f["poses/mano_vertices"][()]
+            self.mano_joints = f["poses/mano_joints"][()]
+            self.views = {k: f["views"][k][()] for k in f["views"]}
+            self.mano = {k: f["mano"][k][()] for k in f["mano"]}
+            self.topology = S.attr_json(f["mano"], "topology")
+            self.mapping_quality = S.attr_json(f["mano"], "quality")
+            self.dense_faces = f["hand/dense_faces"][()]
+            self.keypoint_names = [s.decode() if isinstance(s, bytes) else s for s in f["hand/keypoint_names"][()]]
+            self.hdri_names = [s.decode() if isinstance(s, bytes) else s for s in f["hdri/name"][()]]
+        self.pose_row = np.full(int(self.pose_ids.max()) + 1, -1, np.int64)
+        self.pose_row[self.pose_ids] = np.arange(len(self.pose_ids))
+        self._f = None
+        self._pid = None
+
+    def dense_vertices(self, pose_id: int) -> np.ndarray:
+        if self._f is None or self._pid != os.getpid():
+            self._f, self._pid = h5py.File(self.path, "r", rdcc_nbytes=0), os.getpid()
+        return self._f["poses/dense_vertices"][self.pose_row[pose_id]]
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_f"] = d["_pid"] = None
+        return d
+
+
+def to_camera(points_hand: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return (points_hand @ R.T + t).astype(np.float32)
+
+
+class ShardDataset:
+    """Numpy reader over a packed dataset; see the module docstring for the sample layout."""
+
+    def __init__(self, root, split: str = "all", split_by: str = "pose", fractions=(0.8, 0.1, 0.1),
+                 split_seed: int = 0, fields=DEFAULT_FIELDS, image_float: bool = False):
+        self.root = Path(root)
+        manifest_path = self.root / S.MANIFEST
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{manifest_path} is missing: not a packed dataset (python -m datagen.pack)")
+        self.manifest = json.loads(manifest_path.read_text())
+        unknown = set(fields) - set(ALL_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {ALL_FIELDS}")
+        self.fields = tuple(fields)
+        self.image_float = image_float
+        self.tables = Tables(self.root)
+        self.shard_files = [s["file"] for s in self.manifest["shards"]]
+        self.skin_names = self.manifest.get("skin_parameters") or []
+        self.hdri_names = self.tables.hdri_names
+        smp = self.tables.samples
+        self.indices = select_split(smp["pose_id"], smp["view_id"], split, split_by, fractions, split_seed)
+        self.split, self.split_by = split, split_by
+        self._readers: dict[int, S.ShardReader] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_readers"] = {}
+        return d
+
+    def _reader(self, shard: int) -> S.ShardReader:
+        if self._pid != os.getpid():  # forked: handles of the parent must not be used here
+            self._readers, self._pid = {}, os.getpid()
+        r = self._readers.get(shard)
+        if r is None:
+            r = self._readers[shard] = S.ShardReader(self.root / self.shard_files[shard])
+        return r
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard, row) of sample i of this split."""
+        g = self.indices[i]
+        return int(self.tables.samples["shard"][g]), int(self.tables.samples["row"][g])
+
+    def read_sample(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        i = i % len(self)
+        shard, row = self.locate(i)
+        r = self._reader(shard)
+        c = r.columns
+        pose, view = int(c["pose_id"][row]), int(c["view_id"][row])
+        tb = self.tables
+        K, R, t = tb.views["K"][view], tb.views["R"][view], tb.views["t"][view]
+        want = self.fields
+        out: dict = {}
+        if "image" in want:
+            img = r.read("image", row).transpose(2, 0, 1)
+            out["image"] = img.astype(np.float32) / 255.0 if self.image_float else np.ascontiguousarray(img)
+        if "mask" in want:
+            out["mask"] = r.read("mask", row)
+        if "depth" in want:
+            out["depth"] = r.read("depth", row)
+        for k in ("keypoints_2d", "visible", "in_frame", "depth_gap_m"):
+            if k in want:
+                out[k] = c[k][row].copy()
+        p = tb.pose_row[pose]
+        if "joints_cam" in want:
+            out["joints_cam"] = to_camera(tb.keypoints[p], R, t)
+        if "vertices_cam" in want:
+            out["vertices_cam"] = to_camera(tb.mano_vertices[p], R, t)
+        if "mano_joints_cam" in want:
+            out["mano_joints_cam"] = to_camera(tb.mano_joints[p], R, t)
+        if "dense_vertices_cam" in want:
+            out["dense_vertices_cam"] = to_camera(tb.dense_vertices(pose), R, t)
+        if "K" in want:
+            out["K"] = K.astype(np.float32)
+        if "R" in want:
+            out["R"] = R.astype(np.float32)
+        if "t" in want:
+            out["t"] = t.astype(np.float32)
+        if "ids" in want:
+            out.update(pose_id=pose, view_id=view, item_id=int(c["item_id"][row]), index=i)
+        if "hdri" in want:
+            out.update(hdri_index=int(c["hdri_index"][row]), hdri_rotation_deg=np.float32(c["hdri_rotation_deg"][row]),
+                       hdri_strength=np.float32(c["hdri_strength"][row]))
+        if "skin" in want:
+            out["skin"] = c["skin"][row].copy()
+        return out
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers = {}
+
+
+class HandShards(ShardDataset, torch.utils.data.Dataset):
+    """torch Dataset: `read_sample` as tensors (numbers become 0-d tensors)."""
+
+    def __getitem__(self, i: int) -> dict:
+        out = {}
+        for k, v in self.read_sample(i).items():
+            if isinstance(v, np.ndarray):
+                out[k] = torch.from_numpy(v)
+            elif isinstance(v, (int, np.integer)):
+                out[k] = torch.tensor(int(v), dtype=torch.int64)
+            else:
+                out[k] = torch.tensor(float(v), dtype=torch.float32)
+        return out
