@@ -114,11 +114,12 @@ class GhostModule(nn.Module):
         init = math.ceil(cout / ratio)
         self.primary = ConvBNReLU(cin, init, k, stride, act=act)
         self.cheap = ConvBNReLU(init, init * (ratio - 1), 3, groups=init, act=act)
+        self.trim = init * ratio != cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.primary(x)
         y = torch.cat([p, self.cheap(p)], dim=1)
-        return y if y.shape[1] == self.cout else y[:, : self.cout]
+        return y[:, : self.cout] if self.trim else y
 
 
 class GhostBottleneck(nn.Module):

@@ -1,18 +1,21 @@
 """Deployment paths: BN folding, ONNX export, ONNX Runtime session.
 
-What we measured on the 2-core AMD EPYC (Zen 4, AVX-512) dev machine, batch 1
-(benchmarks/model_bench.py prints the table):
+What we measured on the 2-core AMD EPYC (Zen 4, AVX-512) dev machine, batch 1,
+one thread (benchmarks/model_bench.py prints the table; DenseStack / GhostStack):
 
-* ONNX Runtime with ``ORT_ENABLE_ALL`` is the fastest path: it folds BN into
-  the convs, fuses Conv+ReLU (and Conv+Add+ReLU), and converts the convs to
-  its blocked NCHWc layout (AVX-512 kernels). ``ORT_ENABLE_EXTENDED`` (no
-  layout change) is ~1.5x slower.
-* In eager PyTorch, folding BN (:func:`fold_batchnorm`) helps a little;
-  channels-last memory format did not help for these small maps.
+* ONNX Runtime with ``ORT_ENABLE_ALL`` is the fastest path (~13 / ~5 ms): it
+  folds BN into the convs, fuses Conv+ReLU (and Conv+Add+ReLU), and runs the
+  convs in its blocked NCHWc layout (AVX-512 kernels). ``ORT_ENABLE_EXTENDED``
+  (no layout change) is ~1.7x slower.
+* PyTorch eager ~28-31 / ~16-18 ms; BN folded (:func:`fold_batchnorm`) +
+  channels-last ~21 / ~13 ms; TorchScript freeze + optimize_for_inference ~22-26
+  / ~14 ms; torch.compile (inductor, ~1 min to compile) ~19 / ~11 ms.
 * Graph choices that matter for ORT: the reorg (space-to-depth) + 1x1 conv is
   written as the equivalent 2x2 stride-2 conv (the 6-D transpose alone took
   ~2 ms), and the mesh up-sampling is Gather+Mul+ReduceSum on 3 indices per
-  vertex rather than a dense matrix product.
+  vertex rather than a dense matrix product. A channel-first decoder (depthwise
+  spiral as a grouped conv) was 10x slower in ORT; SE through
+  GlobalAveragePool / 1x1 convs made no difference.
 * fp32 only: no quantisation (its accuracy would have to be reported).
 
 The exported graph returns ``verts`` and ``uv`` (the maps and latent are
