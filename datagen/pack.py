@@ -41,7 +41,8 @@ ITEM_RE = re.compile(r"^v(\d+)\.(png|mask\.png|depth\.npy|json)$")
 # Item JSON keys that become columns or are checked against the tables; any other key is kept
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
-               "depth_gap_m", "crossings", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t", "hdri", "skin"}
+               "depth_gap_m", "crossings", "skin_distance_m", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t",
+               "hdri", "skin"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -161,8 +162,8 @@ class Scan:
         self.pose_keypoints: dict[int, np.ndarray] = {}
         self.hdri_index = {str(h.get("name")): i for i, h in enumerate(inputs.hdris)}
         self.skin_names: list[str] | None = None
-        self.constant: dict | None = None  # unparsed label keys -> value, if the same in every item
-        self._extras_vary = False
+        self.constant: dict = {}  # unparsed label keys with the same value in every item
+        self.varying_keys: list[str] = []  # unparsed label keys kept per sample (extra_json)
         self.items = self._list(progress)
 
     def _problem(self, where, reason, pose=None, view=None):
@@ -233,7 +234,10 @@ class Scan:
         cols = {k: np.zeros((n, *shape), dtype) for k, (dtype, shape) in S.SAMPLE_COLUMNS.items()}
         cols["_ok"] = np.zeros(n, bool)
         skins: list = [None] * n
-        extras: list = [None] * n
+        extras: list = [None] * n  # canonical JSON text of each item's unparsed keys
+        first: dict[str, str] = {}  # unparsed key -> JSON of its first value
+        seen: dict[str, int] = {}  # unparsed key -> items holding it
+        varying: set[str] = set()
         it = range(n)
         if progress:
             from tqdm import tqdm
@@ -252,16 +256,28 @@ class Scan:
                 cols[k][i] = v
             cols["_ok"][i] = True
             skins[i] = skin
-            extras[i] = extra
+            for k, v in extra.items():
+                text = json.dumps(v, sort_keys=True)
+                if first.setdefault(k, text) != text:
+                    varying.add(k)
+                seen[k] = seen.get(k, 0) + 1
+            extras[i] = json.dumps(extra, sort_keys=True)
         keep = cols["_ok"]
+        n_ok = int(keep.sum())
+        varying |= {k for k, c in seen.items() if c != n_ok}
+        # Unparsed keys with one value in every item go to the manifest, the rest per sample.
+        self.constant = {k: json.loads(first[k]) for k in sorted(first) if k not in varying}
         self.skin_names = self.skin_names or []
-        self.skin = np.array([[s[k] for k in self.skin_names] for s, ok in zip(skins, keep) if ok],
+        self.skin = np.array([[sk.get(k, np.nan) for k in self.skin_names] for sk, ok in zip(skins, keep) if ok],
                              np.float32).reshape(-1, len(self.skin_names))
-        extras = [e for e, ok in zip(extras, keep) if ok]
         self.extra_json = None
-        if self._extras_vary:  # some unparsed key varies between items: keep them per sample
-            self.constant = None
-            self.extra_json = [json.dumps(e, sort_keys=True) for e in extras]
+        if varying:
+            self.extra_json = []
+            for e, ok in zip(extras, keep):
+                if ok:
+                    e = json.loads(e)
+                    self.extra_json.append(json.dumps({k: e[k] for k in sorted(varying) if k in e}, sort_keys=True))
+        self.varying_keys = sorted(varying)
         return {k: (v if k == "_ok" else v[keep]) for k, v in cols.items()}
 
     def _check_labels(self, lab: dict, pose: int, view: int):
@@ -301,13 +317,17 @@ class Scan:
             raise ItemError("'hdri' missing or without a name")
         if str(hdri["name"]) not in self.hdri_index:
             raise ItemError(f"HDRI {hdri['name']!r} is not in run.json's HDRI list (licence unknown)")
+        hdri_index = self.hdri_index[str(hdri["name"])]
+        if "index" in hdri and hdri["index"] != hdri_index:
+            raise ItemError(f"HDRI index {hdri['index']} but {hdri['name']!r} is number {hdri_index} in run.json")
         skin = lab.get("skin")
-        if not isinstance(skin, dict) or not all(isinstance(v, (int, float)) for v in skin.values()):
-            raise ItemError("'skin' missing or not a table of numbers")
+        if not isinstance(skin, dict):
+            raise ItemError("'skin' missing or not a table")
+        skin, skin_other = _numbers(skin)
         if self.skin_names is None:
-            self.skin_names = sorted(skin)
-        elif sorted(skin) != self.skin_names:
-            raise ItemError(f"skin parameters {sorted(skin)} differ from other items' {self.skin_names}")
+            self.skin_names = list(skin)
+        elif list(skin) != self.skin_names:
+            raise ItemError(f"skin parameters {list(skin)} differ from other items' {self.skin_names}")
         seed = lab.get("seed")
         if isinstance(seed, list) and len(seed) == 3 and seed[1:] == [pose, view]:
             seed = seed[0]  # SeedSequence([config seed, pose_id, view_id]): the config seed is the column
@@ -316,26 +336,41 @@ class Scan:
         if "image_size" in lab and list(lab["image_size"]) != [inp.width, inp.height]:
             raise ItemError(f"image_size {lab['image_size']} differs from the config's {[inp.width, inp.height]}")
         crossings = _arr(lab, "crossings", (21,)) if "crossings" in lab else np.full(21, -1)
-        bbox = lab.get("bbox_xyxy", -1)
-        bbox = np.full(4, -1) if bbox is None else _arr(lab, "bbox_xyxy", (4,)) if bbox != -1 else np.full(4, -2)
+        skin_dist = _arr(lab, "skin_distance_m", (21,)) if "skin_distance_m" in lab else np.full(21, np.nan)
+        # bbox/area are compared with the silhouette when it is read: -1s = empty, -2 = not given
+        if "bbox_xyxy" not in lab:
+            bbox = np.full(4, -2)
+        else:
+            bbox = np.full(4, -1) if lab["bbox_xyxy"] is None else _arr(lab, "bbox_xyxy", (4,))
         area = lab.get("mask_area_px", -2)
         extra = {k: v for k, v in lab.items() if k not in PARSED_KEYS}
-        rec = self.inputs.hdris[self.hdri_index[str(hdri["name"])]]
-        rest = {k: v for k, v in hdri.items() if k not in ("name", "rotation_deg", "strength")
+        rec = self.inputs.hdris[hdri_index]
+        rest = {k: v for k, v in hdri.items() if k not in ("name", "index", "rotation_deg", "strength")
                 and not (k in rec and rec[k] == v)}  # what run.json already says about this HDRI is not repeated
         if rest:
             extra["hdri"] = rest
-        if self.constant is None:
-            self.constant = extra
-        elif extra != self.constant:
-            self._extras_vary = True
+        if skin_other:
+            extra["skin"] = skin_other
         row = {"item_id": pose * V + view, "pose_id": pose, "view_id": view, "seed": seed % (1 << 63),
                "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap, "crossings": crossings,
-               "bbox_xyxy": bbox, "mask_area_px": area,
-               "hdri_index": self.hdri_index[str(hdri["name"])],
+               "skin_distance_m": skin_dist, "bbox_xyxy": bbox, "mask_area_px": area, "hdri_index": hdri_index,
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
                "hdri_strength": float(hdri.get("strength", np.nan))}
         return row, skin, extra
+
+
+def _numbers(d: dict) -> tuple[dict, dict]:
+    """Split a parameter table into numbers ({name: float}, lists as name[i]) and everything else."""
+    num, other = {}, {}
+    for k in sorted(d):
+        v = d[k]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            num[k] = float(v)
+        elif isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            num.update({f"{k}[{i}]": float(x) for i, x in enumerate(v)})
+        else:
+            other[k] = v
+    return num, other
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +486,7 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     if not scan.items:
         raise PackError(f"no complete render items in {inputs.root / 'items'}")
     if mapping is None:
-        mapping = build_mapping_for(inputs.asset, topology, mano_path, cache_dir)
+        mapping = build_mapping_for(inputs, topology, mano_path, cache_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in out_dir.glob("*" + S.PARTIAL):
@@ -575,14 +610,43 @@ def _resume(out_dir: Path, plan: list[int], digest: str, log) -> tuple[list[dict
     return infos, pos
 
 
-def build_mapping_for(asset: HandAsset, topology: str, mano_path, cache_dir):
+def prepared_for(inputs: Inputs, cache_dir=None):
+    """The prepared hand + pose table the render used (run.json's prepared_key): from the cache,
+    else rebuilt from run.json's config; refused if it is not the hand in RENDER_DIR/hand.npz."""
+    from .config import config_from_dict
+    from .prepared import default_cache_dir, load_prepared_files, prepare_poses, prepared_paths
+
+    key = inputs.run.get("prepared_key")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    hand_file, poses_file = prepared_paths(cache, key) if key else (None, None)
+    if key and hand_file.exists() and poses_file.exists():
+        prep = load_prepared_files(hand_file, poses_file, key)
+    else:
+        try:
+            cfg = config_from_dict(inputs.run["config"])
+        except Exception as exc:  # noqa: BLE001
+            raise PackError(f"run.json's config cannot be loaded ({exc}); cannot rebuild the pose table") from None
+        prep = prepare_poses(cfg, cache_dir=cache, progress=True)
+    a, b = prep.asset, inputs.asset
+    if a.dense_faces.shape != b.dense_faces.shape or not np.array_equal(a.dense_faces, b.dense_faces) or \
+            (a.dense_matrix != b.dense_matrix).nnz or not np.allclose(a.rest_base_vertices, b.rest_base_vertices):
+        raise PackError(f"the prepared hand (key {prep.key}) is not the hand in {inputs.root / 'hand.npz'}; "
+                        "pass --cache pointing at the cache the renderer used")
+    return prep
+
+
+def build_mapping_for(inputs: Inputs, topology: str, mano_path, cache_dir):
     try:
         from .mapping import build_mapping
     except ImportError as exc:
         raise PackError(f"datagen.mapping is not available ({exc}); cannot make the 778-vertex mesh") from None
     if topology == "mano" and not mano_path:
         raise PackError("--topology mano needs --mano PATH (your MANO_RIGHT.pkl)")
-    return build_mapping(asset, topology=topology, mano_path=mano_path, cache_dir=cache_dir)
+    try:
+        return build_mapping(prepared_for(inputs, cache_dir), topology=topology, mano_path=mano_path,
+                             cache_dir=cache_dir, progress=True)
+    except (ValueError, OSError) as exc:
+        raise PackError(f"cannot build the {topology} mapping: {exc}") from None
 
 
 def _csr_parts(m):
@@ -716,13 +780,15 @@ def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, op
         "config": run.get("config"),
         "seed": run.get("seed", (run.get("config") or {}).get("seed")),
         "versions": {"render": run.get("versions"), "pack": _packer_versions()},
-        "licences": {"hand": inputs.asset.licence or run.get("hand_licence") or run.get("licence"),
+        "licences": {"hand": inputs.asset.licence or (run.get("hand") or {}).get("licence"),
                      "hdris": [inputs.hdris[i] for i in used_hdri],
                      "mapping": _jsonable(mapping.source)},
         "mapping": {"topology": mapping.topology, "n_vertices": int(mapping.matrix.shape[0]),
                     "quality": _jsonable(mapping.quality), "source": _jsonable(mapping.source)},
         "skin_parameters": scan.skin_names,
         "constant_labels": scan.constant,
+        "extra_json_keys": scan.varying_keys,
+        "render_run": {k: v for k, v in run.items() if k not in ("config", "seed", "versions", "hdris", "hand")},
         "tables": {"file": tables.name, "sha256": S.sha256_file(tables), "bytes": tables.stat().st_size},
         "shards": shards,
         "skipped": skipped,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,7 +40,7 @@ N_KEYPOINTS = 21
 # so a cache only costs memory; 0 also makes HDF5 read unfiltered chunks straight into the
 # caller's buffer.
 READ_CACHE_BYTES = 0
-BLOB_CHUNK = 1 << 18  # 256 KiB chunks of the flat byte arrays holding encoded images
+BLOB_CHUNK = 1 << 16  # 64 KiB chunks of the flat byte arrays holding encoded samples
 
 # ---------------------------------------------------------------------------------------------
 # Codecs.  An *array* codec stores (N, ...) with one sample per HDF5 chunk and an HDF5 filter;
@@ -60,6 +61,7 @@ class Codec:
     filters: tuple = ()  # (compression, compression_opts, shuffle) for array codecs
     offset: bool = False
     lossless: bool = True
+    needs_mask: bool = False  # decode(payload, offset, hw, mask): values stored on the silhouette only
 
 
 def _rgb_to_bgr(a):
@@ -141,6 +143,27 @@ def _depth_png16_dec(buf, off, _hw=None):
     return _depth_u16_dec(cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED), off)
 
 
+def _masked_enc(level):
+    """Depth on the silhouette only: the float32 values where depth > 0, row-major, then
+    optionally byte-shuffled + zlib.  Exact (lossless); needs the mask to decode, and the packer
+    guarantees mask == (depth > 0)."""
+    def enc(depth, _src=None):
+        v = np.ascontiguousarray(depth[depth > 0], np.float32)
+        if level is None:
+            return v.tobytes(), None
+        return zlib.compress(np.ascontiguousarray(v.view(np.uint8).reshape(-1, 4).T).tobytes(), level), None
+
+    def dec(buf, _offset, hw, mask):
+        if level is not None:
+            b = np.frombuffer(zlib.decompress(buf), np.uint8)
+            buf = np.ascontiguousarray(b.reshape(4, -1).T)
+        out = np.zeros(hw, np.float32)
+        out[mask] = np.frombuffer(buf, np.float32)
+        return out
+
+    return enc, dec
+
+
 def _hw3(h, w):
     return (h, w, 3)
 
@@ -202,6 +225,10 @@ DEPTH_CODECS = {
               _f32_dec, "float16", _hw, ("gzip", 4, True), lossless=False),
         Codec("u16-gzip", "array", "uint16 10 um steps above a per-sample offset, shuffle + gzip 4 (error <= 5 um)",
               _depth_u16_enc, _depth_u16_dec, "uint16", _hw, ("gzip", 4, True), offset=True, lossless=False),
+        Codec("f32-masked", "blob", "float32 metres on the silhouette only (row-major), no compression",
+              *_masked_enc(None), needs_mask=True),
+        Codec("f32-masked-zlib", "blob", "float32 metres on the silhouette only, byte shuffle + zlib 4",
+              *_masked_enc(4), needs_mask=True),
         Codec("u16-png", "blob", "the same uint16 as a 16-bit PNG (error <= 5 um)", _depth_png16_enc, _depth_png16_dec,
               offset=True, lossless=False),
     ]
@@ -217,7 +244,10 @@ MASK_CODECS = {
     ]
 }
 CODECS = {"image": IMAGE_CODECS, "depth": DEPTH_CODECS, "mask": MASK_CODECS}
-DEFAULT_CODECS = {"image": "lzf", "depth": "u16-gzip", "mask": "bits-gzip"}
+# Chosen by measurement (docs/DATASET.md, benchmarks/io_bench.py --codecs): lossless, and the
+# cheapest to decode - raw images cost 0.03 ms/sample where the smallest lossless option (WebP)
+# costs ~1 ms; depth on the silhouette only is both the smallest and among the fastest.
+DEFAULT_CODECS = {"image": "raw", "depth": "f32-masked-zlib", "mask": "bits-gzip"}
 
 
 def codec(field: str, name: str) -> Codec:
@@ -242,6 +272,7 @@ SAMPLE_COLUMNS = {
     "in_frame": ("bool", (N_KEYPOINTS,)),
     "depth_gap_m": ("float32", (N_KEYPOINTS,)),
     "crossings": ("int16", (N_KEYPOINTS,)),
+    "skin_distance_m": ("float32", (N_KEYPOINTS,)),
     "bbox_xyxy": ("int32", (4,)),
     "mask_area_px": ("int32", ()),
     "hdri_index": ("int32", ()),
@@ -322,6 +353,8 @@ class ShardWriter:
         self.tmp = self.path.with_name(self.path.name + PARTIAL)
         self.h, self.w = height, width
         self.codecs = {f: codec(f, n) for f, n in codecs.items()}
+        if any(c.needs_mask for c in self.codecs.values()) and "mask" not in self.codecs:
+            raise ValueError("a codec that stores values on the silhouette needs the mask in the same shard")
         self.skin_names = list(skin_names)
         self.f = create_file(self.tmp)
         self.n = 0
@@ -416,21 +449,44 @@ class ShardReader:
         """The stored payload of one sample (array or bytes), as on disk after HDF5 filters."""
         c = self.codecs[field]
         if c.kind == "array":
-            return self._ds[field][row]
+            return self._chunk(field, c, row)
         o = self.blob_offsets[field]
         return self._ds[field][o[row]:o[row + 1]].tobytes()
+
+    def _chunk(self, field: str, c: Codec, row: int) -> np.ndarray:
+        """One sample = one chunk.  Unfiltered and shuffle+gzip chunks are read as raw bytes and
+        decoded here (zlib + numpy), which skips HDF5's per-call filter machinery (2-4x faster);
+        anything else, or a chunk HDF5 stored with a filter skipped, goes through h5py."""
+        ds = self._ds[field]
+        comp, _, shuffle = c.filters if c.filters else (None, None, False)
+        if comp in (None, "gzip") and 0 <= row < ds.shape[0]:
+            mask, buf = ds.id.read_direct_chunk((row,) + (0,) * (ds.ndim - 1))
+            if mask == 0:
+                if comp == "gzip":
+                    buf = zlib.decompress(buf)
+                dt = np.dtype(c.dtype)
+                a = np.frombuffer(buf, np.uint8)
+                if shuffle and dt.itemsize > 1:
+                    a = a.reshape(dt.itemsize, -1).T
+                return np.ascontiguousarray(a).view(dt).reshape(ds.shape[1:])
+        return ds[row]
 
     def read(self, field: str, row: int) -> np.ndarray:
         c = self.codecs[field]
         payload = self.raw(field, row)
         off = self.offsets[field][row] if c.offset else None
+        if c.needs_mask:
+            return c.decode(payload, off, (self.height, self.width), self.read("mask", row))
         return c.decode(payload, off, (self.height, self.width))
 
     def stored_bytes(self) -> dict[str, int]:
         """Bytes on disk per field (compressed chunk sizes; blobs: their byte count)."""
         out = {}
         for k, c in self.codecs.items():
-            out[k] = int(self._ds[k].id.get_storage_size())
+            if c.kind == "blob":  # the encoded bytes; the unused tail of the last chunk counts as overhead
+                out[k] = int(self.blob_offsets[k][-1])
+            else:
+                out[k] = int(self._ds[k].id.get_storage_size())
         small = list(SAMPLE_COLUMNS) + ["skin"] + [k + "_offset_m" for k in self.offsets] + \
             [k + "_offsets" for k in self.blob_offsets] + (["extra_json"] if "extra_json" in self.f else [])
         out["labels"] = int(sum(self.f[k].id.get_storage_size() for k in small))

@@ -184,7 +184,7 @@ def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | Non
                 ok = False
         else:
             o = r.blob_offsets[field]
-            if len(o) != n + 1 or o[0] != 0 or (np.diff(o) <= 0).any() or o[-1] != r._ds[field].shape[0]:
+            if len(o) != n + 1 or o[0] != 0 or (np.diff(o) < 0).any() or o[-1] != r._ds[field].shape[0]:
                 rep.add("schema", f"{name}: {field} byte offsets inconsistent")
                 ok = False
     if tables is not None and ok:

@@ -212,7 +212,9 @@ def test_pack_contents_roundtrip(render_dir, tmp_path):
 
 @pytest.mark.parametrize("codecs", [{"image": "png", "depth": "f32-gzip", "mask": "u8-gzip"},
                                     {"image": "jpeg95", "depth": "u16-png", "mask": "bits"},
-                                    {"image": "raw", "depth": "f16-gzip"}])
+                                    {"image": "raw", "depth": "f16-gzip"},
+                                    {"image": "webp", "depth": "f32-masked-zlib"},
+                                    {"image": "gzip1", "depth": "f32-masked"}])
 def test_other_codecs_roundtrip(render_dir, tmp_path, codecs):
     m = run_pack(render_dir, tmp_path / "ds", codecs=codecs)
     r = S.ShardReader(tmp_path / "ds" / m["shards"][0]["file"])
@@ -224,7 +226,7 @@ def test_other_codecs_roundtrip(render_dir, tmp_path, codecs):
     got = r.read("image", 5)
     err = np.abs(got.astype(int) - img).mean()
     assert err == 0 if S.IMAGE_CODECS[codecs["image"]].lossless else 0 < err < 3
-    tol = {"f32-gzip": 0, "u16-png": 5.01e-6, "f16-gzip": 2.5e-4}[codecs["depth"]]
+    tol = {"f32-gzip": 0, "u16-png": 5.01e-6, "f16-gzip": 2.5e-4, "f32-masked-zlib": 0, "f32-masked": 0}[codecs["depth"]]
     assert np.abs(r.read("depth", 5) - depth).max() <= tol
     assert np.array_equal(r.read("mask", 5), depth > 0)
 

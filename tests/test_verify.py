@@ -21,7 +21,7 @@ from test_pack import REPO, make_render_dir, run_pack
 def good(tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
     render = make_render_dir(root / "render", n_poses=3, n_views=4)
-    run_pack(render, root / "ds", shard_size_mb=0.03)
+    run_pack(render, root / "ds", shard_size_mb=0.1)
     return root / "ds"
 
 
@@ -83,14 +83,16 @@ def test_corrupt_keypoint_label(copy):
     assert _cli(copy, "--quick").returncode == 0  # schema and checksums are fine: only labels catch it
 
 
-def test_corrupt_depth_and_visibility(copy):
+def test_corrupt_depth_and_visibility(good, tmp_path):
+    copy = tmp_path / "f32"
+    run_pack(good.parent / "render", copy, shard_size_mb=0.1, codecs={"depth": "f32"})
     shard = sorted(copy.glob("shard-*.h5"))[-1]
     with h5py.File(shard, "r+") as f:
         vis = f["visible"][()]
         row = int(np.argmin(f["mask_area_px"][()]))
         in_frame_hidden = np.nonzero(f["in_frame"][row] & ~vis[row])[0]
         d = f["depth"][0]
-        d[d > 0] += 500  # 5 mm deeper everywhere on the hand in sample 0
+        d[d > 0] += 0.005  # 5 mm deeper everywhere on the hand in sample 0
         f["depth"][0] = d
         if in_frame_hidden.size:
             vis[row, in_frame_hidden[0]] = True
