@@ -35,8 +35,8 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = 
     U, S, Vt = np.linalg.svd(H)
     D = np.ones(S.shape)
     if not allow_reflection:
-        d = np.sign(np.linalg.det(U @ Vt))
-        d[d == 0] = 1.0
+        d = np.atleast_1d(np.sign(np.linalg.det(U @ Vt))).reshape(S.shape[:-1])
+        d = np.where(d == 0, 1.0, d)
         D[..., -1] = d
     R = (U * D[..., None, :]) @ Vt  # rotation applied as X @ R
     var = (X**2).sum((-1, -2))

@@ -1,0 +1,118 @@
+"""train.data / train.augment: real shards (datagen.pack of a toy render dir), crops, labels, plans.
+
+Fixtures here are shared by the other training tests (imported by name).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from test_pack import make_render_dir, run_pack  # noqa: F401  (the packers' toy render directory)
+from train.augment import AugmentParams, make_view
+from train.data import MixedDataset, PlanSampler, ShardSource, epoch_plan
+from train.geometry import apply_affine, crop_affine, project, warp_crop
+from datagen.raster import rasterize
+from train.losses import con2d_loss, con3d_loss
+
+N_POSES, N_VIEWS, SIZE = 6, 6, 96
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory):
+    """A real packed dataset: 6 poses x 6 views of the toy hand, 96x96, open778 topology."""
+    root = tmp_path_factory.mktemp("tiny")
+    render = make_render_dir(root / "render", n_poses=N_POSES, n_views=N_VIEWS, size=SIZE)
+    run_pack(render, root / "ds")
+    return root / "ds"
+
+
+def test_shard_source_reads_consistent_samples(tiny_ds):
+    src = ShardSource(tiny_ds, "all")
+    assert len(src) == N_POSES * N_VIEWS and src.topology == "open778"
+    tpl = src.template()
+    assert tpl.vertices.shape == (778, 3) and tpl.regressor.shape == (21, 778) and tpl.faces.shape[1] == 3
+    s = src.get(7)
+    assert s["image"].shape == (SIZE, SIZE, 3) and s["image"].dtype == np.uint8 and s["mask"].any()
+    # labels agree with each other: projected joints land where the packer's 2D labels are
+    uv = project(s["joints"], s["K"])
+    kp2 = src.ds.read_sample(7)["keypoints_2d"] if "keypoints_2d" in src.ds.fields else None
+    assert kp2 is None or np.abs(uv - kp2).max() < 0.05
+    # the projected mesh covers the silhouette's box
+    pv = project(s["verts"], s["K"])
+    ys, xs = np.nonzero(s["mask"])
+    assert abs(pv[:, 0].min() - xs.min()) < 2 and abs(pv[:, 1].max() - (ys.max() + 1)) < 2
+
+
+def test_splits_are_disjoint_by_pose(tiny_ds):
+    fr = (0.5, 0.25, 0.25)
+    tr, va, te = (ShardSource(tiny_ds, s, "pose", fr) for s in ("train", "val", "test"))
+    assert len(tr) + len(va) + len(te) + va.dropped_duplicates + te.dropped_duplicates == N_POSES * N_VIEWS
+    assert not set(tr.pose_ids) & set(va.pose_ids) and not set(tr.pose_ids) & set(te.pose_ids)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_augmented_labels_stay_consistent(tiny_ds, seed):
+    src = ShardSource(tiny_ds, "all")
+    raw = src.get(seed * 5)
+    p = AugmentParams(rotation_prob=1.0)  # always rotate: the hardest case
+    rng = np.random.default_rng(seed)
+    v = make_view(raw, rng, p, 128)
+    # 3D targets re-projected through the crop intrinsics give the 2D targets
+    joints_cam = v["joints"].astype(np.float64) * 0.2 + v["root"]
+    np.testing.assert_allclose(project(joints_cam, v["K_crop"].astype(np.float64)), v["uv"] * 128, atol=2e-3)
+    verts_cam = v["verts"].astype(np.float64) * 0.2 + v["root"]
+    # the rotation is about the camera axis: depths are unchanged, lengths are unchanged
+    np.testing.assert_allclose(np.sort(verts_cam[:, 2]), np.sort(raw["verts"][:, 2]), atol=1e-5)
+    assert v["joints"][0] == pytest.approx(np.zeros(3), abs=1e-7)
+    # the image moved with the labels: the crop's silhouette is where the projected mesh is
+    m = warp_crop(raw["mask"].astype(np.uint8) * 255, v["A"].astype(np.float64), 128) > 127
+    r = rasterize(verts_cam, src.template().faces, v["K_crop"].astype(np.float64), 128, 128).mask
+    assert (m & r).sum() / (m | r).sum() > 0.9
+    assert v["img"].shape == (3, 128, 128) and -1.0 <= v["img"].min() and v["img"].max() <= 1.0
+
+
+def test_warp_uses_continuous_pixel_centres():
+    h, w = 40, 60
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx + 0.5, yy + 0.5, np.zeros_like(xx)], -1)  # value = continuous coordinate of the centre
+    A = crop_affine((30.0, 20.0), 16.0, 0.3, 32)
+    out = warp_crop(img, A, 32)
+    q = np.array([[16.5, 16.5], [10.5, 20.5]])  # crop pixel centres
+    p = apply_affine(np.linalg.inv(A), q)
+    for (qx, qy), (px, py) in zip(q, p):
+        # cv2 interpolates with 1/32-pixel fixed-point weights; a half-pixel convention error would be 0.5
+        assert out[int(qy), int(qx), 0] == pytest.approx(px, abs=0.05)
+        assert out[int(qy), int(qx), 1] == pytest.approx(py, abs=0.05)
+
+
+def test_two_views_consistency_identities(tiny_ds):
+    """On the true labels con3D and con2D are 0: V2 = R12 V1 and uv2 = T12 uv1 exactly."""
+    src = ShardSource(tiny_ds, "all")
+    ds = MixedDataset([src], AugmentParams(rotation_prob=1.0), 128, views=2)
+    b = torch.utils.data.default_collate([ds[(0, i, 100 + i)] for i in range(4)])
+    Rz, A = b["Rz"].double(), b["A"].double()
+    R12 = Rz[:, 1] @ Rz[:, 0].transpose(1, 2)
+    T12 = A[:, 1] @ torch.linalg.inv(A[:, 0])
+    assert float(con3d_loss(b["verts"][:, 0].double(), b["verts"][:, 1].double(), R12)) < 1e-6
+    assert float(con2d_loss(b["uv"][:, 0].double(), b["uv"][:, 1].double(), T12, 128)) < 1e-6
+    # and the views really differ
+    assert float((b["uv"][:, 0] - b["uv"][:, 1]).abs().mean()) > 0.01
+
+
+def test_plan_is_deterministic_mixed_and_sharded():
+    a = epoch_plan([10, 4], [1.0, 1.0], 20, seed=3, epoch=2)
+    assert np.array_equal(a, epoch_plan([10, 4], [1.0, 1.0], 20, seed=3, epoch=2))
+    assert not np.array_equal(a, epoch_plan([10, 4], [1.0, 1.0], 20, seed=3, epoch=3))
+    assert (a[:, 0] == 0).sum() == 10 and (a[:, 0] == 1).sum() == 10  # 1:1 although sizes are 10:4
+    assert sorted(a[a[:, 0] == 0, 1]) == list(range(10))  # no repeats while a source has enough
+    assert np.bincount(a[a[:, 0] == 1, 1]).min() >= 2  # the small source repeats
+    c = epoch_plan([10, 4], [], 0, seed=3, epoch=0)  # concatenation: each sample once
+    assert len(c) == 14 and (c[:, 0] == 1).sum() == 4
+    # two ranks split an epoch into disjoint halves; a resumed sampler continues where it stopped
+    r0 = list(PlanSampler([10, 4], [], 0, 3, batch_size=3, rank=0, world_size=2))
+    r1 = list(PlanSampler([10, 4], [], 0, 3, batch_size=3, rank=1, world_size=2))
+    assert len(r0) == len(r1) == 6 and not set(r0) & set(r1)
+    s = PlanSampler([10, 4], [], 0, 3, batch_size=3)
+    s.set_epoch(0, start_batch=2)
+    assert list(s) == list(PlanSampler([10, 4], [], 0, 3, batch_size=3))[6:]

@@ -1,0 +1,172 @@
+"""Hand mesh from your own images: ``python -m train.predict IMAGE... --checkpoint OUT/model.pt``.
+
+For every image it writes, into ``--out``:
+
+* ``NAME.ply`` and/or ``NAME.obj``: the predicted 778-vertex mesh in camera space (metres;
+  OpenCV axes), its root translation recovered from the 2D joints (see below);
+* ``NAME_overlay.png``: the image with the mesh silhouette (filled, translucent) and the
+  21-joint skeleton drawn on it;
+* ``NAME.json``: 2D joints (px), 3D joints (camera space, m), root, the crop used, the focal.
+
+Cropping: the network sees a square crop around the hand.  Give ``--box X0 Y0 X1 Y1`` (the
+hand's box in pixels, e.g. from a detector): the crop is that box squared and enlarged by
+the training scale (1.3).  Without a box, the crop is the largest centred square of the
+image - fine for images where the hand is roughly centred and fills it (like FreiHAND or our
+renders), poor otherwise.
+
+Camera: the root translation is solved from the 2D joints, the intrinsics and the
+root-relative 3D joints (:func:`train.geometry.recover_root`).  Give ``--focal`` (px) and
+optionally ``--principal``; by default f = 1.46 x the longer image side (the field of view of
+our renders, ~38 degrees) and the principal point at the image centre.  The focal only sets
+the depth of the mesh; the overlay is consistent either way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .augment import ROOT_SCALE_M, normalise
+from .geometry import apply_affine, crop_affine, project, recover_root, warp_crop
+
+__all__ = ["predict_image", "write_ply", "write_obj", "draw_overlay", "BONES", "main"]
+
+BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
+         (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
+FINGER_COLOURS = [(255, 80, 80), (255, 200, 40), (80, 220, 80), (60, 170, 255), (200, 90, 255)]  # RGB
+
+
+def write_ply(path, verts: np.ndarray, faces: np.ndarray) -> None:
+    lines = ["ply", "format ascii 1.0", f"element vertex {len(verts)}", "property float x", "property float y",
+             "property float z", f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    lines += [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+    lines += [f"3 {a} {b} {c}" for a, b, c in faces]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_obj(path, verts: np.ndarray, faces: np.ndarray) -> None:
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def draw_overlay(image: np.ndarray, uv: np.ndarray, verts_cam: np.ndarray | None, faces, K,
+                 alpha: float = 0.45) -> np.ndarray:
+    """RGB image with the projected mesh silhouette (translucent) and the skeleton."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    if verts_cam is not None and np.all(verts_cam[:, 2] > 1e-3):
+        from datagen.raster import rasterize
+
+        mask = rasterize(np.asarray(verts_cam, np.float64), np.asarray(faces), np.asarray(K, np.float64), w, h).mask
+        tint = np.array([120, 200, 255], np.float32)
+        out[mask] = ((1 - alpha) * out[mask] + alpha * tint).astype(np.uint8)
+        edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        out[edge] = (40, 120, 255)
+    t = max(1, round(max(h, w) / 200))
+    shift = 4  # sub-pixel drawing: continuous px -> cv2's integer pixel centres
+    pts = np.round((np.asarray(uv) - 0.5) * (1 << shift)).astype(np.int64)
+    for k, (a, b) in enumerate(BONES):
+        cv2.line(out, tuple(map(int, pts[a])), tuple(map(int, pts[b])), FINGER_COLOURS[k // 4], t, cv2.LINE_AA, shift)
+    for j, p in enumerate(pts):
+        cv2.circle(out, tuple(map(int, p)), (t + 1) << shift, (255, 255, 255) if j == 0 else FINGER_COLOURS[(j - 1) // 4],
+                   -1, cv2.LINE_AA, shift)
+    return out
+
+
+def crop_for(image_shape, box, scale: float, out: int) -> np.ndarray:
+    h, w = image_shape[:2]
+    if box is None:
+        return crop_affine((w / 2.0, h / 2.0), float(min(h, w)), 0.0, out)
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"--box must be X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0, got {box}")
+    return crop_affine(((x0 + x1) / 2.0, (y0 + y1) / 2.0), max(x1 - x0, y1 - y0) * scale, 0.0, out)
+
+
+@torch.no_grad()
+def predict_image(model, image: np.ndarray, K: np.ndarray, box=None, scale: float = 1.3, crop: int = 128,
+                  device="cpu") -> dict:
+    """RGB uint8 image -> {verts_cam, joints_cam, uv (image px), root, A (crop affine)}."""
+    A = crop_for(image.shape, box, scale, crop)
+    x = torch.from_numpy(normalise(warp_crop(image, A, crop)))[None].to(device)
+    out = model(x)
+    verts = out["verts"][0].float().cpu().numpy().astype(np.float64) * ROOT_SCALE_M
+    joints = model.joint_regressor.cpu().numpy().astype(np.float64) @ verts
+    uv_crop = out["uv"][0].float().cpu().numpy().astype(np.float64) * crop
+    T = recover_root(uv_crop, A @ K, joints)
+    return {"verts_cam": verts + T, "joints_cam": joints + T, "uv": apply_affine(np.linalg.inv(A), uv_crop),
+            "root": T, "A": A}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m train.predict",
+        description="Predict the 3D hand mesh in images with a trained MobRecon checkpoint; writes a mesh "
+                    "(.ply/.obj, camera space, metres), an overlay PNG (mesh silhouette + skeleton) and a JSON per "
+                    "image. Without --box the crop is the largest centred square of the image.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    ap.add_argument("--checkpoint", required=True, metavar="CKPT", help="OUT/model.pt (or last.pt) of python -m train")
+    ap.add_argument("--out", default="out/predict", metavar="DIR", help="output folder")
+    ap.add_argument("--box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+                    help="hand box in pixels (same for every image); the crop is the box squared x --scale")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="crop side / box side with --box (default: the checkpoint's augment.scale, 1.3)")
+    ap.add_argument("--focal", type=float, default=None,
+                    help="focal length in pixels of the images (default 1.46 x the longer side)")
+    ap.add_argument("--principal", type=float, nargs=2, default=None, metavar=("CX", "CY"),
+                    help="principal point in pixels (default: the image centre)")
+    ap.add_argument("--format", choices=("ply", "obj", "both"), default="ply", help="mesh file format")
+    ap.add_argument("--device", default="cpu", help="torch device")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .model_io import model_from_checkpoint
+
+    model, tpl, ck = model_from_checkpoint(args.checkpoint, args.device)
+    scale = args.scale if args.scale is not None else ck["config"]["augment"]["scale"]
+    crop = ck["config"]["data"]["crop_size"]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for path in args.images:
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f"error: cannot read {path}", file=sys.stderr)
+            status = 1
+            continue
+        img = np.ascontiguousarray(bgr[..., ::-1])
+        h, w = img.shape[:2]
+        f = args.focal if args.focal else 1.46 * max(h, w)
+        cx, cy = args.principal if args.principal else (w / 2.0, h / 2.0)
+        K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
+        r = predict_image(model, img, K, args.box, scale, crop, args.device)
+        stem = out_dir / Path(path).stem
+        written = []
+        if args.format in ("ply", "both"):
+            write_ply(stem.with_suffix(".ply"), r["verts_cam"], tpl.faces)
+            written.append(stem.with_suffix(".ply"))
+        if args.format in ("obj", "both"):
+            write_obj(stem.with_suffix(".obj"), r["verts_cam"], tpl.faces)
+            written.append(stem.with_suffix(".obj"))
+        ov = draw_overlay(img, r["uv"], r["verts_cam"], tpl.faces, K)
+        png = stem.parent / f"{stem.name}_overlay.png"
+        cv2.imwrite(str(png), ov[..., ::-1])
+        meta = {"image": str(path), "K": K.tolist(), "crop_affine": r["A"].tolist(), "box": args.box,
+                "uv_px": r["uv"].tolist(), "joints_cam_m": r["joints_cam"].tolist(), "root_m": r["root"].tolist(),
+                "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K) - r["uv"], axis=-1).mean())}
+        js = stem.with_suffix(".json")
+        js.write_text(json.dumps(meta, indent=1))
+        print(f"{path}: " + ", ".join(str(p) for p in written + [png, js]))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
