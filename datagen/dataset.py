@@ -50,7 +50,7 @@ ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam",)
 def split_hash(keys: np.ndarray, seed: int) -> np.ndarray:
     """Stable uniform [0, 1) per integer key (splitmix64 of key and seed): the same on every machine."""
     with np.errstate(over="ignore"):
-        x = np.asarray(keys, np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed * 0xBF58476D1CE4E5B9 + 1)
+        x = np.asarray(keys, np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64((seed * 0xBF58476D1CE4E5B9 + 1) % (1 << 64))
         x ^= x >> np.uint64(30)
         x *= np.uint64(0xBF58476D1CE4E5B9)
         x ^= x >> np.uint64(27)
@@ -71,6 +71,8 @@ def select_split(pose_id: np.ndarray, view_id: np.ndarray, split: str = "all", b
                  fractions=(0.8, 0.1, 0.1), seed: int = 0) -> np.ndarray:
     """Indices of the samples in `split`.
 
+    pose_id: the pose key; pass tables.h5's samples/pose_group (as ShardDataset does) so that
+    poses the table repeats under other ids share a split.
     by="pose": every view of a pose goes to the pose's split (held-out poses are unseen);
     by="view": every pose of a view goes to the view's split (held-out cameras are unseen);
     by="both": a sample belongs to split s when its pose and its view are both in s; samples
@@ -157,7 +159,8 @@ class ShardDataset:
         self.skin_names = self.manifest.get("skin_parameters") or []
         self.hdri_names = self.tables.hdri_names
         smp = self.tables.samples
-        self.indices = select_split(smp["pose_id"], smp["view_id"], split, split_by, fractions, split_seed)
+        # Poses are grouped by pose_group (identical poses under other ids stay in one split).
+        self.indices = select_split(smp["pose_group"], smp["view_id"], split, split_by, fractions, split_seed)
         self.split, self.split_by = split, split_by
         self._readers: dict[int, S.ShardReader] = {}
         self._pid = os.getpid()

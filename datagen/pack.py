@@ -669,6 +669,9 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
         g = f.create_group("poses")
         S.write_array(g, "pose_id", used_poses.astype(np.int32))
         rows = np.asarray([pose_row[int(p)] for p in used_poses])
+        group = pose_groups(inputs.poses)
+        S.write_array(g, "pose_group", group[rows].astype(np.int32),
+                      attrs={"definition": "smallest pose id with identical finger states (datagen.poses.canonical_ids)"})
         for k in ("pose_a", "pose_b", "t", "rotations"):
             if k in inputs.poses:
                 v = inputs.poses[k][rows]
@@ -726,7 +729,7 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
         S.write_array(g, "name", np.asarray([str(h.get("name")) for h in inputs.hdris] or [""], dtype=object))
 
         g = f.create_group("samples")
-        idx = {k: [] for k in ("item_id", "pose_id", "view_id", "shard", "row")}
+        idx = {k: [] for k in ("item_id", "pose_id", "view_id", "shard", "row", "pose_group")}
         for s, info in enumerate(shard_infos):
             bad = {d["item_id"] for d in info["skipped"]}
             for r, i in enumerate(i for i in range(info["plan_start"], info["plan_stop"])
@@ -734,10 +737,11 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
                 idx["item_id"].append(scan.labels["item_id"][i])
                 idx["pose_id"].append(scan.labels["pose_id"][i])
                 idx["view_id"].append(scan.labels["view_id"][i])
+                idx["pose_group"].append(group[pose_row[int(scan.labels["pose_id"][i])]])
                 idx["shard"].append(s)
                 idx["row"].append(r)
         for k, dt in (("item_id", np.int64), ("pose_id", np.int32), ("view_id", np.int32), ("shard", np.int32),
-                      ("row", np.int32)):
+                      ("row", np.int32), ("pose_group", np.int32)):
             S.write_array(g, k, np.asarray(idx[k], dt))
         S.set_attrs(f, {"schema_version": S.SCHEMA_VERSION, "kind": "tables", "height": inputs.height,
                             "width": inputs.width, "n_views": inputs.n_views})
@@ -748,6 +752,20 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
         raise
     S.fsync_rename(tmp, final)
     return final
+
+
+def pose_groups(poses: dict) -> np.ndarray:
+    """Per row of poses.npz, the id of the first pose with identical finger states: the pose
+    table repeats some poses under other ids (datagen.poses.canonical_ids), and splits by pose
+    must keep identical poses together.  Without pose_a/pose_b/t every pose is its own group."""
+    ids = np.asarray(poses["ids"], np.int64)
+    if not {"pose_a", "pose_b", "t"} <= set(poses):
+        return ids
+    from .poses import canonical_ids, finger_states
+
+    state = finger_states(np.asarray(poses["pose_a"], np.int64), np.asarray(poses["pose_b"], np.int64),
+                          np.asarray(poses["t"], np.float64))
+    return ids[canonical_ids(state)]
 
 
 def _jsonable(obj):

@@ -93,6 +93,15 @@ def test_dataloader_two_workers_random_order(packed):
 
 def test_split_datasets_partition_the_samples(packed):
     _, out = packed
+    ds = HandShards(out)
+    smp = ds.tables.samples
+    assert set(smp["pose_group"][smp["pose_id"] == 2]) == {1}  # pose 2 repeats pose 1
+    for seed in range(8):  # identical poses never straddle splits
+        where = {}
+        for s in ("train", "val", "test"):
+            for i in HandShards(out, split=s, split_seed=seed, fields=("ids",)).indices:
+                where.setdefault(int(smp["pose_id"][i]), set()).add(s)
+        assert where[1] == where[2] and all(len(v) == 1 for v in where.values())
     n = [len(HandShards(out, split=s, fractions=(0.34, 0.33, 0.33))) for s in ("train", "val", "test")]
     assert sum(n) == 12 and all(k % 4 == 0 for k in n)  # whole poses (4 views each)
     with pytest.raises(ValueError, match="split"):

@@ -111,8 +111,10 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
     np.savez(root / "views.npz", K=views.K, R=views.R, t=views.t, centres=views.centres,
              longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg)
     P = max(n_poses, 3)
-    np.savez(root / "poses.npz", ids=np.arange(P), pose_a=np.arange(P), pose_b=np.arange(P),
-             t=np.zeros(P), rotations=np.tile(np.eye(3), (P, 16, 1, 1)))
+    pose_a = np.arange(P)
+    pose_a[2] = 1  # pose 2 repeats pose 1's finger states (the real table repeats 285 poses)
+    np.savez(root / "poses.npz", ids=np.arange(P), pose_a=pose_a, pose_b=pose_a, t=np.zeros(P),
+             rotations=np.tile(np.eye(3), (P, 16, 1, 1)))
     hdris = [{"name": "studio", "file": "studio.exr", "licence": "CC0-1.0"},
              {"name": "forest", "file": "forest.hdr", "licence": "CC0-1.0"}]
     run = {"config": {"seed": seed, "cameras": {"width": size, "height": size}}, "seed": seed,
