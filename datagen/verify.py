@@ -14,9 +14,10 @@ item) otherwise.  Checks:
   the stated size; silhouette = depth > 0; bbox and area agree with the silhouette; 2D
   keypoints = projection of the camera-space joints; in_frame = inside the image; visible
   keypoints lie in the image and on the silhouette; at visible surface keypoints (wrist and
-  fingertips) the depth map agrees with the keypoint's camera z, at visible joint centres the
-  surface lies in front of the joint (by less than MAX_JOINT_DEPTH_M); stored depth gaps agree
-  with the depth map.
+  fingertips) nothing lies in front of the keypoint by more than the run's surface tolerance,
+  at visible joint centres the skin in front lies within the joint's flesh depth
+  (render_run.visibility in the manifest; a pixel of slack); visible surface keypoints within
+  their tolerance of the silhouette, joints on it; stored depth gaps agree with the depth map.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ import scipy.sparse as sp
 
 from . import shards as S
 
-SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)  # wrist and fingertips: points on (or within mm of) the skin
-SURFACE_TOL_M = 0.005  # |depth - z| at a visible surface keypoint (3x3 neighbourhood)
-MAX_JOINT_DEPTH_M = 0.03  # a visible joint centre lies at most this far under the skin in front of it
+# The visibility contract, from the render run (manifest render_run.visibility); these defaults
+# apply when a dataset does not state it.
+DEFAULT_VISIBILITY = {"surface_keypoints": [0, 4, 8, 12, 16, 20], "surface_tolerance_m": 0.004,
+                      "joint_flesh_m": [0.0] + [0.04, 0.025, 0.02, 0.0] + [0.04, 0.02, 0.02, 0.0] * 4}
+SLACK_M = 0.002  # depth at a pixel centre vs. at the keypoint's exact ray (one pixel of slope)
+SLACK_PX = 1.5  # a keypoint on the silhouette's edge may fall in the next pixel
 TOL_2D_PX = 0.02
 TOL_GAP_M = 1e-4  # stored depth_gap_m vs. the (decoded) depth map
 SHOW = 5  # examples listed per kind of problem
@@ -199,7 +203,8 @@ def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | Non
     return ok
 
 
-def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report) -> None:
+def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: dict | None = None) -> None:
+    contract = {**DEFAULT_VISIBILITY, **(contract or {})}
     name = r.path.name
     H, W = r.height, r.width
     c = r.columns
@@ -248,6 +253,7 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report) -> None:
             rep.add("visibility", f"{where}: keypoints {np.nonzero(vis & ~inside)[0].tolist()} visible but outside "
                                   "the image")
         px = np.clip(np.floor(kp).astype(int), [0, 0], [W - 1, H - 1])
+        dist_to_mask = None
         gap = c["depth_gap_m"][row]
         for k in np.nonzero(inside)[0]:
             x, y = px[k]
@@ -258,18 +264,28 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report) -> None:
                                            f"label says {gap[k] * 1e3:.2f} mm")
             if not vis[k]:
                 continue
+            surface = k in contract["surface_keypoints"]
+            tol = contract["surface_tolerance_m"] if surface else contract["joint_flesh_m"][k]
+            # on the silhouette, or (surface keypoints) within their 3D tolerance of it
+            reach = SLACK_PX + (tol * K[0, 0] / cam[k, 2] if surface else 0.0)
+            if dist_to_mask is None:
+                from scipy.ndimage import distance_transform_edt
+
+                dist_to_mask = distance_transform_edt(~mask)
+            if dist_to_mask[y, x] > reach:
+                rep.add("visibility", f"{where}: visible keypoint {k} at ({kp[k, 0]:.1f}, {kp[k, 1]:.1f}) is "
+                                      f"{dist_to_mask[y, x]:.1f} px off the silhouette (allowed {reach:.1f})")
+                continue
             win = depth[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
-            if not (win > 0).any():
-                rep.add("visibility", f"{where}: visible keypoint {k} at ({kp[k, 0]:.1f}, {kp[k, 1]:.1f}) is off "
-                                      "the silhouette")
-            elif k in SURFACE_KEYPOINTS:
-                near = np.abs(win[win > 0] - cam[k, 2]).min()
-                if near > SURFACE_TOL_M:
-                    rep.add("depth vs labels", f"{where}: visible surface keypoint {k}: depth map is "
-                                               f"{near * 1e3:.1f} mm from its camera z")
-            elif not (d > 0 and -0.001 <= cam[k, 2] - d <= MAX_JOINT_DEPTH_M):
-                rep.add("depth vs labels", f"{where}: visible joint {k}: surface at {d:.4f} m, joint at "
-                                           f"{cam[k, 2]:.4f} m")
+            g = cam[k, 2] - win[win > 0]
+            if g.size == 0:
+                continue
+            if surface and g.min() > tol + SLACK_M:
+                rep.add("depth vs labels", f"{where}: visible surface keypoint {k}: the surface in front of it is "
+                                           f"{g.min() * 1e3:.1f} mm nearer (tolerance {tol * 1e3:.0f} mm)")
+            elif not surface and not ((g >= -SLACK_M) & (g <= tol + SLACK_M)).any():
+                rep.add("depth vs labels", f"{where}: visible joint {k}: skin in front at {g.min() * 1e3:.1f}.."
+                                           f"{g.max() * 1e3:.1f} mm, its flesh is at most {tol * 1e3:.0f} mm")
 
 
 def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:
@@ -322,7 +338,7 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
                 continue
             rows = np.arange(r.count) if labels is None or labels >= r.count else \
                 np.sort(rng.choice(r.count, labels, replace=False))
-            check_labels(r, rows, tables, rep)
+            check_labels(r, rows, tables, rep, (manifest.get("render_run") or {}).get("visibility"))
             checked += len(rows)
         except Exception as exc:  # noqa: BLE001 - report, do not crash, on a damaged shard
             rep.add("unreadable file", f"{e['file']}: {type(exc).__name__}: {exc}")

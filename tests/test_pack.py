@@ -29,6 +29,7 @@ from datagen.raster import rasterize
 
 REPO = Path(__file__).resolve().parent.parent
 SURFACE = (0, 4, 8, 12, 16, 20)  # wrist and fingertips lie on the skin, other keypoints inside
+FLESH = np.array([0.0] + [0.04, 0.025, 0.02, 0.0] + [0.04, 0.02, 0.02, 0.0] * 4)  # as the renderer's contract
 
 
 def toy_mesh(rings: int = 8, segments: int = 97):
@@ -118,7 +119,9 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
     hdris = [{"name": "studio", "file": "studio.exr", "licence": "CC0-1.0"},
              {"name": "forest", "file": "forest.hdr", "licence": "CC0-1.0"}]
     run = {"config": {"seed": seed, "cameras": {"width": size, "height": size}}, "seed": seed,
-           "versions": {"bpy": "toy"}, "hand": asset.licence, "hdris": hdris}
+           "versions": {"bpy": "toy"}, "hand": asset.licence, "hdris": hdris,
+           "visibility": {"surface_keypoints": list(SURFACE), "surface_tolerance_m": 0.004,
+                          "joint_flesh_m": FLESH.tolist()}}
     (root / "run.json").write_text(json.dumps(run))
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -140,7 +143,7 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
             gap = np.where(inside & (dz > 0), kc[:, 2] - dz, np.nan)
             surface = np.isin(np.arange(21), SURFACE)
             with np.errstate(invalid="ignore"):
-                vis = inside & (dz > 0) & np.where(surface, np.abs(gap) < 0.002, (gap >= 0) & (gap < 0.03))
+                vis = inside & (dz > 0) & np.where(surface, np.abs(gap) < 0.002, (gap >= 0) & (gap < FLESH))
             img = np.stack([(xx * 3 + p * 40) % 256, (yy * 3 + view * 60) % 256, np.full_like(xx, 90)], -1)
             img = img.astype(np.uint8)
             img[r.mask] = (rng.integers(150, 230, size=3) * (0.6 + 0.4 * rng.random((r.mask.sum(), 1)))).astype(np.uint8)
