@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from . import shards as S
@@ -394,7 +395,7 @@ def load_item_arrays(root: Path, pose: int, view: int, height: int, width: int) 
         raise ItemError("mask PNG cannot be decoded")
     if m.shape != (height, width) or m.dtype != np.uint8:
         raise ItemError(f"mask is {m.shape} {m.dtype}, expected ({height}, {width}) uint8")
-    if not np.isin(m, (0, 255)).all():
+    if not ((m == 0) | (m == 255)).all():
         raise ItemError("mask holds values other than 0 and 255")
     try:
         depth = np.load(str(base) + ".depth.npy", allow_pickle=False)
@@ -493,8 +494,7 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         p.unlink()
     plan = [p * inputs.n_views + v for p, v in scan.items]
     options = {"schema_version": S.SCHEMA_VERSION, "codecs": codecs, "shard_size_mb": shard_size_mb,
-               "topology": mapping.topology, "skip_bad": skip_bad, "inputs": inputs.digests,
-               "plan_sha256": hashlib.sha256(np.asarray(plan, np.int64).tobytes()).hexdigest()}
+               "topology": mapping.topology, "inputs": inputs.digests}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
 
     shard_infos, pos = _resume(out_dir, plan, digest, log)
@@ -597,7 +597,9 @@ def _resume(out_dir: Path, plan: list[int], digest: str, log) -> tuple[list[dict
             raise PackError(f"{out_dir} holds shards packed from other inputs or options ({path.name}); "
                             "use a new OUT_DIR or delete the old shards")
         start, stop = int(a["plan_start"]), int(a["plan_stop"])
-        if start != pos:
+        with h5py.File(path, "r") as f:
+            held = sorted(f["item_id"][()].tolist() + [d["item_id"] for d in a["skipped"]])
+        if start != pos or held != plan[start:stop]:  # the render directory changed here: redo from it
             break
         if not a["full"] and stop < len(plan):
             break

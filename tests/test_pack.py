@@ -310,3 +310,16 @@ def test_cli_runs_and_reports(render_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "datagen.pack", str(tmp_path / "nothing"), str(tmp_path / "o")],
                          capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 2 and "not a directory" in bad.stderr
+
+
+def test_render_dir_that_grew_resumes_and_matches_a_fresh_pack(tmp_path):
+    render = make_render_dir(tmp_path / "render", n_poses=2, n_views=4)
+    out = tmp_path / "ds"
+    first = run_pack(render, out, shard_size_mb=0.02)
+    kept = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in first["shards"][:-1]}
+    make_render_dir(tmp_path / "render", n_poses=3, n_views=4)  # the renderer went on with pose 2
+    grown = run_pack(render, out, shard_size_mb=0.02)
+    assert all((out / f).stat().st_mtime_ns == t for f, t in kept.items())  # full shards were kept
+    fresh = run_pack(render, tmp_path / "fresh", shard_size_mb=0.02)
+    assert grown["counts"]["samples"] == 12
+    assert [s["sha256"] for s in grown["shards"]] == [s["sha256"] for s in fresh["shards"]]
