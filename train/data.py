@@ -78,10 +78,13 @@ def _canonical_pose_ids(pose_ids, pose_a, pose_b, t) -> np.ndarray:
 class ShardSource:
     """Our packed dataset (``python -m datagen.pack``), one split of it.
 
-    Splits come from ``datagen.dataset`` (stable hash of pose / view ids).  On top of it, a
-    held-out split (val/test) drops the samples whose pose is *identical* to a training pose
-    (the pose table repeats 285 poses under other ids at t = 1/2; see datagen.poses), so
-    "held-out poses" are really unseen.
+    Splits use ``datagen.dataset.select_split`` (a stable hash of pose / view ids).
+    ``split_by="chain"`` (ours) hashes the interior poses of a pose pair (t = 1/4, 1/2, 3/4)
+    as one key, so a held-out chain is held out whole and gives complete pose sequences for
+    the acceleration error; base poses keep their own key.  On top of it, a held-out split
+    (val/test) drops the samples whose pose is *identical* to a training pose (the pose table
+    repeats 285 poses under other ids at t = 1/2; see datagen.poses), so "held-out poses" are
+    really unseen.
     """
 
     FIELDS = ("image", "mask", "joints_cam", "vertices_cam", "K", "ids")
@@ -90,9 +93,10 @@ class ShardSource:
                  leak_free=True):
         from datagen.dataset import ShardDataset, select_split
 
+        if split_by not in ("pose", "view", "both", "chain"):
+            raise ValueError(f"split_by must be pose, view, both or chain, got {split_by!r}")
         self.root = Path(root)
-        self.ds = ShardDataset(self.root, split=split, split_by=split_by, fractions=tuple(fractions),
-                               split_seed=split_seed, fields=self.FIELDS)
+        self.ds = ShardDataset(self.root, split="all", fields=self.FIELDS)
         self.manifest = self.ds.manifest
         self.topology = str(self.ds.tables.topology)
         self.name = f"{self.root.name}:{split}"
@@ -101,21 +105,34 @@ class ShardSource:
             g = f["poses"]
             self.pose_table = {k: g[k][()] for k in ("pose_id", "pose_a", "pose_b", "t") if k in g}
         smp = self.ds.tables.samples
-        rows = self.ds.indices
-        if leak_free and split not in ("train", "all") and {"pose_a", "pose_b", "t"} <= set(self.pose_table):
-            pt = self.pose_table
+        # datagen's pose groups: identical poses under other ids share a split (older packs: pose ids)
+        pose_key = np.asarray(smp.get("pose_group", smp["pose_id"]), np.int64)
+        pt = self.pose_table
+        has_prov = {"pose_a", "pose_b", "t"} <= set(pt)
+        if split_by == "chain":
+            if not has_prov:
+                raise ValueError(f"{root}: no pose provenance in tables.h5; split_by='chain' needs it")
+            # interior poses of a pair share one key (a chain is held out whole); base poses keep their id
+            key = {int(p): (int(p) if a == b else (1 << 20) + 64 * int(a) + int(b))
+                   for p, a, b in zip(pt["pose_id"], pt["pose_a"], pt["pose_b"])}
+            pose_key = np.array([key[int(p)] for p in smp["pose_id"]], np.int64)
+        by = "pose" if split_by == "chain" else split_by
+
+        def rows_of(name):
+            return select_split(pose_key, smp["view_id"], name, by, tuple(fractions), split_seed)
+
+        rows = rows_of(split)
+        self.dropped_duplicates = 0
+        if leak_free and split not in ("train", "all") and has_prov and by != "view":
             canon = dict(zip(pt["pose_id"].tolist(),
                              _canonical_pose_ids(pt["pose_id"], pt["pose_a"], pt["pose_b"], pt["t"]).tolist()))
-            train_rows = select_split(smp["pose_id"], smp["view_id"], "train", split_by, tuple(fractions),
-                                      split_seed)
-            seen = {canon[int(p)] for p in smp["pose_id"][train_rows]}
+            seen = {canon[int(p)] for p in smp["pose_id"][rows_of("train")]}
             keep = np.array([canon[int(p)] not in seen for p in smp["pose_id"][rows]], bool)
-            self.ds.indices = rows[keep]
+            rows = rows[keep]
             self.dropped_duplicates = int((~keep).sum())
-        else:
-            self.dropped_duplicates = 0
-        self.pose_ids = smp["pose_id"][self.ds.indices].astype(np.int64)
-        self.view_ids = smp["view_id"][self.ds.indices].astype(np.int64)
+        self.ds.indices = rows
+        self.pose_ids = smp["pose_id"][rows].astype(np.int64)
+        self.view_ids = smp["view_id"][rows].astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.ds)

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="packed datasets to evaluate on (default: the checkpoint's training datasets)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                     help="split of our datasets (held-out poses/views per --split-by)")
-    ap.add_argument("--split-by", default=None, choices=("pose", "view", "both"),
+    ap.add_argument("--split-by", default=None, choices=("pose", "view", "both", "chain"),
                     help="how the split is made (default: as in training)")
     ap.add_argument("--split-fractions", type=float, nargs=3, default=None, metavar="F",
                     help="train/val/test fractions (default: as in training)")
