@@ -323,3 +323,39 @@ def test_render_dir_that_grew_resumes_and_matches_a_fresh_pack(tmp_path):
     fresh = run_pack(render, tmp_path / "fresh", shard_size_mb=0.02)
     assert grown["counts"]["samples"] == 12
     assert [s["sha256"] for s in grown["shards"]] == [s["sha256"] for s in fresh["shards"]]
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_real_render_packs_verifies_and_reads(tmp_path, prepared, cache_dir):
+    """Two items rendered by blender_scripts/render.py -> pack (real open778 mapping) -> verify -> read."""
+    render = tmp_path / "render"
+    r = subprocess.run([sys.executable, str(REPO / "blender_scripts" / "render.py"), "--out", str(render),
+                        "--poses", "33", "--views", "3,100", "--cache", str(cache_dir), "--threads", "2",
+                        "--no-progress"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    m = pack(render, tmp_path / "ds", cache_dir=cache_dir, progress=False, log=lambda *_: None)
+    assert m["counts"]["samples"] == 2 and m["topology"] == "open778"
+    assert m["licences"]["hdris"] and all(h.get("licence") for h in m["licences"]["hdris"])
+    from datagen.dataset import HandShards
+    from datagen.verify import verify
+
+    rep = verify(tmp_path / "ds")
+    assert rep.ok, rep.text()
+    ds = HandShards(tmp_path / "ds")
+    for i in range(2):
+        s = ds.read_sample(i)
+        lab = json.loads((render / f"items/00033/v{s['view_id']:03d}.json").read_text())
+        assert np.abs(s["joints_cam"] - np.asarray(lab["keypoints_3d_cam"])).max() < 2e-5
+        import cv2
+
+        png = cv2.imread(str(render / f"items/00033/v{s['view_id']:03d}.png"))[..., ::-1]
+        assert np.array_equal(s["image"].transpose(1, 2, 0), png)
+        assert np.array_equal(s["depth"], np.load(render / f"items/00033/v{s['view_id']:03d}.depth.npy"))
+        # the mapped mesh sits on the hand: its vertices project onto the silhouette
+        v = s["vertices_cam"].astype(np.float64)
+        uv = v[:, :2] / v[:, 2:] * s["K"][0, 0] + s["K"][:2, 2]
+        px = np.clip(np.floor(uv).astype(int), 0, 255)
+        from scipy.ndimage import binary_dilation
+
+        assert binary_dilation(s["mask"], iterations=2)[px[:, 1], px[:, 0]].mean() > 0.99
