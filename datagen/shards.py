@@ -62,6 +62,7 @@ class Codec:
     offset: bool = False
     lossless: bool = True
     needs_mask: bool = False  # decode(payload, offset, hw, mask): values stored on the silhouette only
+    chw: bool = False  # images: decodes to planar (3, H, W) rather than (H, W, 3)
 
 
 def _rgb_to_bgr(a):
@@ -164,8 +165,12 @@ def _masked_enc(level):
     return enc, dec
 
 
-def _hw3(h, w):
-    return (h, w, 3)
+def _chw(h, w):
+    return (3, h, w)
+
+
+def _to_chw(img, _src=None):
+    return np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)), None
 
 
 def _hw(h, w):
@@ -203,10 +208,12 @@ def _u8_to_bool(m, _offset=None, _hw=None):
 IMAGE_CODECS = {
     c.name: c
     for c in [
-        Codec("raw", "array", "uint8 HxWx3, no compression", _identity_enc, _identity_dec, "uint8", _hw3),
-        Codec("lzf", "array", "uint8 HxWx3, HDF5 lzf", _identity_enc, _identity_dec, "uint8", _hw3, ("lzf", None, False)),
-        Codec("gzip1", "array", "uint8 HxWx3, HDF5 gzip level 1", _identity_enc, _identity_dec, "uint8", _hw3,
-              ("gzip", 1, False)),
+        Codec("raw", "array", "uint8 3xHxW (planar RGB), no compression", _to_chw, _identity_dec, "uint8", _chw,
+              chw=True),
+        Codec("lzf", "array", "uint8 3xHxW, HDF5 lzf", _to_chw, _identity_dec, "uint8", _chw, ("lzf", None, False),
+              chw=True),
+        Codec("gzip1", "array", "uint8 3xHxW, HDF5 gzip level 1", _to_chw, _identity_dec, "uint8", _chw,
+              ("gzip", 1, False), chw=True),
         Codec("png", "blob", "the renderer's PNG bytes as they are", _png_copy_enc, _imdecode_rgb),
         Codec("webp", "blob", "lossless WebP (cv2)", _imencode(".webp", (64, 101)), _imdecode_rgb),
         Codec("jpeg95", "blob", "JPEG quality 95, 4:2:0 (cv2/libjpeg) - lossy", _imencode(".jpg", (1, 95)),
@@ -468,16 +475,24 @@ class ShardReader:
                 a = np.frombuffer(buf, np.uint8)
                 if shuffle and dt.itemsize > 1:
                     a = a.reshape(dt.itemsize, -1).T
-                return np.ascontiguousarray(a).view(dt).reshape(ds.shape[1:])
+                a = np.ascontiguousarray(a)
+                if not a.flags.writeable:  # bytes are immutable; callers (torch) expect writable arrays
+                    a = a.copy()
+                return a.view(dt).reshape(ds.shape[1:])
         return ds[row]
 
-    def read(self, field: str, row: int) -> np.ndarray:
+    def read(self, field: str, row: int, chw: bool = False) -> np.ndarray:
+        """One decoded sample: image uint8 (H, W, 3) - (3, H, W) with chw=True -, mask bool
+        (H, W), depth float32 (H, W) metres."""
         c = self.codecs[field]
         payload = self.raw(field, row)
         off = self.offsets[field][row] if c.offset else None
         if c.needs_mask:
             return c.decode(payload, off, (self.height, self.width), self.read("mask", row))
-        return c.decode(payload, off, (self.height, self.width))
+        out = c.decode(payload, off, (self.height, self.width))
+        if field == "image" and c.chw != chw:
+            out = np.ascontiguousarray(out.transpose((1, 2, 0) if c.chw else (2, 0, 1)))
+        return out
 
     def stored_bytes(self) -> dict[str, int]:
         """Bytes on disk per field (compressed chunk sizes; blobs: their byte count)."""
