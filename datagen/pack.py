@@ -498,10 +498,8 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
 
     shard_infos, pos = _resume(out_dir, plan, digest, log)
-    todo = range(pos, len(plan))
     target = int(shard_size_mb * 1024 * 1024)
-    skipped_pack: list[Problem] = []
-    labels, skin = scan.labels, scan.skin
+    labels = scan.labels
 
     def load(i):
         pose, view = scan.items[i]
@@ -516,57 +514,38 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         from tqdm import tqdm
 
         bar = tqdm(total=len(plan), initial=pos, desc="pack", unit="sample", smoothing=0.05, mininterval=1.0)
-    writer = None
-    shard_skipped: list[dict] = []
+    writer, first, shard_skipped = None, pos, []
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            window: deque = deque()
-            nxt = iter(todo)
-            for i in nxt:
-                window.append((i, pool.submit(load, i)))
-                if len(window) >= 8:
-                    break
-            while window:
-                i, fut = window.popleft()
-                j = next(nxt, None)
-                if j is not None:
-                    window.append((j, pool.submit(load, j)))
-                arrays = fut.result()
-                pose, view = scan.items[i]
-                if writer is None:
-                    k = len(shard_infos)
-                    writer = S.ShardWriter(out_dir / S.SHARD_PATTERN.format(k), inputs.height, inputs.width,
-                                           codecs, scan.skin_names, extra=scan.extra_json is not None)
-                    first = i
-                if isinstance(arrays, Exception):
-                    prob = Problem(f"items/{pose:05d}/v{view:03d}", f"corrupt: {arrays}", plan[i], pose, view)
-                    if not skip_bad:
-                        writer.abort()
-                        writer = None
-                        raise PackError(_report([prob], None) + "\nThe shards finished so far are kept; fix or "
-                                        "re-render the item and run the same command again, or pass --skip-bad.")
-                    skipped_pack.append(prob)
-                    shard_skipped.append(prob.as_dict())
-                else:
-                    sample = {k: labels[k][i] for k in S.SAMPLE_COLUMNS}
-                    sample["skin"] = skin[i]
-                    if scan.extra_json is not None:
-                        sample["extra_json"] = scan.extra_json[i]
-                    sample.update(arrays)
-                    writer.add(sample)
+        for i, arrays in _prefetched(load, range(pos, len(plan)), workers):
+            pose, view = scan.items[i]
+            if writer is None:
+                writer = S.ShardWriter(out_dir / S.SHARD_PATTERN.format(len(shard_infos)), inputs.height,
+                                       inputs.width, codecs, scan.skin_names, extra=scan.extra_json is not None)
+                first, shard_skipped = i, []
+            if isinstance(arrays, Exception):
+                prob = Problem(f"items/{pose:05d}/v{view:03d}", f"corrupt: {arrays}", plan[i], pose, view)
+                if not skip_bad:
+                    raise PackError(_report([prob], None) + "\nThe shards finished so far are kept; fix or "
+                                    "re-render the item and run the same command again, or pass --skip-bad.")
+                shard_skipped.append(prob.as_dict())
+            else:
+                sample = {k: labels[k][i] for k in S.SAMPLE_COLUMNS}
+                sample["skin"] = scan.skin[i]
+                if scan.extra_json is not None:
+                    sample["extra_json"] = scan.extra_json[i]
+                writer.add({**sample, **arrays})
+            if bar is not None:
+                bar.update(1)
+            full = writer.n > 0 and writer.size() >= target
+            if full or i == len(plan) - 1:
+                path = writer.close({"options_digest": digest, "first_item": plan[first], "last_item": plan[i],
+                                     "plan_start": first, "plan_stop": i + 1, "full": bool(full),
+                                     "skipped": shard_skipped})
+                shard_infos.append({"file": path.name, "plan_start": first, "plan_stop": i + 1,
+                                    "skipped": shard_skipped})
+                writer = None
                 if bar is not None:
-                    bar.update(1)
-                last = i == len(plan) - 1
-                full = writer.n > 0 and writer.size() >= target
-                if full or last:
-                    path = writer.close({"options_digest": digest, "first_item": plan[first], "last_item": plan[i],
-                                         "plan_start": first, "plan_stop": i + 1, "full": bool(full),
-                                         "skipped": shard_skipped})
-                    shard_infos.append({"file": path.name, "plan_start": first, "plan_stop": i + 1,
-                                        "skipped": shard_skipped})
-                    if bar is not None:
-                        bar.set_postfix_str(f"shard {len(shard_infos)}")
-                    writer, shard_skipped = None, []
+                    bar.set_postfix_str(f"shard {len(shard_infos)}")
     finally:
         if writer is not None:
             writer.abort()
@@ -574,11 +553,25 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
             bar.close()
 
     manifest = finalize(out_dir, inputs, scan, mapping, shard_infos, options, digest, progress)
-    skipped = [p.as_dict() for p in scan.problems]
-    n_skipped = len(skipped) + sum(len(s["skipped"]) for s in shard_infos)
+    n_skipped = manifest["counts"]["skipped"]
     log(f"packed {manifest['counts']['samples']} samples into {len(shard_infos)} shard(s) in {out_dir}"
         + (f"; skipped {n_skipped} bad item(s) (listed in the manifest)" if n_skipped else ""))
     return manifest
+
+
+def _prefetched(fn, indices, workers: int, depth: int = 8):
+    """(i, fn(i)) in order, with up to `depth` calls running ahead in a thread pool (file reads
+    and PNG decoding release the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        window: deque = deque()
+        for i in indices:
+            window.append((i, pool.submit(fn, i)))
+            if len(window) > depth:
+                j, fut = window.popleft()
+                yield j, fut.result()
+        while window:
+            j, fut = window.popleft()
+            yield j, fut.result()
 
 
 def _resume(out_dir: Path, plan: list[int], digest: str, log) -> tuple[list[dict], int]:
