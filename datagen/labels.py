@@ -1,0 +1,167 @@
+"""Per-item labels: exact silhouette and depth, 2D/3D keypoints, visibility, the label record.
+
+Everything is computed from the labelled dense mesh and the labelled camera (K, R, t) with
+`datagen.raster` - nothing is read back from the path tracer - so labels are exact and
+identical on every machine; tests/test_render.py checks that Cycles renders the same
+silhouette and depth.
+
+Visibility of keypoint k (`visible[k]`) = in frame (its projection lies inside the image)
+AND not self-occluded, decided by counting where the segment camera centre -> keypoint
+crosses the mesh surface:
+- joint keypoints (thumb CMC..IP, finger MCP..DIP) are joint centres inside the hand:
+  visible when at most one surface - the skin enclosing the joint - lies in between (0 only
+  happens if skinning leaves a joint outside the skin) AND that skin is the joint's own flesh:
+  no further than `JOINT_FLESH_M[k]` from the joint along the ray.  Without the second test a
+  camera looking along the forearm would "see" the MCP joints through 9 cm of palm (one
+  crossing: the ray enters at the wrist and stays inside).  The limits (measured from the
+  distribution over poses and views): 40 mm for the MCPs and the thumb CMC (the palm's
+  thickness seen from the palmar side), 25 mm for the thumb MCP, 20 mm for the PIP/DIP/IP
+  joints (a finger's diameter at up to ~60 degrees obliquity);
+- surface keypoints (the five fingertips, on the skin, and the wrist, the centre of the wrist
+  cut, within a few mm of the cap) are visible when no surface lies in between, ignoring
+  crossings within `SURFACE_TOLERANCE_M` of the keypoint (its own skin).
+`depth_gap_m[k]` = keypoint camera z minus the rendered depth at the pixel containing its
+projection (None when that pixel is background or out of frame): about 0 for visible surface
+keypoints, the joint's depth under the skin (a few mm) for visible joints, larger when
+something lies in front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .raster import project, rasterize
+
+SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)
+SURFACE_TOLERANCE_M = 0.004
+# Largest distance from a joint back to the skin in front of it that still counts as the
+# joint's own flesh (metres), per keypoint; 0 for the surface keypoints.
+JOINT_FLESH_M = np.array([0.0, 0.040, 0.025, 0.020, 0.0] + [0.040, 0.020, 0.020, 0.0] * 4)
+LABEL_VERSION = 1
+
+
+@dataclass
+class ItemLabels:
+    depth: np.ndarray  # (H, W) float32, camera z metres, 0 = background
+    mask: np.ndarray  # (H, W) bool
+    keypoints_2d: np.ndarray  # (21, 2) px, continuous (pixel centre = +0.5)
+    keypoints_cam: np.ndarray  # (21, 3) m
+    in_frame: np.ndarray  # (21,) bool
+    crossings: np.ndarray  # (21,) int: surfaces between camera and keypoint (surface kps: beyond tolerance)
+    skin_m: np.ndarray  # (21,) distance from the keypoint back to the nearest counted crossing (inf: none)
+    visible: np.ndarray  # (21,) bool
+    depth_gap: np.ndarray  # (21,) float, nan where undefined
+
+    def bbox(self) -> list[int] | None:
+        """[x0, y0, x1, y1) pixel bounds of the silhouette, None when empty."""
+        ys, xs = np.nonzero(self.mask)
+        if xs.size == 0:
+            return None
+        return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def segment_crossings(points_cam: np.ndarray, faces: np.ndarray, targets_cam: np.ndarray,
+                      tolerance_m: np.ndarray | float = 0.0, K: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per target, how many triangles the segment camera centre -> target crosses, not counting
+    crossings closer than `tolerance_m` (per target or scalar) to the target, and the distance
+    from the target back to the nearest counted crossing (inf when none).
+
+    Same test as `datagen.raster.ray_crossings` (Möller-Trumbore), but only against the
+    triangles whose projected bounding box contains the target's projection - a triangle in
+    front of the camera can only cut the segment there - so it costs a few milliseconds.
+    """
+    pts = np.asarray(points_cam, dtype=np.float64)
+    tg = np.asarray(targets_cam, dtype=np.float64)
+    if K is None:
+        K = np.eye(3)
+    uv = project(pts, K)
+    tuv = project(tg, K)
+    tri = uv[faces]
+    lo, hi = tri.min(axis=1) - 1e-6, tri.max(axis=1) + 1e-6
+    cand_t, cand_f = np.nonzero((tuv[:, None, 0] >= lo[None, :, 0]) & (tuv[:, None, 0] <= hi[None, :, 0])
+                                & (tuv[:, None, 1] >= lo[None, :, 1]) & (tuv[:, None, 1] <= hi[None, :, 1]))
+    counts = np.zeros(len(tg), np.int64)
+    nearest = np.full(len(tg), np.inf)
+    if cand_f.size == 0:
+        return counts, nearest
+    f = faces[cand_f]
+    v0 = pts[f[:, 0]]
+    e1 = pts[f[:, 1]] - v0
+    e2 = pts[f[:, 2]] - v0
+    d = tg[cand_t]
+    p = np.cross(d, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    ok = np.abs(det) > 1e-15
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = -v0
+    u = np.einsum("ij,ij->i", s, p) * inv
+    q = np.cross(s, e1)
+    v = np.einsum("ij,ij->i", q, d) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    tol = np.broadcast_to(np.asarray(tolerance_m, dtype=np.float64), (len(tg),))[cand_t]
+    seg_len = np.linalg.norm(d, axis=1)
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9) & (t < 1.0) & ((1.0 - t) * seg_len > tol)
+    np.add.at(counts, cand_t[hit], 1)
+    np.minimum.at(nearest, cand_t[hit], ((1.0 - t) * seg_len)[hit])
+    return counts, nearest
+
+
+def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray,
+                   K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int) -> ItemLabels:
+    """Labels of one item from hand-frame dense vertices (Nd, 3) and keypoints (21, 3)."""
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    cam = np.asarray(dense_vertices, dtype=np.float64) @ R.T + t
+    kc = np.asarray(keypoints, dtype=np.float64) @ R.T + t
+    r = rasterize(cam, faces, K, width, height)
+    uv = project(kc, K)
+    in_frame = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height) & (kc[:, 2] > 0)
+    surface = np.zeros(len(kc), bool)
+    surface[list(SURFACE_KEYPOINTS)] = True
+    crossings, skin_m = segment_crossings(cam, faces, kc, np.where(surface, SURFACE_TOLERANCE_M, 0.0), K)
+    own_flesh = (crossings == 0) | ((crossings == 1) & (skin_m <= JOINT_FLESH_M))
+    visible = in_frame & np.where(surface, crossings == 0, own_flesh)
+    gap = np.full(len(kc), np.nan)
+    ij = np.floor(uv).astype(np.int64)
+    for k in np.nonzero(in_frame)[0]:
+        z = r.depth[ij[k, 1], ij[k, 0]]
+        if z > 0:
+            gap[k] = kc[k, 2] - z
+    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap)
+
+
+def _floats(a) -> list:
+    a = np.asarray(a, dtype=np.float64)
+    return [None if not np.isfinite(x) else float(x) for x in a.ravel()] if a.ndim == 1 else \
+        [_floats(row) for row in a]
+
+
+def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, versions: dict) -> dict:
+    """The item JSON (docs/ARCHITECTURE.md, RENDER_DIR)."""
+    return {
+        "label_version": LABEL_VERSION,
+        "pose_id": spec.pose_id,
+        "view_id": spec.view_id,
+        "item_id": spec.item_id,
+        "seed": list(spec.seed),
+        "image_size": [int(labels.mask.shape[1]), int(labels.mask.shape[0])],
+        "keypoints_2d": _floats(labels.keypoints_2d),
+        "keypoints_3d_cam": _floats(labels.keypoints_cam),
+        "visible": [bool(x) for x in labels.visible],
+        "in_frame": [bool(x) for x in labels.in_frame],
+        "crossings": [int(x) for x in labels.crossings],
+        "skin_distance_m": _floats(labels.skin_m),
+        "depth_gap_m": _floats(labels.depth_gap),
+        "bbox_xyxy": labels.bbox(),
+        "mask_area_px": int(labels.mask.sum()),
+        "K": _floats(K),
+        "R": _floats(R),
+        "t": _floats(t),
+        "hdri": hdri,
+        "skin": spec.skin.record(),
+        "render": render,
+        "versions": versions,
+    }
