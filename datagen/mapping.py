@@ -1,0 +1,927 @@
+"""The 778-vertex hand: a fixed sparse matrix from the dense hand to a MANO-style mesh.
+
+    mapped vertices (778, 3) = M @ dense vertices (Nd, 3)      for every pose
+
+M (778 x Nd, CSR) is computed once, on the rest pose: each row holds the barycentric
+coordinates (at most 3 weights, summing to 1) of one 778-mesh vertex's closest point on the
+dense rest surface.  Two topologies:
+
+- ``open778`` (default, no MANO needed): the open mesh of `datagen.open778`, cut out of our own
+  dense hand by decimation.  Its vertices are dense vertices, so every row of M is one-hot.
+- ``mano``: the user's own MANO_RIGHT.pkl, loaded without chumpy by a restricted unpickler,
+  registered to the rest-pose dense hand with smplx (`datagen.mano`); each registered vertex is
+  then replaced by its closest point on the dense surface.
+
+Both come with a 21 x 778 joint regressor in FreiHAND order (`Mapping.joint_regressor`): MANO's
+own (16 regressor rows + 5 tip vertices) for ``mano``, a fitted one for ``open778``.
+
+Quality (``Mapping.quality``, printed by ``python -m datagen.mapping --report``): surface
+distances at rest in both directions, face flips/collapses of the mapped mesh in all poses,
+joint differences rig vs. regressed.  See docs/MAPPING.md for definitions and numbers.
+
+The result is cached under ``<cache>/mapping/`` keyed by a hash of every input (hand, poses,
+MANO file, parameters, and the source of the modules that compute it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from .hand.base import KEYPOINT_NAMES
+
+TOPOLOGIES = ("open778", "mano")
+MAPPING_VERSION = 1
+
+# A mapped face "flips" in a pose when its normal points against the dense surface's normal
+# there (reference = sum of the three corners' interpolated dense vertex normals).  It
+# "collapses" when its area falls below COLLAPSE_AREA_RATIO of its rest area or its shape
+# quality 4*sqrt(3)*area/sum(edge^2) (1 = equilateral) below COLLAPSE_QUALITY.
+COLLAPSE_AREA_RATIO = 0.05
+COLLAPSE_QUALITY = 0.02
+POSE_CHUNK = 128
+
+# Points sampled on each triangle for surface distances (barycentric): the centroid, the edge
+# midpoints and three inner points; the corners are added for the maxima.
+_FACE_SAMPLES = np.array([
+    [1 / 3, 1 / 3, 1 / 3],
+    [0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5],
+    [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3],
+])
+
+__all__ = ["Mapping", "build_mapping", "closest_points", "surface_distances", "vertex_normals",
+           "fit_joint_regressor", "TOPOLOGIES"]
+
+
+# --------------------------------------------------------------------------------------------
+# geometry
+# --------------------------------------------------------------------------------------------
+def _closest_on_triangles(P: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates (..., 3) of the closest point to P on triangles ABC (all (..., 3)).
+
+    Region tests after Ericson, "Real-Time Collision Detection" 5.1.5, vectorised; degenerate
+    triangles fall back to the best edge/vertex region."""
+    P, A, B, C = np.broadcast_arrays(P, A, B, C)
+    ab, ac, ap = B - A, C - A, P - A
+    d1 = np.einsum("...i,...i", ab, ap)
+    d2 = np.einsum("...i,...i", ac, ap)
+    bp = P - B
+    d3 = np.einsum("...i,...i", ab, bp)
+    d4 = np.einsum("...i,...i", ac, bp)
+    cp = P - C
+    d5 = np.einsum("...i,...i", ab, cp)
+    d6 = np.einsum("...i,...i", ac, cp)
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+
+    def div(a, b):
+        return np.where(np.abs(b) > 0, a / np.where(np.abs(b) > 0, b, 1.0), 0.0)
+
+    out = np.empty(P.shape[:-1] + (3,))
+    den = va + vb + vc
+    v_in, w_in = div(vb, den), div(vc, den)
+    out[..., 0], out[..., 1], out[..., 2] = 1 - v_in - w_in, v_in, w_in
+    # Assign regions from the lowest priority to the highest so the first matching test wins.
+    t_bc = div(d4 - d3, (d4 - d3) + (d5 - d6))
+    m = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
+    out[m] = np.stack([np.zeros_like(t_bc), 1 - t_bc, t_bc], -1)[m]
+    t_ac = div(d2, d2 - d6)
+    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    out[m] = np.stack([1 - t_ac, np.zeros_like(t_ac), t_ac], -1)[m]
+    m = (d6 >= 0) & (d5 <= d6)
+    out[m] = (0.0, 0.0, 1.0)
+    t_ab = div(d1, d1 - d3)
+    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    out[m] = np.stack([1 - t_ab, t_ab, np.zeros_like(t_ab)], -1)[m]
+    m = (d3 >= 0) & (d4 <= d3)
+    out[m] = (0.0, 1.0, 0.0)
+    m = (d1 <= 0) & (d2 <= 0)
+    out[m] = (1.0, 0.0, 0.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Cross product over the last axis (numpy's np.cross is several times slower)."""
+    out = np.empty(np.broadcast_shapes(u.shape, v.shape), dtype=np.result_type(u, v))
+    out[..., 0] = u[..., 1] * v[..., 2] - u[..., 2] * v[..., 1]
+    out[..., 1] = u[..., 2] * v[..., 0] - u[..., 0] * v[..., 2]
+    out[..., 2] = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    return out
+
+
+def face_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Unnormalised face normals (twice the area), (..., F, 3) for V (..., N, 3)."""
+    a, b, c = V[..., F[:, 0], :], V[..., F[:, 1], :], V[..., F[:, 2], :]
+    return _cross(b - a, c - a)
+
+
+def vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (N, 3)."""
+    fn = face_normals(V, F)
+    n = np.zeros_like(V, dtype=np.float64)
+    for k in range(3):
+        np.add.at(n, F[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+
+
+def closest_points(V: np.ndarray, F: np.ndarray, Q: np.ndarray, normals: np.ndarray | None = None,
+                   min_cos: float = 0.0, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact closest point on the triangle mesh (V, F) for each query point Q (n, 3).
+
+    The distance d0 to the nearest mesh vertex bounds the answer, so only triangles whose
+    centroid lies within d0 + (largest centroid-to-corner radius) can hold it; those are
+    tested exactly (point-triangle regions) and the nearest wins.
+
+    With `normals` (n, 3), only triangles whose unit normal has cos >= `min_cos` with the
+    query's normal are admitted (a point on one finger does not snap to its neighbour across
+    a gap); such queries search all triangles if needed, and a query with no admissible
+    triangle at all falls back to the unrestricted closest point.
+
+    Returns (face index (n,), barycentric (n, 3), distance (n,)).
+    """
+    V = np.asarray(V, dtype=np.float64)
+    F = np.asarray(F, dtype=np.int64)
+    Q = np.asarray(Q, dtype=np.float64).reshape(-1, 3)
+    A, B, C = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    cen = (A + B + C) / 3
+    r_t = np.sqrt(np.max(np.stack([((X - cen) ** 2).sum(1) for X in (A, B, C)]), axis=0))
+    rad = float(r_t.max())
+    used = np.unique(F)
+    d0, _ = cKDTree(V[used]).query(Q)
+    tree = cKDTree(cen)
+    fn = face_normals(V, F)
+    fn = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
+    nq = None if normals is None else np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+
+    n = len(Q)
+    face = np.full(n, -1, dtype=np.int64)
+    bary = np.zeros((n, 3))
+    dist = np.full(n, np.inf)
+
+    def solve(qidx: np.ndarray, cand: list, bound: bool = True) -> None:
+        qi = np.repeat(qidx, [len(c) for c in cand])
+        ti = np.concatenate([np.asarray(c, dtype=np.int64) for c in cand]) if len(cand) else np.zeros(0, np.int64)
+        if bound:  # a triangle farther than the nearest vertex cannot hold the closest point
+            ok = np.linalg.norm(cen[ti] - Q[qi], axis=1) - r_t[ti] <= d0[qi] * (1 + 1e-9) + 1e-12
+            qi, ti = qi[ok], ti[ok]
+        if nq is not None:
+            ok = np.einsum("ij,ij->i", fn[ti], nq[qi]) >= min_cos
+            qi, ti = qi[ok], ti[ok]
+        if not len(qi):
+            return
+        w = _closest_on_triangles(Q[qi], A[ti], B[ti], C[ti])
+        pts = w[:, :1] * A[ti] + w[:, 1:2] * B[ti] + w[:, 2:] * C[ti]
+        d = np.linalg.norm(pts - Q[qi], axis=1)
+        order = np.lexsort((ti, d, qi))  # per query: nearest first, ties by face id
+        first = order[np.unique(qi[order], return_index=True)[1]]
+        face[qi[first]], bary[qi[first]], dist[qi[first]] = ti[first], w[first], d[first]
+
+    for s in range(0, n, chunk):
+        qidx = np.arange(s, min(s + chunk, n))
+        cand = tree.query_ball_point(Q[qidx], d0[qidx] + rad * (1 + 1e-9) + 1e-12)
+        solve(qidx, list(cand))
+    if nq is not None:
+        lost = np.flatnonzero(~np.isfinite(dist))
+        for s in range(0, len(lost), max(1, chunk * 16 // max(len(F), 1))):
+            qidx = lost[s:s + max(1, chunk * 16 // max(len(F), 1))]
+            solve(qidx, [np.arange(len(F))] * len(qidx), bound=False)
+        lost = ~np.isfinite(dist)
+        if lost.any():
+            f2, b2, d2 = closest_points(V, F, Q[lost])
+            face[lost], bary[lost], dist[lost] = f2, b2, d2
+    return face, bary, dist
+
+
+def _sample_surface(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed samples on every face (F, 7, 3) and the face areas (F,)."""
+    tri = V[F]  # (F, 3, 3)
+    pts = np.einsum("sk,fkc->fsc", _FACE_SAMPLES, tri)
+    area = 0.5 * np.linalg.norm(face_normals(V, F), axis=1)
+    return pts, area
+
+
+def surface_distances(V_from: np.ndarray, F_from: np.ndarray, V_to: np.ndarray, F_to: np.ndarray) -> dict:
+    """How far the surface (V_from, F_from) lies from the surface (V_to, F_to), in mm.
+
+    mean: area-weighted mean over the from-surface of the distance of fixed sample points
+    (7 per face) to the to-surface; max: over those samples and the from-surface's vertices."""
+    pts, area = _sample_surface(V_from, F_from)
+    _, _, d = closest_points(V_to, F_to, pts.reshape(-1, 3))
+    d = d.reshape(len(F_from), -1)
+    used = np.unique(F_from)
+    _, _, dv = closest_points(V_to, F_to, V_from[used])
+    mean = float((d.mean(1) * area).sum() / area.sum())
+    return {"mean_mm": 1e3 * mean, "max_mm": 1e3 * float(max(d.max(), dv.max())),
+            "p95_mm": 1e3 * float(np.percentile(np.concatenate([d.ravel(), dv]), 95))}
+
+
+def boundary_edge_count(F: np.ndarray) -> int:
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    _, c = np.unique(e, axis=0, return_counts=True)
+    return int((c == 1).sum())
+
+
+def barycentric_matrix(face: np.ndarray, bary: np.ndarray, faces: np.ndarray, n_cols: int,
+                       drop_below: float = 1e-9) -> sp.csr_matrix:
+    """Rows of barycentric weights on `faces[face]`; tiny weights dropped, rows renormalised."""
+    w = np.where(bary < drop_below, 0.0, bary)
+    w = w / w.sum(1, keepdims=True)
+    rows = np.repeat(np.arange(len(face)), 3)
+    M = sp.csr_matrix((w.ravel(), (rows, faces[face].ravel())), shape=(len(face), n_cols))
+    M.sum_duplicates()
+    M.eliminate_zeros()
+    M.sort_indices()
+    return M
+
+
+# --------------------------------------------------------------------------------------------
+# pose-aware relaxation: edge flips and vertex slides onto dense vertices
+# --------------------------------------------------------------------------------------------
+# Health of a face in one pose: min(cos / COS_TARGET, area ratio / AREA_TARGET, quality /
+# QUALITY_TARGET); a face needs work while its worst health over the poses is below 1.
+# cos: agreement of its normal with the sum of its corners' dense normals; area ratio: area
+# over rest area; quality: 4*sqrt(3)*area / sum(edge^2).  The targets leave margin over the
+# thresholds the report counts as flipped (cos <= 0) and collapsed (0.05, 0.02).
+COS_TARGET, AREA_TARGET, QUALITY_TARGET = 0.2, 0.1, 0.05
+
+
+def face_health(faces: np.ndarray, X: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """(F,) worst health over poses; X, N (P, V, 3) positions and unit normals, pose 0 = rest."""
+    return _face_health_raw(faces, X, N).min(0)
+
+
+def _face_health_raw(faces: np.ndarray, X: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """(P, F) health per pose; pose 0 is the rest pose (the area reference)."""
+    a, b, c = X[:, faces[:, 0]], X[:, faces[:, 1]], X[:, faces[:, 2]]
+    n = _cross(b - a, c - a)
+    r = N[:, faces[:, 0]] + N[:, faces[:, 1]] + N[:, faces[:, 2]]
+    nn = np.linalg.norm(n, axis=-1)
+    cos = np.einsum("pfc,pfc->pf", n, r) / np.maximum(nn * np.linalg.norm(r, axis=-1), 1e-30)
+    ratio = nn / np.maximum(nn[:1], 1e-30)
+    s2 = ((b - a) ** 2).sum(-1) + ((c - b) ** 2).sum(-1) + ((a - c) ** 2).sum(-1)
+    q = 2 * np.sqrt(3) * nn / np.maximum(s2, 1e-30)
+    return np.minimum(np.minimum(cos / COS_TARGET, ratio / AREA_TARGET), q / QUALITY_TARGET)
+
+
+def _rest_quality(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    a, b, c = V[faces[:, 0]], V[faces[:, 1]], V[faces[:, 2]]
+    s2 = ((b - a) ** 2).sum(1) + ((c - b) ** 2).sum(1) + ((a - c) ** 2).sum(1)
+    return 2 * np.sqrt(3) * np.linalg.norm(_cross(b - a, c - a), axis=1) / np.maximum(s2, 1e-300)
+
+
+def _relax_on(faces: np.ndarray, X: np.ndarray, N: np.ndarray, home: np.ndarray,
+                    dense_posed: np.ndarray, dense_normals: np.ndarray, dense_faces: np.ndarray,
+                    movable: np.ndarray, on_dense: np.ndarray, allow_flips: bool = True,
+                    max_slide_m: float | None = None, min_rest_quality: float = 0.1,
+                    max_rounds: int = 50, start: np.ndarray | None = None) -> tuple[np.ndarray, dict, dict]:
+    """Local moves so that no mapped face turns over or collapses in any pose.
+
+    A coarse triangle whose corners sit on both walls of a skin crease (a finger joint flexed
+    in a fist, where the skinned dense surface itself folds) turns against the surface or is
+    squashed when the joint bends, although every corner follows the skin.  For every face
+    whose worst health over the poses (`face_health`) is below 1, worst first, two kinds of
+    local moves are tried:
+
+    - (if `allow_flips`) flip one of its interior edges (the quad's other diagonal);
+    - slide one of its corners onto a dense vertex within two dense rings of its `home`
+      dense vertex (`movable`, not already taken by a mapped vertex, not for wrist-ring
+      vertices, and - with `max_slide_m` - no farther than that from where it was at rest);
+
+    and the move that most raises the worst health of the faces it changes is kept, if the
+    changed faces stay well shaped at rest (quality >= `min_rest_quality`, or no worse than
+    before).  Deterministic; stops when no bad face can be improved.
+
+    faces: (F, 3) mapped faces.  X, N: (P, V, 3) mapped vertices and unit reference normals
+    per pose, pose 0 = rest (modified in place for slid vertices).  home: (V,) the dense vertex
+    nearest each mapped vertex at rest; on_dense: (V,) bool, the mapped vertex is that dense
+    vertex (a one-hot row).  dense_posed,
+    dense_normals: (P, Nd, 3) the same for the dense mesh.
+    Returns (faces, {mapped vertex: dense vertex it was slid onto}, stats).
+    """
+    from .open778 import boundary_loop
+
+    F = np.asarray(faces, dtype=np.int64).copy()
+    home = np.asarray(home, dtype=np.int64).copy()
+    on_dense = np.asarray(on_dense, dtype=bool).copy()
+    occupied = set(home[on_dense].tolist())
+    n_dense = dense_posed.shape[1]
+    try:
+        ring = set(boundary_loop(F).tolist())
+    except ValueError:
+        ring = set()
+    nbr: list[set[int]] = [set() for _ in range(n_dense)]
+    for a, b, c in np.asarray(dense_faces).tolist():
+        nbr[a].update((b, c))
+        nbr[b].update((a, c))
+        nbr[c].update((a, b))
+    start = X[0].astype(np.float64).copy() if start is None else start
+    moved: dict[int, int] = {}
+    stats = {"edge_flips": 0, "vertex_slides": 0, "rounds": 0, "max_slide_mm": 0.0}
+
+    def local(fs: np.ndarray, vi: int | None = None, c: int | None = None) -> float:
+        verts, inv = np.unique(fs, return_inverse=True)
+        Xl, Nl = X[:, verts], N[:, verts]
+        if vi is not None:
+            k = int(np.flatnonzero(verts == vi)[0])
+            Xl, Nl = Xl.copy(), Nl.copy()
+            Xl[:, k], Nl[:, k] = dense_posed[:, c], dense_normals[:, c]
+        return float(face_health(inv.reshape(-1, 3), Xl, Nl).min())
+
+    for _ in range(max_rounds):
+        stats["rounds"] += 1
+        worst = face_health(F, X, N)
+        bad = [int(i) for i in np.argsort(worst, kind="stable") if worst[i] < 1.0]
+        if not bad:
+            break
+        vfaces: list[list[int]] = [[] for _ in range(X.shape[1])]
+        edge_faces: dict[tuple[int, int], list[int]] = {}
+        for fi, f in enumerate(F.tolist()):
+            for k in range(3):
+                vfaces[f[k]].append(fi)
+                edge_faces.setdefault((min(f[k], f[(k + 1) % 3]), max(f[k], f[(k + 1) % 3])), []).append(fi)
+        touched: set[int] = set()
+        changed = False
+        rest_now = X[0].astype(np.float64)
+        for fi in bad:
+            if fi in touched:
+                continue
+            best = None  # (gain, kind, payload)
+            f = F[fi].tolist()
+            for k in range(3 if allow_flips else 0):
+                u, v, w = f[k], f[(k + 1) % 3], f[(k + 2) % 3]
+                pair = edge_faces.get((min(u, v), max(u, v)), [])
+                if len(pair) != 2:
+                    continue
+                gi = pair[0] if pair[1] == fi else pair[1]
+                if gi in touched:
+                    continue
+                x = [y for y in F[gi].tolist() if y not in (u, v)][0]
+                if (min(w, x), max(w, x)) in edge_faces:
+                    continue  # the other diagonal is already an edge
+                new = np.array([[u, x, w], [x, v, w]])
+                old = F[[fi, gi]]
+                if _rest_quality(rest_now, new).min() < min(min_rest_quality, _rest_quality(rest_now, old).min()):
+                    continue
+                gain = local(new) - local(old)
+                if gain > 1e-9 and (best is None or gain > best[0]):
+                    best = (gain, "flip", (fi, gi, new))
+            for vi in f:
+                if vi in ring or any(g in touched for g in vfaces[vi]):
+                    continue
+                inc = np.asarray(vfaces[vi])
+                fs = F[inc]
+                before = local(fs)
+                q_before = _rest_quality(rest_now, fs).min()
+                cands = set(nbr[home[vi]]) | {int(home[vi])}
+                for c in list(cands):
+                    cands |= nbr[c]
+                for c in sorted(cands - occupied):
+                    if not movable[c]:
+                        continue
+                    if max_slide_m is not None and np.linalg.norm(dense_posed[0, c] - start[vi]) > max_slide_m:
+                        continue
+                    trial = rest_now.copy()
+                    trial[vi] = dense_posed[0, c]
+                    if _rest_quality(trial, fs).min() < min(min_rest_quality, q_before):
+                        continue
+                    gain = local(fs, vi, c) - before
+                    if gain > 1e-9 and (best is None or gain > best[0]):
+                        best = (gain, "slide", (vi, c, inc))
+            if best is None:
+                continue
+            _, kind, payload = best
+            if kind == "flip":
+                fi_, gi, new = payload
+                F[fi_], F[gi] = new[0], new[1]
+                touched.update((fi_, gi))
+                stats["edge_flips"] += 1
+            else:
+                vi, c, inc = payload
+                if on_dense[vi]:
+                    occupied.discard(int(home[vi]))
+                occupied.add(c)
+                moved[vi] = c
+                home[vi] = c
+                on_dense[vi] = True
+                X[:, vi], N[:, vi] = dense_posed[:, c], dense_normals[:, c]
+                stats["max_slide_mm"] = max(stats["max_slide_mm"], 1e3 * float(np.linalg.norm(X[0, vi] - start[vi])))
+                touched.update(inc.tolist())
+                stats["vertex_slides"] += 1
+            changed = True
+        if not changed:
+            break
+    return F, moved, stats
+
+
+def relax_for_poses(faces: np.ndarray, X: np.ndarray, N: np.ndarray, home: np.ndarray,
+                    dense_posed: np.ndarray, dense_normals: np.ndarray, dense_faces: np.ndarray,
+                    movable: np.ndarray, on_dense: np.ndarray, allow_flips: bool = True,
+                    max_slide_m: float | None = None, min_rest_quality: float = 0.1,
+                    max_passes: int = 10) -> tuple[np.ndarray, dict, dict]:
+    """`_relax_on` over all poses, by active sets: moves are chosen on the rest pose plus the
+    poses where faces were found unhealthy so far, then every pose is checked and the worst
+    pose of each face still unhealthy joins the set (at most `max_passes` times).  Same
+    arguments and result as `_relax_on`; X and N are updated in place for slid vertices."""
+    F = np.asarray(faces, dtype=np.int64).copy()
+    home = np.asarray(home, dtype=np.int64).copy()
+    on_dense = np.asarray(on_dense, dtype=bool).copy()
+    moved: dict[int, int] = {}
+    stats = {"edge_flips": 0, "vertex_slides": 0, "rounds": 0, "max_slide_mm": 0.0, "passes": 0}
+    start = X[0].astype(np.float64).copy()
+    active = [0]
+    for _ in range(max_passes):
+        h_all = _health_per_pose(F, X, N)  # (P, F)
+        bad = np.flatnonzero(h_all.min(0) < 1.0)
+        if not len(bad):
+            break
+        stats["passes"] += 1
+        worst_pose = np.unique(h_all[:, bad].argmin(0))
+        new = sorted(set(worst_pose.tolist()) - set(active))
+        if not new:
+            break  # the active set already holds every worst pose: nothing more to learn
+        active = [0] + sorted(set(active[1:]) | set(new) - {0})
+        idx = np.asarray(active)
+        Xa, Na = X[idx].copy(), N[idx].copy()
+        F, mv, st = _relax_on(F, Xa, Na, home, dense_posed[idx], dense_normals[idx], dense_faces, movable,
+                              on_dense, allow_flips=allow_flips, max_slide_m=max_slide_m,
+                              min_rest_quality=min_rest_quality, start=start)
+        for i, c in mv.items():
+            moved[i] = c
+            home[i] = c
+            on_dense[i] = True
+            X[:, i], N[:, i] = dense_posed[:, c], dense_normals[:, c]
+        for k in ("edge_flips", "vertex_slides", "rounds"):
+            stats[k] += st[k]
+        stats["max_slide_mm"] = max(stats["max_slide_mm"], st["max_slide_mm"])
+    h = face_health(F, X, N)
+    stats["active_poses"] = len(active)
+    stats["bad_faces_left"] = int((h < 1.0).sum())
+    stats["min_health"] = float(h.min())
+    return F, moved, stats
+
+
+def _health_per_pose(faces: np.ndarray, X: np.ndarray, N: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(P, F) health per pose (see `face_health`), pose 0 = rest, in chunks of poses."""
+    out = np.empty((X.shape[0], len(faces)), np.float32)
+    for s in range(0, X.shape[0], chunk):
+        idx = np.r_[0, s:min(s + chunk, X.shape[0])]
+        out[s:s + len(idx) - 1] = _face_health_raw(faces, X[idx], N[idx])[1:]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the mapping
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Mapping:
+    """A dense -> 778-vertex map, its faces and joint regressor, and its measured quality."""
+
+    topology: str  # "open778" or "mano"
+    matrix: sp.csr_matrix  # (778, Nd), rows of barycentric weights summing to 1
+    faces: np.ndarray  # (F, 3) int64, outward winding
+    joint_regressor: np.ndarray  # (21, 778) float64, FreiHAND order
+    quality: dict  # measured numbers (see measure_quality)
+    source: dict  # what it was built from (MANO sha256 or decimation parameters, hand key)
+    per_pose: dict = field(default_factory=dict)  # (P,) arrays: flipped, collapsed, joint_mean_mm
+    key: str = ""
+
+    @property
+    def n_vertices(self) -> int:
+        return self.matrix.shape[0]
+
+    def apply(self, dense_vertices: np.ndarray) -> np.ndarray:
+        """(..., Nd, 3) dense vertices -> (..., 778, 3) mapped vertices (same dtype)."""
+        X = np.asarray(dense_vertices)
+        if X.shape[-2:] != (self.matrix.shape[1], 3):
+            raise ValueError(f"expected (..., {self.matrix.shape[1]}, 3), got {X.shape}")
+        lead = X.shape[:-2]
+        flat = np.moveaxis(X.reshape(-1, X.shape[-2], 3), 1, 0).reshape(X.shape[-2], -1)
+        out = np.asarray(self.matrix @ flat.astype(np.float64, copy=False))
+        out = np.moveaxis(out.reshape(self.n_vertices, -1, 3), 0, 1).reshape(*lead, self.n_vertices, 3)
+        return out.astype(X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64, copy=False)
+
+    def joints(self, mapped_vertices: np.ndarray) -> np.ndarray:
+        """(..., 778, 3) -> (..., 21, 3) joints by the regressor (FreiHAND order)."""
+        return np.einsum("jv,...vc->...jc", self.joint_regressor, mapped_vertices)
+
+    # ---- persistence ----
+    def save(self, path: str | Path) -> None:
+        M = self.matrix.tocsr()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, topology=np.asarray(self.topology), indptr=M.indptr, indices=M.indices,
+                 data=M.data, shape=np.asarray(M.shape), faces=self.faces,
+                 joint_regressor=self.joint_regressor, key=np.asarray(self.key),
+                 quality=np.asarray(json.dumps(self.quality)), source=np.asarray(json.dumps(self.source)),
+                 **{f"per_pose_{k}": v for k, v in self.per_pose.items()})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mapping":
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        M = sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=tuple(d["shape"]))
+        return cls(topology=str(d["topology"]), matrix=M, faces=d["faces"],
+                   joint_regressor=d["joint_regressor"], quality=json.loads(str(d["quality"])),
+                   source=json.loads(str(d["source"])), key=str(d["key"]),
+                   per_pose={k[len("per_pose_"):]: v for k, v in d.items() if k.startswith("per_pose_")})
+
+
+def rest_geometry(prepared) -> dict:
+    """Rest-pose dense vertices, faces, open (cap-free) faces and the 21 rig keypoints."""
+    from .open778 import cap_vertices, open_dense_faces
+
+    a = prepared.asset
+    V = a.dense(np.asarray(a.rest_base_vertices, dtype=np.float64))
+    cap = cap_vertices(a.dense_matrix, a.base_faces)
+    return {"vertices": V, "faces": np.asarray(a.dense_faces, dtype=np.int64), "cap": cap,
+            "open_faces": open_dense_faces(a.dense_faces, cap),
+            "keypoints": a.keypoints(np.asarray(a.rest_heads, dtype=np.float64), V)}
+
+
+def fit_joint_regressor(mapped: np.ndarray, keypoints: np.ndarray, rest_vertices: np.ndarray,
+                        rest_keypoints: np.ndarray, k: int = 32, signed_above_mm: float = 0.5,
+                        ridge: float = 1e-4) -> tuple[np.ndarray, list[str]]:
+    """(21, V) regressor fitted to the rig keypoints over many poses.
+
+    Each joint's row uses its k nearest rest vertices.  First a convex combination
+    (non-negative weights summing to 1, so translation-equivariant and never amplifying
+    noise) by non-negative least squares over all given poses,
+        min_w sum_p ||sum_i w_i V_p,i - K_p||^2,  the sum-to-one row weighted heavily.
+    A joint whose convex fit stays off by more than `signed_above_mm` (rms) lies outside the
+    hull of its support - the wrist keypoint sits in the wrist opening, below the ring - and
+    is refitted with signed weights: equality-constrained (sum 1) ridge least squares,
+    ridge = `ridge` x mean diagonal of the normal matrix.
+
+    mapped: (P, V, 3) mapped vertices; keypoints: (P, 21, 3); rest_*: choose the support.
+    Returns (R, names of the joints that got signed rows).
+    """
+    from scipy.optimize import nnls
+
+    X = np.asarray(mapped, dtype=np.float64)
+    Kp = np.asarray(keypoints, dtype=np.float64)
+    R = np.zeros((Kp.shape[1], X.shape[1]))
+    tree = cKDTree(rest_vertices)
+    signed = []
+    for j in range(Kp.shape[1]):
+        _, nn = tree.query(rest_keypoints[j], k=min(k, X.shape[1]))
+        nn = np.sort(nn)
+        A = X[:, nn, :].transpose(0, 2, 1).reshape(-1, len(nn))  # (P*3, k)
+        b = Kp[:, j, :].reshape(-1)
+        big = 1e3 * np.sqrt(len(b)) * max(float(np.abs(A).max()), 1e-3)
+        w, _ = nnls(np.vstack([A, big * np.ones((1, len(nn)))]), np.concatenate([b, [big]]),
+                    maxiter=100 * len(nn))
+        w = w / w.sum()
+        rms = lambda w_: 1e3 * np.sqrt(((A @ w_ - b) ** 2).reshape(-1, 3).sum(1).mean())  # noqa: E731
+        if rms(w) > signed_above_mm:
+            G = A.T @ A
+            G += ridge * np.trace(G) / len(nn) * np.eye(len(nn))
+            kkt = np.block([[2 * G, np.ones((len(nn), 1))], [np.ones((1, len(nn))), np.zeros((1, 1))]])
+            ws = np.linalg.solve(kkt, np.concatenate([2 * A.T @ b, [1.0]]))[:-1]
+            if rms(ws) < rms(w):
+                w = ws
+                signed.append(KEYPOINT_NAMES[j])
+        R[j, nn] = w
+    return R, signed
+
+
+def _quality_tri(fn: np.ndarray, V: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """4*sqrt(3)*area / sum of squared edges, (..., F)."""
+    a, b, c = V[..., F[:, 0], :], V[..., F[:, 1], :], V[..., F[:, 2], :]
+    s2 = ((b - a) ** 2).sum(-1) + ((c - b) ** 2).sum(-1) + ((a - c) ** 2).sum(-1)
+    return 2 * np.sqrt(3) * np.linalg.norm(fn, axis=-1) / np.maximum(s2, 1e-300)
+
+
+def measure_poses(prepared, M: sp.csr_matrix, faces: np.ndarray, regressor: np.ndarray,
+                  posed: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, dict]:
+    """Flips/collapses of the mapped faces and joint differences over every pose."""
+    a = prepared.asset
+    if posed is None:
+        X, N = map_posed(M, *dense_posed_arrays(prepared))
+        posed = (X[1:], N[1:])
+    mapped_all, refn_all = posed
+    rest = np.asarray(M @ a.dense(np.asarray(a.rest_base_vertices, dtype=np.float64)))
+    rest_area = 0.5 * np.linalg.norm(face_normals(rest, faces), axis=1)
+    P = len(mapped_all)
+    flipped_pp = np.zeros(P, np.int32)
+    collapsed_pp = np.zeros(P, np.int32)
+    joint_pp = np.zeros(P)
+    face_flipped = np.zeros(len(faces), bool)
+    face_collapsed = np.zeros(len(faces), bool)
+    min_cos = np.full(len(faces), np.inf)
+    min_ratio = np.full(len(faces), np.inf)
+    min_q = np.full(len(faces), np.inf)
+    jerr_sum = np.zeros(21)
+    jerr_max = np.zeros(21)
+    for s in range(0, P, POSE_CHUNK):
+        ids = np.arange(s, min(s + POSE_CHUNK, P))
+        mapped, rn = mapped_all[ids], refn_all[ids]
+        ref = rn[:, faces[:, 0]] + rn[:, faces[:, 1]] + rn[:, faces[:, 2]]
+        fn = face_normals(mapped, faces)
+        cos = np.einsum("pfc,pfc->pf", fn, ref) / np.maximum(
+            np.linalg.norm(fn, axis=-1) * np.linalg.norm(ref, axis=-1), 1e-300)
+        ratio = 0.5 * np.linalg.norm(fn, axis=-1) / np.maximum(rest_area, 1e-300)
+        q = _quality_tri(fn, mapped, faces)
+        flip = cos <= 0
+        coll = (ratio < COLLAPSE_AREA_RATIO) | (q < COLLAPSE_QUALITY)
+        flipped_pp[ids] = flip.sum(1)
+        collapsed_pp[ids] = coll.sum(1)
+        face_flipped |= flip.any(0)
+        face_collapsed |= coll.any(0)
+        min_cos = np.minimum(min_cos, cos.min(0))
+        min_ratio = np.minimum(min_ratio, ratio.min(0))
+        min_q = np.minimum(min_q, q.min(0))
+        J = np.einsum("jv,pvc->pjc", regressor, mapped)
+        err = 1e3 * np.linalg.norm(J - prepared.keypoints[ids].astype(np.float64), axis=-1)
+        joint_pp[ids] = err.mean(1)
+        jerr_sum += err.sum(0)
+        jerr_max = np.maximum(jerr_max, err.max(0))
+    per_joint = jerr_sum / P
+    q = {
+        "n_poses": int(P),
+        "flipped_faces": int(face_flipped.sum()),
+        "collapsed_faces": int(face_collapsed.sum()),
+        "poses_with_flips": int((flipped_pp > 0).sum()),
+        "poses_with_collapses": int((collapsed_pp > 0).sum()),
+        "min_normal_cos": float(min_cos.min()),
+        "min_area_ratio": float(min_ratio.min()),
+        "min_triangle_quality": float(min_q.min()),
+        "rest_min_triangle_quality": float(_quality_tri(face_normals(rest, faces), rest, faces).min()),
+        "joints_mean_mm": float(per_joint.mean()),
+        "joints_max_mm": float(jerr_max.max()),
+        "joints_per_joint_mean_mm": {n: float(v) for n, v in zip(KEYPOINT_NAMES, per_joint)},
+        "joints_per_joint_max_mm": {n: float(v) for n, v in zip(KEYPOINT_NAMES, jerr_max)},
+    }
+    per_pose = {"flipped": flipped_pp, "collapsed": collapsed_pp, "joint_mean_mm": joint_pp}
+    return q, per_pose
+
+
+def _mapped_surface_quality(rest: dict, M: sp.csr_matrix, faces: np.ndarray) -> dict:
+    V = np.asarray(M @ rest["vertices"])
+    to_dense = surface_distances(V, faces, rest["vertices"], rest["faces"])
+    from_dense = surface_distances(rest["vertices"], rest["open_faces"], V, faces)
+    return {"to_dense": to_dense, "from_dense": from_dense}
+
+
+# --------------------------------------------------------------------------------------------
+# building and caching
+# --------------------------------------------------------------------------------------------
+def _sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _input_key(prepared, topology: str, mano_sha: str | None) -> str:
+    """Hash of everything the mapping depends on."""
+    a = prepared.asset
+    h = hashlib.sha256()
+    h.update(json.dumps({"topology": topology, "mano": mano_sha, "version": MAPPING_VERSION,
+                         "collapse": [COLLAPSE_AREA_RATIO, COLLAPSE_QUALITY]}).encode())
+    D = sp.csr_matrix(a.dense_matrix, copy=True)  # canonical form: the hash must not depend on it
+    D.sum_duplicates()
+    D.eliminate_zeros()
+    D.sort_indices()
+    for arr in (D.indptr.astype(np.int64), D.indices.astype(np.int64), D.data, a.dense_faces, a.base_faces, a.rest_base_vertices,
+                a.rest_heads, a.joint_bones, a.tip_faces, a.tip_barycentric,
+                prepared.base_vertices, prepared.keypoints):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    here = Path(__file__).resolve().parent
+    for name in ("mapping.py", "open778.py", "decimate.py") + (("mano.py",) if topology == "mano" else ()):
+        h.update((here / name).read_bytes())
+    if topology == "mano":
+        import importlib.metadata
+
+        for pkg in ("smplx", "torch"):
+            h.update(importlib.metadata.version(pkg).encode())
+    return h.hexdigest()[:16]
+
+
+def dense_posed_arrays(prepared, chunk: int = POSE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(1 + P, Nd, 3) float32 dense vertices and unit vertex normals: the rest pose, then every pose."""
+    a = prepared.asset
+    D = a.dense_matrix.tocsr()
+    Fd = np.asarray(a.dense_faces, dtype=np.int64)
+    nd = a.n_dense
+    inc = sp.csr_matrix((np.ones(Fd.size), (Fd.ravel(), np.repeat(np.arange(len(Fd)), 3))), shape=(nd, len(Fd)))
+    base = np.concatenate([np.asarray(a.rest_base_vertices, dtype=np.float32)[None],
+                           np.asarray(prepared.base_vertices, dtype=np.float32)])
+    pos = np.empty((len(base), nd, 3), np.float32)
+    nrm = np.empty((len(base), nd, 3), np.float32)
+    for s in range(0, len(base), chunk):
+        b = base[s:s + chunk].astype(np.float64)
+        c = len(b)
+        dense = np.asarray(D @ b.transpose(1, 0, 2).reshape(b.shape[1], -1)).reshape(nd, c, 3)
+        fn = face_normals(dense.transpose(1, 0, 2), Fd)
+        vn = np.asarray(inc @ fn.transpose(1, 0, 2).reshape(len(Fd), -1)).reshape(nd, c, 3)
+        vn /= np.maximum(np.linalg.norm(vn, axis=-1, keepdims=True), 1e-300)
+        pos[s:s + c] = dense.transpose(1, 0, 2)
+        nrm[s:s + c] = vn.transpose(1, 0, 2)
+    return pos, nrm
+
+
+def map_posed(M: sp.csr_matrix, pos: np.ndarray, nrm: np.ndarray, chunk: int = POSE_CHUNK):
+    """M applied to (P, Nd, 3) dense positions and unit normals -> (P, V, 3) float32 each
+    (normals renormalised)."""
+    P, nd, _ = pos.shape
+    X = np.empty((P, M.shape[0], 3), np.float32)
+    N = np.empty((P, M.shape[0], 3), np.float32)
+    for s in range(0, P, chunk):
+        c = min(chunk, P - s)
+        for src, dst in ((pos, X), (nrm, N)):
+            a = src[s:s + c].transpose(1, 0, 2).reshape(nd, -1).astype(np.float64)
+            dst[s:s + c] = np.asarray(M @ a).reshape(-1, c, 3).transpose(1, 0, 2)
+    N /= np.maximum(np.linalg.norm(N, axis=-1, keepdims=True), 1e-30)
+    return X, N
+
+
+def _build_open778(prepared, rest: dict):
+    from .open778 import boundary_loop, build_open778
+
+    a = prepared.asset
+    o = build_open778(rest["vertices"], rest["faces"], a.dense_matrix, a.base_faces)
+    pos, nrm = dense_posed_arrays(prepared)
+    movable = ~rest["cap"]
+    movable[boundary_loop(rest["open_faces"])] = False
+    kept = o.dense_indices.copy()
+    faces, moved, relax = relax_for_poses(o.faces, pos[:, kept], nrm[:, kept], kept, pos, nrm, rest["faces"],
+                                          movable, on_dense=np.ones(len(kept), bool))
+    for i, c in moved.items():
+        kept[i] = c
+    # The kept vertices are dense vertices: their closest points are themselves (one-hot rows).
+    face, bary, dist = closest_points(rest["vertices"], rest["faces"], rest["vertices"][kept])
+    M = barycentric_matrix(face, bary, rest["faces"], a.n_dense)
+    if not np.array_equal(M.indices, kept) or not np.allclose(M.data, 1.0):
+        raise AssertionError("open778 rows are not one-hot on the kept dense vertices")
+    posed = (pos[1:, kept], nrm[1:, kept])  # == map_posed(M, pos, nrm) without the rest pose
+    del pos, nrm
+    R, signed = fit_joint_regressor(posed[0], prepared.keypoints, rest["vertices"][kept], rest["keypoints"])
+    extra = {"projection_max_mm": 1e3 * float(dist.max()), "relax": relax}
+    source = {"topology": "open778", "decimation": o.params, "pose_relaxation": relax,
+              "hand_key": prepared.key,
+              "joint_regressor": "fitted to the rig keypoints over all poses on the 32 nearest rest "
+                                 "vertices: non-negative rows summing to 1 (least squares), signed "
+                                 "rows (sum 1, ridge) where a joint lies outside that hull",
+              "signed_regressor_rows": signed}
+    return M, faces, R, extra, source, posed
+
+
+def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | None = None,
+                  cache_dir: str | Path | None = None, progress: bool = False) -> Mapping:
+    """The dense -> 778 mapping for `prepared` (datagen.prepared.Prepared), cached on disk.
+
+    topology: "open778" (default, no MANO) or "mano" (needs `mano_path`, the user's own
+    MANO_RIGHT.pkl).  cache_dir: the cache root (default: $HANDSYNTH_CACHE or <repo>/cache);
+    the mapping goes to <cache_dir>/mapping/.
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+    if topology == "mano" and mano_path is None:
+        raise ValueError("topology 'mano' needs mano_path: the path of your own MANO_RIGHT.pkl")
+    if topology == "open778" and mano_path is not None:
+        raise ValueError("mano_path is only used with topology='mano'")
+    from .prepared import default_cache_dir
+
+    mano_sha = _sha256_file(mano_path) if topology == "mano" else None
+    key = _input_key(prepared, topology, mano_sha)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / "mapping" / f"{topology}_{key}.npz"
+    if path.exists():
+        return Mapping.load(path)
+
+    def say(msg):
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    rest = rest_geometry(prepared)
+    quality: dict = {"topology": topology}
+    if topology == "open778":
+        say("building open778 (decimation of the rest-pose dense hand) ...")
+        M, faces, R, extra, source, posed = _build_open778(prepared, rest)
+    else:
+        from .mano import build_mano_mapping
+
+        say(f"loading and registering MANO from {mano_path} ...")
+        M, faces, R, extra, source, posed = build_mano_mapping(mano_path, prepared, rest)
+        source["mano_sha256"] = mano_sha
+    quality.update(extra)
+    say("measuring the surface at rest and every pose ...")
+    quality["n_vertices"] = int(M.shape[0])
+    quality["n_faces"] = int(len(faces))
+    quality["boundary_edges"] = boundary_edge_count(faces)
+    quality["weights_per_row_max"] = int(np.diff(M.indptr).max())
+    quality["mapped_surface"] = _mapped_surface_quality(rest, M, faces)
+    pq, per_pose = measure_poses(prepared, M, faces, R, posed)
+    quality["poses"] = pq
+    # The headline surface numbers: open778 -> the mapped (decimated) surface; mano -> the
+    # registration residual.  mean = mean of the two directions' means, max = the larger max.
+    surf = quality["registration"] if topology == "mano" else quality["mapped_surface"]
+    quality["surface_mean_mm"] = 0.5 * (surf["to_dense"]["mean_mm"] + surf["from_dense"]["mean_mm"])
+    quality["surface_max_mm"] = max(surf["to_dense"]["max_mm"], surf["from_dense"]["max_mm"])
+    quality["flipped_faces"] = pq["flipped_faces"]
+    mapping = Mapping(topology=topology, matrix=M, faces=np.asarray(faces, np.int64),
+                      joint_regressor=np.asarray(R, np.float64), quality=quality, source=source,
+                      per_pose=per_pose, key=key)
+    mapping.save(path)
+    return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def format_report(m: Mapping) -> str:
+    q = m.quality
+    lines = [f"dense -> {q['n_vertices']}-vertex mapping, topology {m.topology} (cache key {m.key})",
+             f"  mesh: {q['n_vertices']} vertices, {q['n_faces']} faces, {q['boundary_edges']} boundary "
+             f"edges (wrist opening), <= {q['weights_per_row_max']} weights per row of M"]
+    r = q.get("relax")
+    if r:
+        lines.append(f"  pose relaxation: {r['edge_flips']} edge flips, {r['vertex_slides']} vertices slid onto "
+                     f"other dense vertices (farthest {r['max_slide_mm']:.1f} mm), chosen on {r['active_poses']} "
+                     f"poses; faces below the health target in any pose: {r['bad_faces_left']}")
+    lines.append("")
+
+    def surf_rows(title, s):
+        return [f"  {title}",
+                f"    {'direction':<44}{'mean mm':>9}{'p95 mm':>9}{'max mm':>9}",
+                f"    {'778-surface -> dense surface':<44}{s['to_dense']['mean_mm']:9.3f}"
+                f"{s['to_dense']['p95_mm']:9.3f}{s['to_dense']['max_mm']:9.3f}",
+                f"    {'dense surface (without wrist cap) -> 778':<44}{s['from_dense']['mean_mm']:9.3f}"
+                f"{s['from_dense']['p95_mm']:9.3f}{s['from_dense']['max_mm']:9.3f}"]
+
+    lines.append("surface at rest")
+    if m.topology == "mano":
+        lines += surf_rows("registered MANO surface vs dense surface (registration residual):", q["registration"])
+        r = q["registration_params"]
+        lines.append(f"    registration: scale {r['scale']:.4f}, |betas| {r['betas_norm']:.3f}, "
+                     f"|hand pose| {r['hand_pose_norm']:.3f} rad, keypoint rms {r['keypoint_rms_mm']:.2f} mm")
+        lines.append(f"    MANO vertices moved onto the dense surface: mean {q['projection_mean_mm']:.3f} mm, "
+                     f"max {q['projection_max_mm']:.3f} mm")
+    lines += surf_rows("mapped mesh (M @ dense) vs dense surface:", q["mapped_surface"])
+    pq = q["poses"]
+    pp = m.per_pose
+    lines += ["", f"faces over all {pq['n_poses']} poses (flip: normal against the dense surface normal; "
+              f"collapse: area < {COLLAPSE_AREA_RATIO:g} x rest or quality < {COLLAPSE_QUALITY:g})",
+              f"    faces that flip in some pose:      {pq['flipped_faces']:6d}   (poses with a flip: {pq['poses_with_flips']})",
+              f"    faces that collapse in some pose:  {pq['collapsed_faces']:6d}   (poses with a collapse: {pq['poses_with_collapses']})",
+              f"    worst normal agreement (cos):      {pq['min_normal_cos']:9.3f}",
+              f"    smallest area / rest area:         {pq['min_area_ratio']:9.3f}",
+              f"    worst triangle quality (posed):    {pq['min_triangle_quality']:9.3f}   (rest: {pq['rest_min_triangle_quality']:.3f})"]
+    if len(pp.get("flipped", [])):
+        bad = pp["flipped"].astype(np.int64) + pp["collapsed"].astype(np.int64)
+        order = np.argsort(-bad, kind="stable")[:5]
+        lines.append("    per pose: " + ("no pose has a flipped or collapsed face" if bad.max() == 0 else
+                     "worst poses " + ", ".join(f"#{i}: {pp['flipped'][i]} flipped/{pp['collapsed'][i]} collapsed"
+                                                for i in order if bad[i] > 0)))
+    kind = ("MANO regressor (16 joints + 5 tip vertices)" if m.topology == "mano"
+            else "fitted open778 regressor")
+    lines += ["", f"joints: rig keypoints vs {kind} on the mapped mesh, all poses (mm)",
+              f"    {'joint':<12}{'mean':>8}{'max':>8}    {'joint':<12}{'mean':>8}{'max':>8}"]
+    names = list(KEYPOINT_NAMES)
+    jm, jx = pq["joints_per_joint_mean_mm"], pq["joints_per_joint_max_mm"]
+    half = (len(names) + 1) // 2
+    for i in range(half):
+        row = f"    {names[i]:<12}{jm[names[i]]:8.2f}{jx[names[i]]:8.2f}"
+        if i + half < len(names):
+            n2 = names[i + half]
+            row += f"    {n2:<12}{jm[n2]:8.2f}{jx[n2]:8.2f}"
+        lines.append(row)
+    lines.append(f"    all joints: mean {pq['joints_mean_mm']:.2f}, max {pq['joints_max_mm']:.2f}")
+    lines.append("")
+    lines.append(f"topology={m.topology} surface_mean_mm={q['surface_mean_mm']:.3f} "
+                 f"surface_max_mm={q['surface_max_mm']:.3f} flipped_faces={q['flipped_faces']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datagen.mapping", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--report", action="store_true", help="print the mapping-quality table (default action)")
+    ap.add_argument("--mano", metavar="PATH", help="your own MANO_RIGHT.pkl (topology 'mano'); default: open778")
+    ap.add_argument("--config", help="config TOML (default: configs/default.toml)")
+    ap.add_argument("--cache-dir", help="cache root (default: $HANDSYNTH_CACHE or <repo>/cache)")
+    args = ap.parse_args(argv)
+    from .config import load_config
+    from .prepared import prepare_poses
+
+    prepared = prepare_poses(load_config(args.config), cache_dir=args.cache_dir, progress=True)
+    m = build_mapping(prepared, topology="mano" if args.mano else "open778", mano_path=args.mano,
+                      cache_dir=args.cache_dir, progress=True)
+    print(format_report(m))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
