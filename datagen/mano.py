@@ -55,7 +55,7 @@ __all__ = ["UnsafePickleError", "ManoModel", "load_mano", "mano_layer", "mano_re
 # --------------------------------------------------------------------------------------------
 # restricted unpickling
 # --------------------------------------------------------------------------------------------
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """The file references a global that a MANO model file does not need."""
 
 
