@@ -490,7 +490,7 @@ class Mapping:
     matrix: sp.csr_matrix  # (778, Nd), rows of barycentric weights summing to 1
     faces: np.ndarray  # (F, 3) int64, outward winding
     joint_regressor: np.ndarray  # (21, 778) float64, FreiHAND order
-    quality: dict  # measured numbers (see measure_quality)
+    quality: dict  # measured numbers (docs/MAPPING.md; measure_poses, surface_distances)
     source: dict  # what it was built from (MANO sha256 or decimation parameters, hand key)
     per_pose: dict = field(default_factory=dict)  # (P,) arrays: flipped, collapsed, joint_mean_mm
     key: str = ""
