@@ -17,7 +17,7 @@ cache for both readers):
 --codecs also compares every image/depth/mask encoding (size on disk vs. decode time) on
 the same samples.  The last line is machine-readable:
 pack_samples_per_s=X read_samples_per_s=Y files_samples_per_s=Z bytes_per_sample=B
-(read/files: 2 workers).
+(read/files: DataLoader with 2 workers).
 """
 
 from __future__ import annotations
@@ -112,6 +112,36 @@ def loader_rate(ds, workers: int, min_samples: int, repeats: int, seed: int = 0)
     return statistics.median(one(min_samples) for _ in range(repeats))
 
 
+def inprocess_rate(ds, min_samples: int, repeats: int) -> float:
+    """Median samples/s of ds[i] in this process, random order (no DataLoader: the reader alone)."""
+    rng = np.random.default_rng(0)
+    for i in range(len(ds)):
+        ds[i]
+
+    def one():
+        n, t0 = 0, time.perf_counter()
+        while n < min_samples:
+            for i in rng.permutation(len(ds)):
+                ds[int(i)]
+            n += len(ds)
+        return n / (time.perf_counter() - t0)
+
+    return statistics.median(one() for _ in range(repeats))
+
+
+class ReadyMade(Dataset):
+    """The DataLoader's own ceiling: the same sample tensors, already made (copied per call)."""
+
+    def __init__(self, sample: dict, n: int):
+        self.sample, self.n = sample, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {k: v.clone() for k, v in self.sample.items()}
+
+
 def codec_study(render: Path, items: list[tuple[int, int]], repeats: int) -> list[tuple]:
     """Each codec alone: stored bytes/sample and decode ms/sample (random order, ShardReader)."""
     from datagen.pack import load_item_arrays
@@ -199,10 +229,13 @@ def main(argv=None) -> int:
     files_ds = FilesDataset(inputs, [(int(p), int(v)) for p, v in zip(shards_ds.tables.samples["pose_id"],
                                                                        shards_ds.tables.samples["view_id"])],
                             mapping)
-    rates = {}
+    rates = {("shards", 0): inprocess_rate(shards_ds, args.min_samples, args.repeats),
+             ("files", 0): inprocess_rate(files_ds, args.min_samples, args.repeats)}
+    ready = ReadyMade(shards_ds[0], len(shards_ds))
     for w in (1, 2):
         rates[("shards", w)] = loader_rate(shards_ds, w, args.min_samples, args.repeats)
         rates[("files", w)] = loader_rate(files_ds, w, args.min_samples, args.repeats)
+        rates[("ready", w)] = loader_rate(ready, w, args.min_samples, args.repeats)
 
     enc = manifest["encodings"]
     print()
@@ -215,11 +248,17 @@ def main(argv=None) -> int:
         what = f" ({enc[k]['codec']})" if k in enc else ""
         print(f"| bytes/sample: {k}{what} | {comp[k] / n:,.0f} |")
     print(f"| bytes/sample: total on disk | {total / n:,.0f} (render files: {files_bytes / n:,.0f}) |")
+    rs, rf = rates[("shards", 0)], rates[("files", 0)]
+    print(f"| read in one process, no DataLoader, random order: shards | {rs:.0f} samples/s |")
+    print(f"| read in one process, no DataLoader, random order: render files | {rf:.0f} samples/s "
+          f"(shards {rs / rf:.1f}x faster) |")
     for w in (1, 2):
         rs, rf = rates[("shards", w)], rates[("files", w)]
-        print(f"| read, {w} worker(s), random order, batch 32: shards | {rs:.0f} samples/s |")
-        print(f"| read, {w} worker(s), random order, batch 32: render files | {rf:.0f} samples/s "
+        print(f"| DataLoader, {w} worker(s), random order, batch 32: shards | {rs:.0f} samples/s |")
+        print(f"| DataLoader, {w} worker(s), random order, batch 32: render files | {rf:.0f} samples/s "
               f"(shards {rs / rf:.1f}x faster) |")
+        print(f"| DataLoader, {w} worker(s): ready-made tensors (its own ceiling here) | "
+              f"{rates[('ready', w)]:.0f} samples/s |")
 
     if args.codecs:
         print()

@@ -456,30 +456,9 @@ class ShardReader:
         """The stored payload of one sample (array or bytes), as on disk after HDF5 filters."""
         c = self.codecs[field]
         if c.kind == "array":
-            return self._chunk(field, c, row)
+            return self._ds[field][row]
         o = self.blob_offsets[field]
         return self._ds[field][o[row]:o[row + 1]].tobytes()
-
-    def _chunk(self, field: str, c: Codec, row: int) -> np.ndarray:
-        """One sample = one chunk.  Unfiltered and shuffle+gzip chunks are read as raw bytes and
-        decoded here (zlib + numpy), which skips HDF5's per-call filter machinery (2-4x faster);
-        anything else, or a chunk HDF5 stored with a filter skipped, goes through h5py."""
-        ds = self._ds[field]
-        comp, _, shuffle = c.filters if c.filters else (None, None, False)
-        if comp in (None, "gzip") and 0 <= row < ds.shape[0]:
-            mask, buf = ds.id.read_direct_chunk((row,) + (0,) * (ds.ndim - 1))
-            if mask == 0:
-                if comp == "gzip":
-                    buf = zlib.decompress(buf)
-                dt = np.dtype(c.dtype)
-                a = np.frombuffer(buf, np.uint8)
-                if shuffle and dt.itemsize > 1:
-                    a = a.reshape(dt.itemsize, -1).T
-                a = np.ascontiguousarray(a)
-                if not a.flags.writeable:  # bytes are immutable; callers (torch) expect writable arrays
-                    a = a.copy()
-                return a.view(dt).reshape(ds.shape[1:])
-        return ds[row]
 
     def read(self, field: str, row: int, chw: bool = False) -> np.ndarray:
         """One decoded sample: image uint8 (H, W, 3) - (3, H, W) with chw=True -, mask bool
