@@ -143,7 +143,8 @@ class ReadyMade(Dataset):
 
 
 def codec_study(render: Path, items: list[tuple[int, int]], repeats: int) -> list[tuple]:
-    """Each codec alone: stored bytes/sample and decode ms/sample (random order, ShardReader)."""
+    """Each codec alone: stored bytes/sample and decode CPU ms/sample (random order, ShardReader;
+    images decoded to the CHW layout the Dataset returns)."""
     from datagen.pack import load_item_arrays
 
     inputs = load_inputs(render)
@@ -168,10 +169,11 @@ def codec_study(render: Path, items: list[tuple[int, int]], repeats: int) -> lis
                 times = []
                 for _ in range(repeats):
                     t0 = time.process_time()
-                    for i in order:
-                        out = r.read(field, int(i))
+                    for i in order:  # images in the layout HandShards returns (CHW)
+                        out = r.read(field, int(i), chw=True) if field == "image" else r.read(field, int(i))
                     times.append((time.process_time() - t0) / len(arrays))
                 ref = arrays[int(order[-1])][field]
+                ref = ref.transpose(2, 0, 1) if field == "image" else ref
                 err = float(np.abs(out.astype(np.float64) - ref).max())
                 r.close()
                 rows.append((field, name, size, 1e3 * statistics.median(times), 1e3 * enc, err, c.description))
