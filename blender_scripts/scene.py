@@ -63,8 +63,8 @@ VIEW_LOOKS = {"AgX": "AgX - Medium High Contrast"}
 # Exposure: every HDRI is scaled so its solid-angle mean luminance is this (times the item's
 # drawn strength), so a dim "night" and a bright "interior" light the hand alike.
 TARGET_MEAN_LUMINANCE = 1.0
-# Resolution of the environment's light importance map (Cycles default 1024): rebuilt on
-# every HDRI switch; see docs/RENDERING.md for the cost/noise measurement.
+# Resolution of the environment's light importance map (manual; Cycles' automatic choice
+# makes every HDRI switch cost ~1 CPU-second); see docs/RENDERING.md.
 WORLD_MAP_RESOLUTION = 512
 HDRI_EXPOSURE_LIMITS = (0.02, 50.0)
 
@@ -181,6 +181,18 @@ class SceneRenderer:
                 raise RuntimeError(f"Cycles setting {k!r} does not exist in Blender {bpy.app.version_string}")
             setattr(c, k, v)
 
+    def configure(self, samples: int | None = None, adaptive_threshold: float | None = None,
+                  denoise: bool | None = None, **cycles) -> None:
+        """Change sampling settings of the built scene (benchmarks, studies); no rebuild."""
+        import dataclasses
+
+        rc = self.cfg.render
+        rc = dataclasses.replace(rc, **{k: v for k, v in dict(samples=samples, adaptive_threshold=adaptive_threshold,
+                                                                denoise=denoise).items() if v is not None})
+        self.cfg = dataclasses.replace(self.cfg, render=rc)
+        self.cycles.update(cycles)
+        self._setup_render()
+
     def render_settings(self) -> dict:
         rc = self.cfg.render
         out = {"engine": "CYCLES", "device": self.device, "samples": rc.samples,
@@ -223,6 +235,7 @@ class SceneRenderer:
         env.image = self._hdri_images[0]
         self._env_index = 0
         bg.inputs["Strength"].default_value = 1.0
+        world.cycles.sampling_method = "MANUAL"  # AUTOMATIC picks a map so large a switch costs ~1 CPU-s
         world.cycles.sample_map_resolution = WORLD_MAP_RESOLUTION
         nt.links.new(env.outputs["Color"], bg.inputs["Color"])
         nt.links.new(bg.outputs["Background"], out.inputs["Surface"])

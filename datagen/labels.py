@@ -20,10 +20,13 @@ crosses the mesh surface:
 - surface keypoints (the five fingertips, on the skin, and the wrist, the centre of the wrist
   cut, within a few mm of the cap) are visible when no surface lies in between, ignoring
   crossings within `SURFACE_TOLERANCE_M` of the keypoint (its own skin).
-`depth_gap_m[k]` = keypoint camera z minus the rendered depth at the pixel containing its
-projection (None when that pixel is background or out of frame): about 0 for visible surface
-keypoints, the joint's depth under the skin (a few mm) for visible joints, larger when
-something lies in front.
+Both rules are exact for the keypoint's own ray.  The label is also checked against the
+rendered depth at the keypoint's pixel: `depth_gap_m[k]` = keypoint camera z minus the depth
+map at the pixel containing its projection (None when that pixel is background or out of
+frame) must not exceed the same limit (`SURFACE_TOLERANCE_M`, or `JOINT_FLESH_M[k]`) plus
+`DEPTH_MARGIN_M`; this marks hidden the keypoints whose ray slips past an occluding edge
+while their pixel shows the occluder.  The gap is about 0 for visible surface keypoints and
+the joint's depth under the skin for visible joints.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ SURFACE_TOLERANCE_M = 0.004
 # Largest distance from a joint back to the skin in front of it that still counts as the
 # joint's own flesh (metres), per keypoint; 0 for the surface keypoints.
 JOINT_FLESH_M = np.array([0.0, 0.040, 0.025, 0.020, 0.0] + [0.040, 0.020, 0.020, 0.0] * 4)
+DEPTH_MARGIN_M = 0.003
 LABEL_VERSION = 1
 
 
@@ -123,13 +127,15 @@ def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.
     surface[list(SURFACE_KEYPOINTS)] = True
     crossings, skin_m = segment_crossings(cam, faces, kc, np.where(surface, SURFACE_TOLERANCE_M, 0.0), K)
     own_flesh = (crossings == 0) | ((crossings == 1) & (skin_m <= JOINT_FLESH_M))
-    visible = in_frame & np.where(surface, crossings == 0, own_flesh)
     gap = np.full(len(kc), np.nan)
     ij = np.floor(uv).astype(np.int64)
     for k in np.nonzero(in_frame)[0]:
         z = r.depth[ij[k, 1], ij[k, 0]]
         if z > 0:
             gap[k] = kc[k, 2] - z
+    limit = np.where(surface, SURFACE_TOLERANCE_M, JOINT_FLESH_M) + DEPTH_MARGIN_M
+    depth_ok = ~(gap > limit)  # nan (background pixel) passes
+    visible = in_frame & np.where(surface, crossings == 0, own_flesh) & depth_ok
     return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap)
 
 

@@ -1,0 +1,205 @@
+"""Render benchmark: seconds per 256x256 image at the default settings, and a settings study.
+
+    .venv/bin/python benchmarks/render_bench.py              # default settings (~2-4 min)
+    .venv/bin/python benchmarks/render_bench.py --study      # + samples/adaptive/denoise/bounces grid
+                                                              #   with PSNR against a high-sample reference
+
+Every image is rendered by the real renderer (blender_scripts/scene.py SceneRenderer: the same
+`render_item` the dataset runs use - scene update, labels, Cycles, PNG, mask, depth, JSON) into
+out/bench/.  Per image it measures wall time and process CPU time, split into Cycles' own
+render call (`bpy.ops.render.render`, which includes Cycles' scene sync and denoising) and
+everything else (our scene updates, label computation, PNG encoding, file writes).
+The scene build and the first render of the process (kernel loading) are reported apart:
+they are paid once per worker process, not per image.
+
+Core-hours for the whole dataset (1520 poses x 216 views = 328,320 images) are estimated from
+the CPU seconds per image, which - unlike wall time - do not depend on how many cores the
+process got on a shared machine.  The last line is machine-readable:
+    render_s_per_image=X overhead_share=Y core_hours_full=Z
+(X = wall seconds per image with the config's thread count; Y = share of the wall time per
+image spent outside Cycles' render call; Z = CPU core-hours for 328,320 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+FULL_IMAGES = 1520 * 216
+
+
+def pick_items(n_poses: int, n_views: int, n: int, seed: int = 7) -> list[tuple[int, int]]:
+    """n items spread over poses and views (deterministic), pose-major."""
+    rng = np.random.default_rng(seed)
+    poses = rng.choice(n_poses, size=max(1, n // 4), replace=False)
+    per = -(-n // len(poses))
+    items = []
+    for p in poses:
+        items += [(int(p), int(v)) for v in rng.choice(n_views, size=per, replace=False)]
+    return sorted(items[:n])
+
+
+def run_setting(renderer, cfg, specs, out: Path, warmup_spec=None) -> dict:
+    from blender_scripts.render import quiet_stdout
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if warmup_spec is not None:
+        with quiet_stdout(True):
+            renderer.render_item(warmup_spec, out / "warmup")
+    rows = []
+    for spec in specs:
+        with quiet_stdout(True):
+            rows.append(renderer.render_item(spec, out))
+    keys = rows[0].keys()
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    mean["n"] = len(rows)
+    return mean
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = d[mask].mean() if mask is not None else d.mean()
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def image_quality(out: Path, ref: Path, specs) -> tuple[float, float]:
+    """Mean PSNR (dB) over items: whole image, and the hand (silhouette dilated by 2 px)."""
+    import cv2
+    from scipy.ndimage import binary_dilation
+
+    from datagen.items import item_paths
+
+    full, hand = [], []
+    for s in specs:
+        a = cv2.imread(str(item_paths(out, s.pose_id, s.view_id).rgb))
+        b = cv2.imread(str(item_paths(ref, s.pose_id, s.view_id).rgb))
+        m = cv2.imread(str(item_paths(ref, s.pose_id, s.view_id).mask), cv2.IMREAD_GRAYSCALE) > 127
+        m = binary_dilation(m, iterations=2)
+        full.append(psnr(a, b))
+        hand.append(psnr(a, b, np.repeat(m[..., None], 3, axis=2)))
+    return float(np.mean(full)), float(np.mean(hand))
+
+
+def fmt_row(name, m, quality=None) -> str:
+    over = m["total_s"] - m["render_s"]
+    share = over / m["total_s"]
+    core_h = m["total_cpu_s"] * FULL_IMAGES / 3600
+    q = f"{quality[0]:7.2f} {quality[1]:7.2f}" if quality else f"{'-':>7s} {'-':>7s}"
+    return (f"{name:<34s} {m['total_s']:7.3f} {m['render_s']:7.3f} {over:7.3f} {share:7.1%} "
+            f"{m['labels_s']:7.3f} {m['total_cpu_s']:7.3f} {core_h:9.0f} {q}")
+
+
+HEADER = (f"{'setting':<34s} {'s/img':>7s} {'cycles':>7s} {'other':>7s} {'other%':>7s} "
+          f"{'labels':>7s} {'cpu_s':>7s} {'core_h':>9s} {'PSNR':>7s} {'PSNRh':>7s}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--items", type=int, default=12, help="images per setting (default 12)")
+    ap.add_argument("--threads", type=int, default=None, help="override the config's render.threads")
+    ap.add_argument("--study", action="store_true", help="also run the settings study with PSNR")
+    ap.add_argument("--study-items", type=int, default=4)
+    ap.add_argument("--ref-samples", type=int, default=512)
+    ap.add_argument("--out", default=str(REPO / "out" / "bench"))
+    args = ap.parse_args(argv)
+
+    from blender_scripts.scene import SceneRenderer
+    from datagen.cameras import views_for
+    from datagen.config import load_config
+    from datagen.hdri import discover
+    from datagen.items import ensure_tables, make_spec
+
+    cfg = load_config(args.config)
+    tables = ensure_tables(cfg)
+    views = views_for(cfg.cameras, tables)
+    hdris, _ = discover(cfg.hdri.sources, REPO)
+    out = Path(args.out)
+    n_v = len(views)
+
+    def specs_for(items):
+        s = [make_spec(cfg, len(hdris), p, v, n_v) for p, v in items]
+        return sorted(s, key=lambda x: (x.pose_id, x.hdri_index, x.view_id))
+
+    load0 = os.getloadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
+    renderer = SceneRenderer(cfg, tables, views, hdris, threads=args.threads)
+    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    threads = renderer.scene.render.threads
+    items = pick_items(tables.n_poses, n_v, args.items)
+    specs = specs_for(items)
+    warm = make_spec(cfg, len(hdris), 3, 5, n_v)
+    from blender_scripts.render import quiet_stdout
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with quiet_stdout(True):
+        renderer.render_item(warm, out / "first")
+    first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    rc = cfg.render
+    print(f"Render benchmark: {views.width}x{views.height}, Cycles {renderer.scene.cycles.device}, "
+          f"{threads} thread(s), {len(specs)} images per setting, {len(hdris)} HDRIs, "
+          f"load average at start {load0[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"once per process: scene build {build_s:.2f} s wall ({build_cpu:.2f} CPU), first render "
+          f"{first_s:.2f} s wall ({first_cpu:.2f} CPU)")
+    print("columns: wall seconds per image (total, Cycles' render call, everything else, its share, of which "
+          "labels), CPU seconds per image, CPU core-hours for 328,320 images, PSNR vs reference (dB; "
+          "whole image / hand region)")
+    print(HEADER)
+    default_name = (f"default s={rc.samples} ad={rc.adaptive_threshold:g} "
+                    f"dn={'on' if rc.denoise else 'off'}")
+    default = run_setting(renderer, cfg, specs, out / "default")
+    print(fmt_row(default_name, default), flush=True)
+
+    if args.study:
+        study_specs = specs_for(pick_items(tables.n_poses, n_v, args.study_items, seed=11))
+        ref = out / "reference"
+        renderer.configure(samples=args.ref_samples, adaptive_threshold=0.0, denoise=True)
+        mref = run_setting(renderer, cfg, study_specs, ref)
+        print(fmt_row(f"reference s={args.ref_samples} ad=0 dn=on", mref), flush=True)
+        grid = [(s, a, d) for s in (8, 16, 32) for a in (0.05, 0.0) for d in (True, False)]
+        for s, a, d in grid:
+            renderer.configure(samples=s, adaptive_threshold=a, denoise=d)
+            name = f"s={s} ad={a:g} dn={'on' if d else 'off'}"
+            o = out / "study" / name.replace(" ", "_").replace("=", "")
+            m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
+            print(fmt_row(name, m, image_quality(o, ref, study_specs)), flush=True)
+        renderer.configure(samples=rc.samples, adaptive_threshold=rc.adaptive_threshold, denoise=rc.denoise)
+        base_cycles = dict(renderer.cycles)
+        for label, extra in (("bounces max=2 diff=1 gloss=1", dict(max_bounces=2, diffuse_bounces=1, glossy_bounces=1)),
+                             ("bounces max=8 diff=4 gloss=4", dict(max_bounces=8, diffuse_bounces=4, glossy_bounces=4)),
+                             ("denoise prefilter ACCURATE", dict(denoising_prefilter="ACCURATE")),
+                             ("denoise quality BALANCED", dict(denoising_quality="BALANCED"))):
+            renderer.configure(**extra)
+            o = out / "study" / label.replace(" ", "_").replace("=", "")
+            m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
+            print(fmt_row(f"default + {label}", m, image_quality(o, ref, study_specs)), flush=True)
+            renderer.configure(**{k: base_cycles[k] for k in extra})
+        renderer.configure()
+        o = out / "study" / "default"
+        m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
+        print(fmt_row("default (study items)", m, image_quality(o, ref, study_specs)), flush=True)
+
+    load1 = os.getloadavg()
+    over_share = (default["total_s"] - default["render_s"]) / default["total_s"]
+    core_h = default["total_cpu_s"] * FULL_IMAGES / 3600
+    print(f"load average at end {load1[0]:.1f}; core-hours use CPU seconds (all threads of the process) "
+          f"x {FULL_IMAGES} images")
+    print(f"render_s_per_image={default['total_s']:.3f} overhead_share={over_share:.3f} core_hours_full={core_h:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

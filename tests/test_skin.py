@@ -1,0 +1,72 @@
+"""Skin tone model, per-item draws and the per-vertex weights (pure numpy)."""
+
+import json
+
+import numpy as np
+
+from datagen.config import load_config
+from datagen.skin import SkinParams, VARIATION_RANGES, draw_skin, linear_to_srgb8, tone, vertex_weights
+
+
+def lightness(rgb):
+    return float(np.asarray(rgb) @ [0.2126, 0.7152, 0.0722])
+
+
+def test_tone_range_light_to_dark():
+    ms = np.linspace(0, 1, 11)
+    lum = [lightness(tone(m, 0.5)) for m in ms]
+    assert all(a > b for a, b in zip(lum, lum[1:]))  # strictly darker with melanin
+    assert lum[0] / lum[-1] > 15  # very light to very dark
+    light, dark = linear_to_srgb8(tone(0, 0.5)), linear_to_srgb8(tone(1, 0.5))
+    assert light.min() > 150 and dark.max() < 80
+    for m in ms:  # always skin-like: red > green > blue
+        r, g, b = tone(m, 0.5)
+        assert r > g > b > 0
+
+
+def test_redness_raises_red_over_green():
+    for m in (0.0, 0.5, 1.0):
+        a, b = tone(m, 0.0), tone(m, 1.0)
+        assert b[0] / b[1] > a[0] / a[1]
+
+
+def test_palms_are_lighter():
+    s = draw_skin(load_config().skin, np.random.default_rng(3))
+    dorsal, palmar = s.colours()
+    assert lightness(palmar) > lightness(dorsal)
+
+
+def test_draws_are_seeded_and_within_ranges():
+    cfg = load_config().skin
+    a = draw_skin(cfg, np.random.default_rng(5))
+    assert a == draw_skin(cfg, np.random.default_rng(5))
+    draws = [draw_skin(cfg, np.random.default_rng(i)) for i in range(200)]
+    for s in draws:
+        assert cfg.melanin[0] <= s.melanin <= cfg.melanin[1]
+        assert cfg.subsurface_scale_m[0] <= s.subsurface_scale_m <= cfg.subsurface_scale_m[1]
+        for k, (lo, hi) in VARIATION_RANGES.items():
+            assert lo <= getattr(s, k) <= hi
+    # the texture parameters differ between items: no two items share a pattern
+    assert len({round(s.pattern_offset, 6) for s in draws}) == len(draws)
+    rec = a.record()
+    json.dumps(rec, allow_nan=False)
+    assert rec["albedo_dorsal_linear"] == [float(x) for x in tone(a.melanin, a.redness)]
+    assert isinstance(a, SkinParams) and 0 <= a.freckle_amount <= a.freckles
+
+
+def test_vertex_weights(prepared):
+    asset = prepared.asset
+    rest = asset.dense(asset.rest_base_vertices)
+    joints = asset.rest_heads[asset.joint_bones[1:]]
+    w = vertex_weights(rest, asset.dense_faces, joints)
+    assert set(w) == {"palmar", "knuckles"}
+    for v in w.values():
+        assert v.shape == (len(rest),) and v.min() >= 0 and v.max() <= 1
+    c = asset.palm_centre
+    near = np.linalg.norm(rest[:, :2] - c[:2], axis=1) < 0.025  # over the middle of the palm
+    palm_side, back_side = near & (rest[:, 2] > c[2]), near & (rest[:, 2] < c[2])
+    assert palm_side.sum() > 50 and back_side.sum() > 50
+    assert w["palmar"][palm_side].mean() > 0.8 and w["palmar"][back_side].mean() < 0.2
+    assert w["knuckles"][back_side].mean() > w["knuckles"][palm_side].mean()
+    d = np.linalg.norm(rest[:, None] - joints[None], axis=2).min(axis=1)
+    assert w["knuckles"][d > 0.03].max() < 0.05  # only near the joints
