@@ -120,10 +120,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="output folder (default out/demo)")
     ap.add_argument("--fresh", action="store_true", help="delete the output folder first")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for rendering and training")
-    ap.add_argument("--encoder", default="densestack", choices=("densestack", "ghoststack"))
-    ap.add_argument("--pretrain-epochs", type=int, default=6)
-    ap.add_argument("--train-epochs", type=int, default=12)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--encoder", default="ghoststack", choices=("densestack", "ghoststack"),
+                    help="GhostStack (MobRecon's lightest encoder) trains ~1.7x faster on CPU than DenseStack")
+    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--train-epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=8, help="images per step (pretraining: 2x this)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.fresh and out.exists():
@@ -165,14 +166,14 @@ def main(argv=None) -> int:
     pre = out / "pretrain"
     E1 = args.pretrain_epochs
     stage("pretrain the 2D encoder (heatmap + position)", (pre / "encoder.pt").exists(), lambda: run(
-        [PY, "-m", "pretrain", *common, "--out", str(pre), "--epochs", str(E1), "--batch-size", str(args.batch_size),
+        [PY, "-m", "pretrain", *common, "--out", str(pre), "--epochs", str(E1), "--batch-size", str(2 * args.batch_size),
          "--milestones", str(int(E1 * 0.75)), "--val-every", "0"]))
     tr = out / "train"
     E2 = args.train_epochs
     stage("train MobRecon (two-view consistency)", (tr / "model.pt").exists(), lambda: run(
         [PY, "-m", "train", *common, "--out", str(tr), "--pretrained", str(pre / "encoder.pt"),
          "--epochs", str(E2), "--batch-size", str(args.batch_size), "--milestones", str(int(E2 * 0.8)),
-         "--consistency-from-epoch", "2", "--val-every", "0", "--checkpoint-every", "0"]))
+         "--consistency-from-epoch", "1", "--val-every", "0", "--checkpoint-every", "0"]))
     ev = ["--checkpoint", str(tr / "model.pt"), "--split", "test", "--threads", str(args.threads)]
     stage("evaluate the untrained network (same architecture, random weights)",
           (out / "eval_untrained.json").exists(),
