@@ -114,3 +114,15 @@ def test_root_recovery_exact(angle):
     got = recover_root(np.stack([uv, noisy]), np.stack([Kc, Kc]), np.stack([rel, rel]))
     np.testing.assert_allclose(got[0], T, atol=1e-9)
     assert np.linalg.norm(got[1] - T) < 0.02
+
+
+def test_weak_perspective_fallback_root_is_close():
+    from train.predict import weak_perspective_root
+
+    rng = np.random.default_rng(4)
+    rel = rng.normal(size=(21, 3)) * 0.03
+    rel -= rel[0]
+    T = np.array([0.02, -0.01, 0.5])
+    K = np.array([[400.0, 0, 64], [0, 400, 64], [0, 0, 1]])
+    got = weak_perspective_root(project(rel + T, K), K, rel)
+    assert np.linalg.norm(got - T) < 0.02 and got[2] > 0

@@ -18,7 +18,9 @@ Camera: the root translation is solved from the 2D joints, the intrinsics and th
 root-relative 3D joints (:func:`train.geometry.recover_root`).  Give ``--focal`` (px) and
 optionally ``--principal``; by default f = 1.46 x the longer image side (the field of view of
 our renders, ~38 degrees) and the principal point at the image centre.  The focal only sets
-the depth of the mesh; the overlay is consistent either way.
+the depth of the mesh; the overlay is consistent either way.  If the least-squares root puts
+the mesh behind the camera (a barely trained model), a weak-perspective fit is used instead and
+the JSON says so (``root_fallback_weak_perspective``).
 """
 from __future__ import annotations
 
@@ -99,8 +101,27 @@ def predict_image(model, image: np.ndarray, K: np.ndarray, box=None, scale: floa
     joints = model.joint_regressor.cpu().numpy().astype(np.float64) @ verts
     uv_crop = out["uv"][0].float().cpu().numpy().astype(np.float64) * crop
     T = recover_root(uv_crop, A @ K, joints)
+    fallback = bool((verts[:, 2] + T[2]).min() <= 0.02)
+    if fallback:
+        T = weak_perspective_root(uv_crop, A @ K, joints)
     return {"verts_cam": verts + T, "joints_cam": joints + T, "uv": apply_affine(np.linalg.inv(A), uv_crop),
-            "root": T, "A": A}
+            "root": T, "A": A, "root_fallback": fallback}
+
+
+def weak_perspective_root(uv: np.ndarray, K: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Root from a scaled orthographic fit: depth = f x 3D spread / 2D spread, x/y from the 2D centroid.
+
+    Used when the least-squares root puts the mesh behind the camera (an inconsistent, e.g.
+    barely trained, prediction), so a mesh can still be shown.
+    """
+    f = np.sqrt(abs(np.linalg.det(K[:2, :2])))
+    s2 = np.sqrt(((uv - uv.mean(0)) ** 2).sum(1).mean())
+    s3 = np.sqrt(((rel[:, :2] - rel[:, :2].mean(0)) ** 2).sum(1).mean())
+    z = f * s3 / max(s2, 1e-6) - rel[:, 2].mean()
+    z = max(z, 0.05 - rel[:, 2].min())
+    c = np.linalg.inv(K) @ np.array([*uv.mean(0), 1.0])
+    mean_rel = rel.mean(0)
+    return c / c[2] * (z + mean_rel[2]) - mean_rel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +182,7 @@ def main(argv=None) -> int:
         cv2.imwrite(str(png), ov[..., ::-1])
         meta = {"image": str(path), "K": K.tolist(), "crop_affine": r["A"].tolist(), "box": args.box,
                 "uv_px": r["uv"].tolist(), "joints_cam_m": r["joints_cam"].tolist(), "root_m": r["root"].tolist(),
+                "root_fallback_weak_perspective": r["root_fallback"],
                 "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K) - r["uv"], axis=-1).mean())}
         js = stem.with_suffix(".json")
         js.write_text(json.dumps(meta, indent=1))
