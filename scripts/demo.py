@@ -47,7 +47,10 @@ def run(cmd: list[str], log: Path | None = None) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log is None:
-        subprocess.run(cmd, cwd=REPO, env=env, check=True)
+        r = subprocess.run(cmd, cwd=REPO, env=env)
+        if r.returncode != 0:
+            raise SystemExit(f"demo: the command above failed (exit {r.returncode}); fix it and re-run "
+                             "(finished stages are skipped)")
         return
     with open(log, "w") as fh:
         r = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
