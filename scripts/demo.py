@@ -156,9 +156,14 @@ def main(argv=None) -> int:
         if importlib.util.find_spec("datagen.contact_sheet") is None:
             print("(datagen.contact_sheet is not available in this checkout; skipped)")
             return
-        run([PY, "-m", "datagen.contact_sheet", str(render), "--out", str(sheet)])
+        helptext = subprocess.run([PY, "-m", "datagen.contact_sheet", "--help"], cwd=REPO, capture_output=True,
+                                  text=True).stdout
+        extra = ["--out", str(sheet)] if "--out" in helptext else []
+        run([PY, "-m", "datagen.contact_sheet", str(render), *extra])
+        if not sheet.exists():  # the tool chose its own file name: remember that the stage ran
+            (out / ".contact-sheet-done").write_text("see the command's output above\n")
 
-    stage("contact sheet", sheet.exists(), contact)
+    stage("contact sheet", sheet.exists() or (out / ".contact-sheet-done").exists(), contact)
     stage("pack into HDF5 shards", (dataset / "manifest.json").exists(),
           lambda: run([PY, "-m", "datagen.pack", str(render), str(dataset)]))
 
