@@ -110,7 +110,7 @@ def hemisphere(cfg: CameraConfig, centre: np.ndarray, aim: np.ndarray) -> Views:
 
 def views_for(cfg: CameraConfig, asset) -> Views:
     """The dataset's views for a prepared hand (wrist keypoint at the origin of the hand frame)."""
-    wrist = asset.rest_heads[int(asset.joint_bones[0])]
+    wrist = asset.dense(asset.rest_base_vertices)[asset.wrist_vertex]  # the origin, by construction
     return hemisphere(cfg, wrist, asset.palm_centre)
 
 

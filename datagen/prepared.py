@@ -21,7 +21,7 @@ from .hand.asset import HandAsset
 from .hand.base import KEYPOINT_NAMES
 
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
-POSE_SPACE_VERSION = 3
+POSE_SPACE_VERSION = 4
 
 
 @dataclass

@@ -64,12 +64,12 @@ def test_hand_frame_and_keypoint_order_follow_anatomy(prepared):
     assert kp[9, 1] > 0.05 and abs(kp[9, 0]) < 1e-9 and abs(kp[9, 2]) < 1e-9  # +y through the middle MCP
 
 
-def test_fingertips_lie_on_the_skin(prepared):
+def test_wrist_and_fingertips_lie_on_the_skin(prepared):
     a = prepared.asset
     dense = a.dense(a.rest_base_vertices)
     m = trimesh.Trimesh(dense, a.dense_faces, process=False)
     kp = a.keypoints(a.rest_heads, dense)
-    _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[4, 8, 12, 16, 20]])
+    _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[0, 4, 8, 12, 16, 20]])
     assert dist.max() < 1e-9
     _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[5, 6, 7]])
     assert dist.min() > 0.003  # joint centres are inside the finger, not on the skin

