@@ -109,9 +109,9 @@ def hemisphere(cfg: CameraConfig, centre: np.ndarray, aim: np.ndarray) -> Views:
 
 
 def views_for(cfg: CameraConfig, asset) -> Views:
-    """The dataset's views for a prepared hand (wrist keypoint at the origin of the hand frame)."""
-    wrist = asset.dense(asset.rest_base_vertices)[asset.wrist_vertex]  # the origin, by construction
-    return hemisphere(cfg, wrist, asset.palm_centre)
+    """The dataset's views for a prepared hand: the sphere is centred on the wrist keypoint,
+    which is the origin of the hand frame by construction (datagen.hand.asset.build_asset)."""
+    return hemisphere(cfg, np.zeros(3), asset.palm_centre)
 
 
 def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray):
