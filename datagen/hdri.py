@@ -334,6 +334,51 @@ def _check_hdr(data: bytes, size: int) -> tuple[int, int]:
     return width, height
 
 
+def equirect_directions(h: int, w: int) -> np.ndarray:
+    """(h, w, 3) world directions of the texel centres of an equirectangular image whose rows
+    run bottom-up (Blender's pixel order): Blender maps a direction d to u = 0.5 -
+    atan2(d_y, d_x) / 2pi, v = 0.5 + asin(d_z) / pi."""
+    v = (np.arange(h) + 0.5) / h
+    u = (np.arange(w) + 0.5) / w
+    lat = (v - 0.5) * np.pi
+    lon = (0.5 - u) * 2 * np.pi
+    cl = np.cos(lat)[:, None]
+    return np.stack([cl * np.cos(lon)[None, :], cl * np.sin(lon)[None, :],
+                     np.broadcast_to(np.sin(lat)[:, None], (h, w))], axis=-1)
+
+
+@dataclass
+class LightProbe:
+    """A small luminance map of an HDRI for exposure decisions (rows bottom-up)."""
+
+    luminance: np.ndarray  # (h, w) linear luminance, block-averaged
+    directions: np.ndarray  # (h * w, 3)
+    solid_angle: np.ndarray  # (h * w,)
+
+    @classmethod
+    def from_pixels(cls, rgb: np.ndarray, size: tuple[int, int] = (32, 64)) -> "LightProbe":
+        H, W = rgb.shape[:2]
+        h, w = size
+        lum = rgb[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+        # block average (crop to a multiple of the block size; the HDRIs are 2:1)
+        bh, bw = max(1, H // h), max(1, W // w)
+        lum = lum[: bh * h, : bw * w].reshape(h, bh, w, bw).mean(axis=(1, 3))
+        lat = ((np.arange(h) + 0.5) / h - 0.5) * np.pi
+        sa = np.repeat(np.cos(lat)[:, None], w, axis=1).ravel() * (np.pi / h) * (2 * np.pi / w)
+        return cls(lum, equirect_directions(h, w).reshape(-1, 3), sa)
+
+    def mean(self) -> float:
+        return float((self.luminance.ravel() * self.solid_angle).sum() / self.solid_angle.sum())
+
+    def facing(self, normal) -> float:
+        """Irradiance on a surface facing world direction `normal`, divided by pi: the
+        uniform radiance that would light it alike (equals mean() for a uniform sky)."""
+        n = np.asarray(normal, dtype=np.float64)
+        n = n / np.linalg.norm(n)
+        cos = np.clip(self.directions @ n, 0.0, None)
+        return float((self.luminance.ravel() * cos * self.solid_angle).sum() / np.pi)
+
+
 def mean_luminance(rgb: np.ndarray) -> float:
     """Solid-angle-weighted mean luminance of an equirectangular image (H, W, >=3) in linear
     Rec.709; rows may be top-first or bottom-first (the weight is symmetric)."""
