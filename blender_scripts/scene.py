@@ -35,7 +35,8 @@ from datagen import atomic
 from datagen.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
 from datagen.items import ItemSpec, item_paths, mesh_path
 from datagen.labels import compute_labels, label_record
-from datagen.skin import PALM_MELANIN, PALM_REDNESS, SSS_RADIUS, SkinParams, tone, vertex_weights
+from datagen.skin import (PALM_MELANIN, PALM_REDNESS, SSS_RADIUS, SkinParams, nail_weights, tone,
+                          vertex_weights)
 
 # Fixed Cycles choices (measured in benchmarks/render_bench.py; docs/RENDERING.md).
 CYCLES_FIXED = {
@@ -271,6 +272,7 @@ class SceneRenderer:
             raise RuntimeError("Blender changed the hand mesh while building it (validate removed elements)")
         mesh.shade_smooth()
         weights = vertex_weights(rest_dense, T.dense_faces, T.finger_joint_centres())
+        weights["nail"] = nail_weights(rest_dense, T.dense_part, T.distal_joint_centres(), T.rest_tips(rest_dense))
         for name, w in weights.items():
             attr = mesh.attributes.new(name, "FLOAT", "POINT")
             attr.data.foreach_set("value", w.astype(np.float32))
@@ -370,6 +372,14 @@ class SceneRenderer:
         fr_amount2 = math_node("MULTIPLY", fr_amount.outputs[0], math_node("SUBTRACT", 1.0, attr("palmar")).outputs[0])
         freckle_col, freckle_col_o = rgb()
         _, base = mix(fr_amount2.outputs[0], base, freckle_col_o)
+        # Fingernails: a sharpened per-vertex weight; paler, pinker and glossier.
+        nail = N.new("ShaderNodeMapRange")
+        nail.clamp = True
+        L.new(attr("nail"), nail.inputs["Value"])
+        nail.inputs["From Min"].default_value = 0.35
+        nail.inputs["From Max"].default_value = 0.6
+        nail_col, nail_col_o = rgb()
+        _, base = mix(nail.outputs["Result"], base, nail_col_o)
         L.new(base, bsdf.inputs["Base Color"])
         # Roughness variation and fine pores (bump).
         rnoise = noise(300.0, detail=2.0)
@@ -377,7 +387,14 @@ class SceneRenderer:
         r_scaled = math_node("MULTIPLY", r_centered.outputs[0], 0.0)
         r_final = math_node("ADD", r_scaled.outputs[0], 0.45)
         r_final.use_clamp = True
-        L.new(r_final.outputs[0], bsdf.inputs["Roughness"])
+        r_nail = N.new("ShaderNodeMix")  # float mix: nails are smoother than skin
+        r_nail.data_type = "FLOAT"
+        r_nail.clamp_factor = True
+        fac = next(i for i in r_nail.inputs if i.identifier == "Factor_Float")
+        L.new(nail.outputs["Result"], fac)
+        L.new(r_final.outputs[0], next(i for i in r_nail.inputs if i.identifier == "A_Float"))
+        next(i for i in r_nail.inputs if i.identifier == "B_Float").default_value = 0.22
+        L.new(next(o for o in r_nail.outputs if o.identifier == "Result_Float"), bsdf.inputs["Roughness"])
         pores = noise(2500.0, detail=2.0)
         bump = N.new("ShaderNodeBump")
         bump.inputs["Distance"].default_value = 0.0002
@@ -386,6 +403,7 @@ class SceneRenderer:
         self._skin_nodes = dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark, p_light=p_light,
                                 p_dark=p_dark, knuckle_col=knuckle_col, kn_amount=kn_amount, vor=vor,
                                 cluster=cluster, fr_amount=fr_amount, freckle_col=freckle_col, rnoise=rnoise,
+                                nail_col=nail_col,
                                 r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump)
 
     def _set_skin(self, s: SkinParams) -> None:
@@ -405,6 +423,8 @@ class SceneRenderer:
         col(n["knuckle_col"], min(1.0, m + 0.12), min(1.0, h + 0.35))
         n["kn_amount"].inputs[1].default_value = s.knuckles
         col(n["freckle_col"], min(1.0, m + 0.3), h)
+        nc = s.nail_colour()
+        n["nail_col"].outputs[0].default_value = (float(nc[0]), float(nc[1]), float(nc[2]), 1.0)
         n["fr_amount"].inputs[1].default_value = s.freckle_amount
         w = s.pattern_offset
         for key in ("blotch", "vor", "cluster", "rnoise", "pores"):

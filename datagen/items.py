@@ -229,6 +229,9 @@ class HandTables:
     palm_centre: np.ndarray
     rest_base_vertices: np.ndarray
     base_faces: np.ndarray
+    dense_part: np.ndarray
+    tip_faces: np.ndarray
+    tip_barycentric: np.ndarray
     licence: dict
     versions: dict
     ids: np.ndarray
@@ -255,6 +258,15 @@ class HandTables:
     def dense_vertices(self, pose_id: int) -> np.ndarray:
         return self.dense(self.base_vertices[pose_id])
 
+    def rest_tips(self, rest_dense: np.ndarray) -> np.ndarray:
+        """(5, 3) fingertip keypoints on the rest-pose dense mesh."""
+        tri = rest_dense[self.dense_faces[self.tip_faces]]
+        return np.einsum("fk,fkc->fc", self.tip_barycentric, tri)
+
+    def distal_joint_centres(self) -> np.ndarray:
+        """(5, 3) rest-pose centres of the joint at the base of each distal phalanx (thumb IP, DIPs)."""
+        return self.rest_heads[self.joint_bones[3::3]]
+
     def finger_joint_centres(self) -> np.ndarray:
         """Rest-pose centres of the 15 finger joints (keypoints 1-3, 5-7, ... : CMC/MCP/IP, MCP/PIP/DIP)."""
         return self.rest_heads[self.joint_bones[1:]]
@@ -271,6 +283,7 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
         dense_indices=h["dense_indices"], dense_data=h["dense_data"].astype(np.float64),
         n_dense=int(h["dense_shape"][0]), rest_heads=h["rest_heads"], joint_bones=h["joint_bones"],
         palm_centre=h["palm_centre"], rest_base_vertices=h["rest_base_vertices"], base_faces=h["base_faces"],
+        dense_part=h["dense_part"], tip_faces=h["tip_faces"], tip_barycentric=h["tip_barycentric"],
         licence=ast.literal_eval(str(h["licence"])), versions=ast.literal_eval(str(h["versions"])),
         ids=p["ids"], pose_a=p["pose_a"], pose_b=p["pose_b"], t=p["t"], rotations=p["rotations"],
         base_vertices=p["base_vertices"], keypoints=p["keypoints"],

@@ -19,8 +19,10 @@ Tone model (two chromophores, linear Rec.709 albedo per channel c):
 Variation per item (so no two items share a texture; all drawn from the item's seed):
 `blotch` (low-frequency melanin/redness mottling), `pores` (fine bump), `roughness_variation`,
 `knuckles` (darker, redder skin over the dorsal finger joints - per-vertex weight from the rest
-pose), `freckles` (small dark spots, mostly on light skin), and `pattern_offset` (shifts every
-noise field, so the patterns differ between items).
+pose), `freckles` (small dark spots, mostly on light skin), `nail_tint` (nail-bed colour of
+the fingernails, which are a glossier, paler region on the back of each distal phalanx,
+found geometrically - see `nail_weights`), and `pattern_offset` (shifts every noise field, so
+the patterns differ between items).
 
 Only numpy: this module runs inside Blender's own Python too.
 """
@@ -49,6 +51,7 @@ VARIATION_RANGES = {
     "roughness_variation": (0.0, 0.15),
     "knuckles": (0.0, 0.6),
     "freckles": (0.0, 1.0),  # scaled down by melanin: freckles show on light skin
+    "nail_tint": (0.0, 1.0),  # 0 = pale nail bed, 1 = pink
     "pattern_offset": (0.0, 1000.0),
 }
 
@@ -67,6 +70,7 @@ class SkinParams:
     roughness_variation: float
     knuckles: float
     freckles: float
+    nail_tint: float
     pattern_offset: float
 
     def record(self) -> dict:
@@ -75,6 +79,7 @@ class SkinParams:
         d["albedo_dorsal_linear"] = [float(x) for x in dorsal]
         d["albedo_palmar_linear"] = [float(x) for x in palmar]
         d["subsurface_radius_m"] = [float(x) for x in self.subsurface_radius()]
+        d["nail_albedo_linear"] = [float(x) for x in self.nail_colour()]
         d["model"] = "datagen.skin two-chromophore v1"
         return d
 
@@ -85,6 +90,12 @@ class SkinParams:
 
     def subsurface_radius(self) -> np.ndarray:
         return np.asarray(SSS_RADIUS) * self.subsurface_scale_m
+
+    def nail_colour(self) -> np.ndarray:
+        """Linear albedo of the nail plate: the nail bed's pink (more with `nail_tint`) seen
+        through a pale, slightly translucent plate; darker skin has a little darker nail bed."""
+        bed = tone(self.melanin * 0.3, min(1.0, self.redness * 0.5 + 0.4 + 0.6 * self.nail_tint))
+        return 0.55 * bed + 0.45 * np.array([0.80, 0.72, 0.68])
 
     @property
     def freckle_amount(self) -> float:
@@ -150,3 +161,35 @@ def vertex_weights(rest_vertices: np.ndarray, faces: np.ndarray, finger_joints: 
     top = np.percentile(knuckles, 99.5)
     knuckles = np.clip(knuckles / top, 0.0, 1.0) if top > 0 else knuckles
     return {"palmar": palmar.astype(np.float32), "knuckles": knuckles.astype(np.float32)}
+
+
+def nail_weights(rest_vertices: np.ndarray, part: np.ndarray, distal_joints: np.ndarray,
+                 tips: np.ndarray) -> np.ndarray:
+    """Per-vertex fingernail weight in [0, 1] from the rest pose.
+
+    For finger f (part label f + 1), the distal phalanx runs from its distal joint centre
+    (DIP, thumb IP) to the fingertip keypoint.  Its dorsal direction is the short axis of the
+    phalanx's cross-section (a nail makes it wider than deep), signed towards the back of the
+    hand (-z) - for the thumb, which is pronated, towards its radial-dorsal side (+x, -z).  A
+    vertex is on the nail when it lies between 40% and ~100% of the phalanx's length and
+    within ~50 degrees of the dorsal direction around the axis.
+    """
+    w = np.zeros(len(rest_vertices))
+    for f in range(5):
+        sel = np.nonzero(part == f + 1)[0]
+        dip, tip = distal_joints[f], tips[f]
+        a = tip - dip
+        length = np.linalg.norm(a)
+        ax = a / length
+        x = rest_vertices[sel] - dip
+        s = x @ ax / length
+        r = x - np.outer(x @ ax, ax)
+        ring = (s > 0.3) & (s < 0.7)
+        cov = np.cov(r[ring].T)
+        minor = np.linalg.eigh(cov)[1][:, 1]  # [:, 0] is the axis itself (r is orthogonal to it)
+        ref = np.array([1.0, 0.0, -1.0]) if f == 0 else np.array([0.0, 0.0, -1.0])
+        dorsal = minor if minor @ ref > 0 else -minor
+        cos = (r @ dorsal) / (np.linalg.norm(r, axis=1) + 1e-12)
+        along = _smoothstep(s, 0.35, 0.5) * (1.0 - _smoothstep(s, 0.98, 1.06))
+        w[sel] = along * _smoothstep(cos, 0.5, 0.72)
+    return w.astype(np.float32)

@@ -70,3 +70,31 @@ def test_vertex_weights(prepared):
     assert w["knuckles"][back_side].mean() > w["knuckles"][palm_side].mean()
     d = np.linalg.norm(rest[:, None] - joints[None], axis=2).min(axis=1)
     assert w["knuckles"][d > 0.03].max() < 0.05  # only near the joints
+
+
+def test_nails_sit_on_the_back_of_each_fingertip(config, cache_dir, prepared):
+    from datagen.items import ensure_tables
+    from datagen.skin import nail_weights
+
+    T = ensure_tables(config, cache_dir)
+    rest = T.dense(T.rest_base_vertices)
+    tips = T.rest_tips(rest)
+    dips = T.distal_joint_centres()
+    w = nail_weights(rest, T.dense_part, dips, tips)
+    assert w.min() >= 0 and w.max() <= 1
+    for f in range(5):
+        on = (w > 0.5) & (T.dense_part == f + 1)
+        assert 5 <= on.sum() <= 0.25 * (T.dense_part == f + 1).sum(), (f, on.sum())
+        # nails are near the tip, not at the joint ...
+        d_tip = np.linalg.norm(rest[on] - tips[f], axis=1)
+        d_dip = np.linalg.norm(rest[on] - dips[f], axis=1)
+        assert np.median(d_tip) < np.median(d_dip)
+        # ... and on the back of the finger (-z); the pronated thumb's nail faces radially (+x)
+        ax = (tips[f] - dips[f]) / np.linalg.norm(tips[f] - dips[f])
+        x = rest[on] - dips[f]
+        radial = x - np.outer(x @ ax, ax)
+        if f:
+            assert np.median(radial[:, 2]) < 0
+        else:
+            assert np.median(radial[:, 0]) > 0
+    assert w[T.dense_part == 0].max() == 0  # none on the palm
