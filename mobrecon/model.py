@@ -47,7 +47,12 @@ class MobRecon(nn.Module):
         n_joints: int = 21,
         channels: tuple[int, ...] = (256, 256, 128, 64, 32),
         spiral_length: int = 9,
+        template_offset: bool = False,
     ):
+        """``template_offset=True`` makes the decoder predict offsets from the rest template
+        (root-relative, same 0.2 m units) instead of absolute coordinates.  Not in the paper:
+        an untrained network then already outputs a plausible hand, which matters for short
+        schedules (the paper's decoder starts from a collapsed mesh)."""
         super().__init__()
         if mesh is None:
             mesh = prepare_mesh(template.vertices, template.faces, 4, spiral_length, cache_dir=cache_dir)
@@ -62,6 +67,12 @@ class MobRecon(nn.Module):
             "joint_regressor", torch.as_tensor(template.joint_regressor(), dtype=torch.float32), persistent=False
         )
         self.register_buffer("faces", torch.as_tensor(np.asarray(template.faces), dtype=torch.long), persistent=False)
+        self.template_offset = template_offset
+        if template_offset:
+            V = np.asarray(template.vertices, dtype=np.float64)
+            root = template.joint_regressor()[0] @ V
+            self.register_buffer("template_rel", torch.as_tensor((V - root) / 0.2, dtype=torch.float32),
+                                 persistent=False)
         self.mesh = mesh
 
     def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -69,6 +80,8 @@ class MobRecon(nn.Module):
         uv, maps = self.mapreg(enc["feat2d"])
         joint_feat = self.pose_pool(enc["latent"], uv)
         verts = self.decoder(self.pvl(joint_feat))
+        if self.template_offset:
+            verts = verts + self.template_rel
         return {"verts": verts, "uv": uv, "maps": maps, "latent": enc["latent"]}
 
     def joints(self, verts: torch.Tensor) -> torch.Tensor:

@@ -174,3 +174,21 @@ def test_onnx_roundtrip(template, mesh, enc):
     assert not any(isinstance(x_, nn.BatchNorm2d) for x_ in f.modules())
     with torch.no_grad():
         torch.testing.assert_close(f(x)["verts"], ref["verts"], atol=1e-4, rtol=1e-4)
+
+
+def test_template_offset_starts_from_the_template(template):
+    """With template_offset the decoder's output is an offset from the root-relative template."""
+    import numpy as np
+    import torch
+
+    from mobrecon.model import MobRecon
+
+    torch.manual_seed(0)
+    net = MobRecon(template, "ghoststack", template_offset=True).eval()
+    with torch.no_grad():
+        for p in net.decoder.head.parameters():
+            p.zero_()  # a zero head: the output is exactly the template
+        out = net(torch.zeros(1, 3, 128, 128))
+    V = np.asarray(template.vertices)
+    root = template.joint_regressor()[0] @ V
+    assert np.allclose(out["verts"][0].numpy(), (V - root) / 0.2, atol=1e-5)
