@@ -97,12 +97,53 @@ def fmt_row(name, m, quality=None) -> str:
     share = over / m["total_s"]
     core_h = m["total_cpu_s"] * FULL_IMAGES / 3600
     q = f"{quality[0]:7.2f} {quality[1]:7.2f}" if quality else f"{'-':>7s} {'-':>7s}"
-    return (f"{name:<34s} {m['total_s']:7.3f} {m['render_s']:7.3f} {over:7.3f} {share:7.1%} "
+    return (f"{name:<40s} {m['total_s']:7.3f} {m['render_s']:7.3f} {over:7.3f} {share:7.1%} "
             f"{m['labels_s']:7.3f} {m['total_cpu_s']:7.3f} {core_h:9.0f} {q}")
 
 
-HEADER = (f"{'setting':<34s} {'s/img':>7s} {'cycles':>7s} {'other':>7s} {'other%':>7s} "
+HEADER = (f"{'setting':<40s} {'s/img':>7s} {'cycles':>7s} {'other':>7s} {'other%':>7s} "
           f"{'labels':>7s} {'cpu_s':>7s} {'core_h':>9s} {'PSNR':>7s} {'PSNRh':>7s}")
+
+
+def study_rows(rc, ref_samples: int):
+    """(name, SceneRenderer kwargs, configure kwargs) of the settings study, reference first."""
+    rows = [(f"reference s={ref_samples} ad=0 dn=on", {}, dict(samples=ref_samples, adaptive_threshold=0.0, denoise=True))]
+    for s in (8, 16, 32):
+        for a in (0.05, 0.0):
+            for d in (True, False):
+                rows.append((f"s={s} ad={a:g} dn={'on' if d else 'off'}", {},
+                             dict(samples=s, adaptive_threshold=a, denoise=d)))
+    default = dict(samples=rc.samples, adaptive_threshold=rc.adaptive_threshold, denoise=rc.denoise)
+    for label, extra in (("bounces max=2 diff=1 gloss=1", dict(max_bounces=2, diffuse_bounces=1, glossy_bounces=1)),
+                         ("bounces max=8 diff=4 gloss=4", dict(max_bounces=8, diffuse_bounces=4, glossy_bounces=4)),
+                         ("denoise prefilter ACCURATE", dict(denoising_prefilter="ACCURATE")),
+                         ("denoise quality BALANCED", dict(denoising_quality="BALANCED")),
+                         ("persistent data off", dict(use_persistent_data=False)),
+                         ("adaptive min samples 4", dict(adaptive_min_samples=4)),
+                         ("adaptive 0.1 min samples 4", dict(adaptive_threshold=0.1, adaptive_min_samples=4))):
+        rows.append((f"default + {label}", {}, dict(default, **extra)))
+    for s, a, m in ((32, 0.1, 4), (64, 0.1, 4), (64, 0.05, 0)):
+        rows.append((f"s={s} ad={a:g} min={m or 'auto'} dn=on", {},
+                     dict(samples=s, adaptive_threshold=a, adaptive_min_samples=m, denoise=True)))
+    for method in ("RANDOM_WALK_SKIN", "NONE"):
+        rows.append((f"default + subsurface {method}", dict(subsurface_method=method), default))
+    rows.append(("default (study items)", {}, default))
+    return rows
+
+
+def run_study(args, cfg, tables, views, hdris, out, warm, specs_for) -> None:
+    """Every row on a fresh scene: Cycles keeps sampling tables sized for the largest sample
+    count a process rendered, which would tie a row's noise to the rows before it."""
+    from blender_scripts.scene import SceneRenderer
+
+    study_specs = specs_for(pick_items(tables.n_poses, len(views), args.study_items, seed=11))
+    ref = out / "reference"
+    for i, (name, scene_kw, conf) in enumerate(study_rows(cfg.render, args.ref_samples)):
+        renderer = SceneRenderer(cfg, tables, views, hdris, threads=args.threads, **scene_kw)
+        renderer.configure(**conf)
+        o = ref if i == 0 else out / "study" / name.replace(" ", "_").replace("=", "")
+        m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
+        print(fmt_row(name, m, None if i == 0 else image_quality(o, ref, study_specs)), flush=True)
 
 
 def main(argv=None) -> int:
@@ -164,37 +205,15 @@ def main(argv=None) -> int:
     print(fmt_row(default_name, default), flush=True)
 
     if args.study:
-        study_specs = specs_for(pick_items(tables.n_poses, n_v, args.study_items, seed=11))
-        ref = out / "reference"
-        renderer.configure(samples=args.ref_samples, adaptive_threshold=0.0, denoise=True)
-        mref = run_setting(renderer, cfg, study_specs, ref)
-        print(fmt_row(f"reference s={args.ref_samples} ad=0 dn=on", mref), flush=True)
-        grid = [(s, a, d) for s in (8, 16, 32) for a in (0.05, 0.0) for d in (True, False)]
-        for s, a, d in grid:
-            renderer.configure(samples=s, adaptive_threshold=a, denoise=d)
-            name = f"s={s} ad={a:g} dn={'on' if d else 'off'}"
-            o = out / "study" / name.replace(" ", "_").replace("=", "")
-            m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
-            print(fmt_row(name, m, image_quality(o, ref, study_specs)), flush=True)
-        renderer.configure(samples=rc.samples, adaptive_threshold=rc.adaptive_threshold, denoise=rc.denoise)
-        base_cycles = dict(renderer.cycles)
-        for label, extra in (("bounces max=2 diff=1 gloss=1", dict(max_bounces=2, diffuse_bounces=1, glossy_bounces=1)),
-                             ("bounces max=8 diff=4 gloss=4", dict(max_bounces=8, diffuse_bounces=4, glossy_bounces=4)),
-                             ("denoise prefilter ACCURATE", dict(denoising_prefilter="ACCURATE")),
-                             ("denoise quality BALANCED", dict(denoising_quality="BALANCED"))):
-            renderer.configure(**extra)
-            o = out / "study" / label.replace(" ", "_").replace("=", "")
-            m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
-            print(fmt_row(f"default + {label}", m, image_quality(o, ref, study_specs)), flush=True)
-            renderer.configure(**{k: base_cycles[k] for k in extra})
-        renderer.configure()
-        o = out / "study" / "default"
-        m = run_setting(renderer, cfg, study_specs, o, warmup_spec=warm)
-        print(fmt_row("default (study items)", m, image_quality(o, ref, study_specs)), flush=True)
+        run_study(args, cfg, tables, views, hdris, out, warm, specs_for)
 
     load1 = os.getloadavg()
     over_share = (default["total_s"] - default["render_s"]) / default["total_s"]
     core_h = default["total_cpu_s"] * FULL_IMAGES / 3600
+    cpu_share = (default["total_cpu_s"] - default["render_cpu_s"]) / default["total_cpu_s"]
+    print(f"default settings: {default['total_s']:.3f} s/image wall ({default['render_s']:.3f} in Cycles' render call), "
+          f"{default['total_cpu_s']:.3f} CPU-s/image; outside Cycles: {over_share:.1%} of wall time, "
+          f"{cpu_share:.1%} of CPU time")
     print(f"load average at end {load1[0]:.1f}; core-hours use CPU seconds (all threads of the process) "
           f"x {FULL_IMAGES} images")
     print(f"render_s_per_image={default['total_s']:.3f} overhead_share={over_share:.3f} core_hours_full={core_h:.0f}")

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HdriError, UsageError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for folder in {out / "items" / f"{p:05d}" for p, _ in (todo or [])} | {out / "meshes"}:
+    for folder in {out / "items" / f"{p:05d}" for p, _ in (todo or [])} | {out, out / "meshes"}:
         atomic.remove_stale_temps(folder)
 
     if args.stdin:
@@ -404,7 +404,10 @@ def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse (--help, bad arguments)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if in_blender_binary():
         # `blender -b -P` would otherwise carry on parsing its command line; exit with our status.
         sys.stdout.flush()

@@ -103,7 +103,8 @@ class SceneRenderer:
     """One Cycles scene for many items; see the module docstring."""
 
     def __init__(self, cfg, tables, views, hdris: list[Hdri], device: str | None = None,
-                 threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False):
+                 threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False,
+                 subsurface_method: str = SUBSURFACE_METHOD):
         self.cfg = cfg
         self.tables = tables
         self.views = views
@@ -112,6 +113,9 @@ class SceneRenderer:
         self.threads = cfg.render.threads if threads is None else int(threads)
         self.cycles = dict(CYCLES_FIXED, **(cycles_overrides or {}))
         self.fsync = fsync
+        if subsurface_method not in ("BURLEY", "RANDOM_WALK", "RANDOM_WALK_SKIN", "NONE"):
+            raise ValueError(f"subsurface_method {subsurface_method!r}: BURLEY, RANDOM_WALK, RANDOM_WALK_SKIN or NONE")
+        self.subsurface_method = subsurface_method
         self.versions = _versions(tables)
         self._pose = None
         self._dense = None
@@ -208,7 +212,7 @@ class SceneRenderer:
         out = {"engine": "CYCLES", "device": self.device, "samples": rc.samples,
                "adaptive_threshold": rc.adaptive_threshold, "denoise": rc.denoise,
                "view_transform": rc.view_transform, "look": VIEW_LOOKS.get(rc.view_transform, "None"),
-               "png_compression": rc.png_compression, "subsurface_method": SUBSURFACE_METHOD}
+               "png_compression": rc.png_compression, "subsurface_method": self.subsurface_method}
         out.update({k: v for k, v in self.cycles.items()})
         return out
 
@@ -292,8 +296,9 @@ class SceneRenderer:
         N, L = nt.nodes, nt.links
         out = N.new("ShaderNodeOutputMaterial")
         bsdf = N.new("ShaderNodeBsdfPrincipled")
-        bsdf.subsurface_method = SUBSURFACE_METHOD
-        bsdf.inputs["Subsurface Weight"].default_value = 1.0
+        if self.subsurface_method != "NONE":
+            bsdf.subsurface_method = self.subsurface_method
+        bsdf.inputs["Subsurface Weight"].default_value = 0.0 if self.subsurface_method == "NONE" else 1.0
         bsdf.inputs["IOR"].default_value = 1.4
         bsdf.inputs["Specular IOR Level"].default_value = 0.5
         L.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
