@@ -43,7 +43,7 @@ SSS_RADIUS = (1.0, 0.45, 0.25)  # per channel, times subsurface_scale_m
 
 # Ranges of the per-item variation (not in the config: they describe texture, not tone).
 VARIATION_RANGES = {
-    "blotch": (0.0, 0.35),  # relative melanin modulation amplitude
+    "blotch": (0.0, 0.2),  # relative melanin modulation amplitude
     "blotch_scale_per_m": (40.0, 140.0),  # noise frequency (1/m): 7..25 mm features
     "redness_variation": (0.0, 0.5),
     "pores": (0.0, 1.0),  # bump strength of the fine noise
