@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -45,6 +46,14 @@ def connect(address: str, workers: int | None, threads: int, cpus: int, gpu: boo
     kw = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
               configure_logging=True, logging_level="WARNING")
     local = not address and not os.environ.get("RAY_ADDRESS")
+    target = address or os.environ.get("RAY_ADDRESS") or ""
+    hostport = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", target.strip())
+    if hostport:  # fail fast: ray.init retries an unreachable address for minutes
+        try:
+            socket.create_connection((hostport.group(1), int(hostport.group(2))), timeout=10).close()
+        except OSError as exc:
+            raise RuntimeError(f"--ray: cannot start or reach Ray at {target}: {exc.strerror or exc} "
+                               f"(is the head node up? `ray start --head` prints its address)") from None
     if address:
         kw["address"] = address
     elif local:

@@ -246,14 +246,14 @@ def prepare(args) -> Plan:
     P.out = out
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a folder")
-    conflict = _existing_run_conflict(out, cfg, hdris)
-    if conflict:
-        raise UsageError(conflict)
     r = renderer_module()
     try:
         r.check_writable(out)
     except r.UsageError as exc:
         raise UsageError(str(exc)) from None
+    conflict = _existing_run_conflict(out, cfg, hdris)
+    if conflict:
+        raise UsageError(conflict)
     if args.cache:
         cache = Path(args.cache).absolute()
     else:
@@ -354,8 +354,9 @@ class Tracker:
                 if what in ("crash", "timeout", "start-failed", "slot-gave-up"):
                     detail = kw.get("error") or (f"item {kw.get('item')}, limit {kw.get('timeout_s')} s"
                                                  if what == "timeout" else "")
-                    self.say(f"{kw.get('worker')}: {what}{': ' + str(detail) if detail else ''} "
-                             f"(log: {kw.get('log') or 'logs/'}); retrying")
+                    log = f" (log: {kw['log']})" if kw.get("log") and "(log:" not in detail else ""
+                    then = "" if kw.get("fatal") or what == "slot-gave-up" else "; retrying"
+                    self.say(f"{kw.get('worker')}: {what}{': ' + str(detail) if detail else ''}{log}{then}")
 
     def outcome(self, o: Outcome, worker: str, extra: dict | None = None) -> None:
         item = o.pose * self.n_views + o.view
@@ -513,7 +514,8 @@ def run_job(args, P: Plan) -> int:
                     signal.signal(s, h)
             fatal = pool.fatal
     finally:
-        tracker.refresh(force=True)
+        if tracker.n:
+            tracker.refresh(force=True)
         tracker.close()
         summ = tracker.summary()
         from .items import is_done

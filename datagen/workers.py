@@ -382,7 +382,7 @@ class Slot:
                 w.close_log()
                 failures += 1
                 self.events("worker", worker=self.name, what="start-failed", pid=w.pid, error=str(exc).splitlines()[0],
-                            log=self.log_rel)
+                            log=self.log_rel, fatal=exc.fatal)
                 if exc.fatal or failures >= self.MAX_START_FAILURES or self.stopping():
                     raise WorkerStartError(str(exc), fatal=exc.fatal or failures >= self.MAX_START_FAILURES) from None
                 time.sleep(min(30.0, 2.0 ** failures))
