@@ -62,7 +62,7 @@ def toy_asset() -> HandAsset:
         name="toy", base_faces=f, dense_matrix=sp.identity(n, format="csr"), dense_faces=f,
         dense_quads=np.zeros((0, 4), np.int64), bone_names=tuple(f"b{i}" for i in range(16)),
         parents=np.arange(-1, 15), rest_heads=heads, rest_tails=heads + [0, 0.01, 0],
-        joint_bones=np.arange(16), tip_faces=np.arange(5), tip_barycentric=np.full((5, 3), 1 / 3),
+        joint_bones=np.arange(16), wrist_vertex=0, tip_faces=np.arange(5), tip_barycentric=np.full((5, 3), 1 / 3),
         base_part=np.zeros(n, np.int64), dense_part=np.zeros(n, np.int64), rest_base_vertices=v,
         palm_centre=np.array([0.0, 0.06, 0.0]), licence={"name": "toy", "licence": "CC0-1.0"},
         versions={"toy": "1"})
