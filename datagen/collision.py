@@ -19,55 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .geometry import closest_barycentric
+
 JUNCTION_M = 0.006  # rest-pose distance under which two parts count as joined
 BROAD_PHASE_M = 0.015  # only vertices this close to B's vertices can be inside B
 NEIGHBOURS = 4  # faces around this many nearest vertices of B hold the closest point
 PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "little")
-
-
-def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
-    """Closest point on triangle (a, b, c) to p, row-wise; returns (points, region code).
-
-    Region code: 0 face interior, 1 on an edge, 2 at a vertex (Ericson, Real-Time Collision
-    Detection, 5.1.5, vectorised).
-    """
-    ab, ac, ap = b - a, c - a, p - a
-    d1 = np.einsum("ij,ij->i", ab, ap)
-    d2 = np.einsum("ij,ij->i", ac, ap)
-    bp = p - b
-    d3 = np.einsum("ij,ij->i", ab, bp)
-    d4 = np.einsum("ij,ij->i", ac, bp)
-    cp = p - c
-    d5 = np.einsum("ij,ij->i", ab, cp)
-    d6 = np.einsum("ij,ij->i", ac, cp)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    out = np.empty_like(p)
-    region = np.zeros(len(p), np.int8)
-    done = np.zeros(len(p), bool)
-
-    def put(mask, value, code):
-        nonlocal done
-        m = mask & ~done
-        out[m] = value[m] if value.ndim == 2 else value
-        region[m] = code
-        done |= m
-
-    put((d1 <= 0) & (d2 <= 0), a, 2)
-    put((d3 >= 0) & (d4 <= d3), b, 2)
-    put((d6 >= 0) & (d5 <= d6), c, 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = d1 / (d1 - d3)
-        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), a + v[:, None] * ab, 1)
-        w = d2 / (d2 - d6)
-        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), a + w[:, None] * ac, 1)
-        w2 = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), b + w2[:, None] * (c - b), 1)
-        denom = 1.0 / (va + vb + vc)
-        vv, ww = vb * denom, vc * denom
-        put(np.ones(len(p), bool), a + vv[:, None] * ab + ww[:, None] * ac, 0)
-    return out, region
 
 
 @dataclass
@@ -178,7 +135,9 @@ class PenetrationChecker:
             valid = fidx >= 0
             rows, fidx = rows[valid], fidx[valid]
             tri = vertices[pb.faces[fidx]]
-            q, region = closest_points_on_triangles(pts[rows], tri[:, 0], tri[:, 1], tri[:, 2])
+            w = closest_barycentric(pts[rows], tri[:, 0], tri[:, 1], tri[:, 2])
+            q = np.einsum("ik,ikc->ic", w, tri)
+            region = (w <= 0).sum(axis=1)  # 0 inside the face, 1 on an edge, 2 at a vertex
             diff = pts[rows] - q
             d = np.einsum("ij,ij->i", diff, diff)
             normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from datagen.mapping import (Mapping, _closest_on_triangles, build_mapping, closest_points, fit_joint_regressor,
+from datagen.geometry import closest_barycentric
+from datagen.mapping import (Mapping, build_mapping, closest_points, fit_joint_regressor,
                              format_report, main, measure_poses, rest_geometry)
 from datagen.open778 import boundary_loop
 
@@ -153,7 +154,7 @@ def test_closest_points_is_exact(open778, rest):
     Q = V[rng.integers(0, 778, 200)] + rng.normal(0, 0.006, (200, 3))
     f, b, d = closest_points(V, F, Q)
     A, B, C = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
-    w = _closest_on_triangles(Q[:, None], A[None], B[None], C[None])
+    w = closest_barycentric(Q[:, None], A[None], B[None], C[None])
     brute = np.linalg.norm(w[..., :1] * A + w[..., 1:2] * B + w[..., 2:] * C - Q[:, None], axis=-1).min(1)
     np.testing.assert_allclose(d, brute, atol=1e-12)
     p = np.einsum("nk,nkc->nc", b, V[F[f]])
