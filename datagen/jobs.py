@@ -502,13 +502,21 @@ def hms(seconds: float | None) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
-def format_status(st: dict, max_failures: int = 20) -> str:
+def format_status(st: dict, max_failures: int = 20, max_jobs: int = 30) -> str:
     lines = [f"RENDER_DIR {st['out']}  ({st['n_poses']} poses x {st['n_views']} views; "
              f"reference: {st['reference']})"]
     if st["jobs"]:
         lines.append(f"{'job':<44s} {'selected':>9s} {'done':>9s} {'failed':>7s} {'pending':>9s}  state")
         now = time.time()
-        for j in st["jobs"]:
+        shown = st["jobs"]
+        if len(shown) > max_jobs:  # many shards: the unfinished ones, and counts by state
+            states: dict[str, int] = {}
+            for j in shown:
+                states[j["state"]] = states.get(j["state"], 0) + 1
+            lines.append(f"({len(shown)} jobs: " + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+                         + f"; showing up to {max_jobs} not finished, --json lists all)")
+            shown = [j for j in shown if j["state"] != "finished" or j["failed"] or j["pending"]][:max_jobs]
+        for j in shown:
             ago = f", last event {hms(now - j['last_event'])} ago" if j["last_event"] else ""
             who = f" ({j['holder']})" if j["holder"] else ""
             lines.append(f"{j['key']:<44s} {j['selected']:9d} {j['done']:9d} {j['failed']:7d} {j['pending']:9d}  "

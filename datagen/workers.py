@@ -118,8 +118,8 @@ class Policy:
     retries: int = 2
     item_timeout: float | None = None  # None = auto
     start_timeout: float = 600.0
-    recycle_after: int = 500
-    max_rss_mb: float = 0.0  # 0 = no memory limit
+    recycle_after: int = 200
+    max_rss_mb: float = 2048.0  # 0 = no memory limit
     stop_grace: float = 60.0
     _times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -331,6 +331,7 @@ class Outcome:
     attempts: int
     seconds: float = 0.0
     cpu_s: float | None = None
+    cycles_s: float | None = None  # wall seconds of Cycles' render call (the rest is scene, labels, files)
     error: str | None = None
     log: str | None = None
 
@@ -433,9 +434,10 @@ class Slot:
                     if st == "ok":
                         self.policy.observe(dt)
                     t = msg.get("timings") or {}
-                    w.log(f"item pose {pose} view {view}: {st} in {dt:.2f} s")
+                    w.log(f"item pose {pose} view {view}: {st} in {dt:.2f} s (worker RSS {w.rss_mb():.0f} MB)")
                     self._maybe_recycle()
-                    return Outcome(pose, view, st, attempts, dt, t.get("total_cpu_s"), log=self.log_rel)
+                    return Outcome(pose, view, st, attempts, dt, t.get("total_cpu_s"), t.get("render_s"),
+                                   log=self.log_rel)
                 error = msg.get("error") or f"worker answered {msg}"
                 w.log(f"item pose {pose} view {view}: {st}: {error}")
                 # a renderer exception may leave Blender in an odd state: continue on a fresh worker

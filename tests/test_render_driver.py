@@ -29,11 +29,9 @@ N_ITEMS = 40
 
 
 def write_config(path: Path, size=96, samples=4, sources=("builtin",)) -> Path:
-    path.write_text(
-        f"[cameras]\nwidth = {size}\nheight = {size}\nfocal_px = {373.3511425 * size / 256}\n"
-        f"[hdri]\nsources = {json.dumps([str(s) for s in sources])}\n"
-        f"[render]\nsamples = {samples}\ndenoise = false\nthreads = 1\n")
-    return path
+    from test_render import write_config as render_config
+
+    return render_config(path, size=size, samples=samples, denoise=False, sources=sources, threads=1)
 
 
 def run_driver(args) -> int:
@@ -180,6 +178,29 @@ def test_driver_killed_mid_job_then_resumed(reference, cfg, cache_dir, tmp_path,
     assert f"{done_before} done, {N_ITEMS - done_before} to render" in err
     assert [e["ev"] for e in ledger_events(out)].count("start") == 2
     assert_same_as_reference(out, reference)
+
+
+def test_ctrl_c_lets_the_items_in_flight_finish(cfg, cache_dir, tmp_path):
+    out = tmp_path / "sigint"
+    args = ["--config", cfg, "--out", out, "--cache", cache_dir, "--workers", 2, "--no-progress"] + SEL
+    proc = subprocess.Popen(driver_cmd(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(),
+                            cwd=REPO)
+    try:
+        wait_for(lambda: sum(e["ev"] == "done" for e in ledger_events(out)) >= 3, 120, "3 items", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGINT: stopping" in err and "re-run the same command to continue" in err
+    ev = ledger_events(out)
+    workers = [e["pid"] for e in ev if e.get("what") == "started"]
+    assert workers and not any(alive(p) for p in workers)
+    n = len(labels(out))
+    assert 3 <= n < N_ITEMS and ev[-1]["ev"] == "end" and ev[-1]["signal"] == signal.SIGINT
+    assert ev[-1]["pending"] == N_ITEMS - n and sum(e["ev"] == "done" for e in ev) == n  # in flight finished
+    assert not [p for p in out.rglob(".*") if ".tmp-" in p.name]  # a graceful stop leaves no temporaries
 
 
 def test_shards_together_render_exactly_the_reference(reference, cfg, cache_dir, tmp_path, capsys):
