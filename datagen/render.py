@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .jobs import (Job, JobLock, Ledger, collect_status, format_status, hms, job_key, plan_blocks, resolve_shard,
-                   shard_items, shard_tag)
+                   scan_done, shard_items, shard_tag)
 from .workers import Outcome, Policy, WorkerSpec, renderer_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def prepare(args) -> Plan:
     from .cameras import views_for
     from .config import ConfigError, load_config
     from .hdri import HdriError, discover
-    from .items import PreparedMissing, SelectionError, ensure_tables, is_done, make_spec, read_items_file, select
+    from .items import PreparedMissing, SelectionError, ensure_tables, make_spec, read_items_file, select
 
     P = Plan()
     if not args.out:
@@ -268,7 +268,7 @@ def prepare(args) -> Plan:
     P.key = job_key([p * P.n_views + v for p, v in selected], P.shard, cfg.digest())
     P.job = Job(P.key, out, P.selection, P.shard, P.items, P.n_poses, P.n_views, cfg.digest())
     # what is left: not done, and (with --skip-failed) not given up on before
-    todo = [(p, v) for p, v in P.items if not is_done(out, p, v)]
+    todo = _not_done(out, P.items, P.n_views)
     P.already_done = len(P.items) - len(todo)
     P.skipped_failed = 0
     if args.skip_failed and todo:
@@ -288,6 +288,12 @@ def prepare(args) -> Plan:
     P.free_bytes = shutil.disk_usage(out).free
     P.need_bytes = len(todo) * BYTES_PER_ITEM_256 * (views.width * views.height) / 256 ** 2
     return P
+
+
+def _not_done(out: Path, items, n_views: int) -> list[tuple[int, int]]:
+    """Items without a label JSON (one directory listing per pose: fast on network file systems)."""
+    done = set(scan_done(out, n_views).tolist())
+    return [(p, v) for p, v in items if p * n_views + v not in done]
 
 
 def _failed_items(job: Job) -> set[int]:
@@ -520,9 +526,7 @@ def run_job(args, P: Plan) -> int:
             tracker.refresh(force=True)
         tracker.close()
         summ = tracker.summary()
-        from .items import is_done
-
-        pending = sum(1 for p, v in P.items if not is_done(P.out, p, v))
+        pending = len(_not_done(P.out, P.items, P.n_views))
         ledger.write("end", pending=pending, signal=stop["signum"], fatal=fatal, **summ)
         ledger.close()
         lock.release()
