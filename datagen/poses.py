@@ -50,13 +50,13 @@ BENT = {
 }
 # Thumb (degrees): CMC flexion, CMC palmar abduction and CMC axial rotation (about the
 # metacarpal's long axis, right-hand rule), relative to the rest pose; MCP and IP flexion,
-# anatomical like the fingers' (0 = straight).  The bent thumb lies along the radial side of the bent index finger, its pad
-# against the index's middle phalanx.  It does not wrap over the index and middle fingers:
-# that fist would put the thumb in the path of a bending index finger, and every pose
-# interpolated between "thumb bent, index extended" and "thumb bent, index bent" would
-# penetrate by ~6 mm (measured; see docs/POSES.md).
+# anatomical like the fingers' (0 = straight).  The bent thumb folds across the front of the
+# fist, over the middle phalanges of the bent index and middle fingers, like a real fist -
+# with 3.8 mm of clearance: the interpolated poses in which a finger bends while the thumb
+# stays bent move that finger's middle phalanx outwards through the thumb's place, and the
+# clearance is the smallest that keeps all of them under 1 mm (found by search; docs/POSES.md).
 THUMB_EXTENDED = (0.0, 0.0, 0.0, 0.0, 0.0)
-THUMB_BENT = (0.0, 10.0, -40.0, 37.0, 75.0)
+THUMB_BENT = (45.0, 25.0, -20.0, 40.0, 60.0)
 # Human active range limits used to validate the tables (degrees).
 LIMITS = {"mcp": 90.0, "pip": 110.0, "dip": 80.0, "thumb_mcp": 60.0, "thumb_ip": 80.0}
 
