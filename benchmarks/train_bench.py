@@ -17,6 +17,7 @@ render-directory generator) into a temporary folder.  The last line is
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -103,8 +104,10 @@ def main(argv=None) -> int:
     ds = MixedDataset([src], AugmentParams.from_config(cfg["augment"]), 128, views=2)
     tpl = src.template()
     h, w = src.get(0)["image"].shape[:2]
+    load0 = os.getloadavg()
     print(f"data: {data} ({len(src)} samples, {w}x{h}); batch {args.batch_size} images x 2 views; "
-          f"{args.threads} torch threads; torch {torch.__version__}")
+          f"{args.threads} torch threads; torch {torch.__version__}; load average at start "
+          f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} on {os.cpu_count()} CPUs")
     rows = []
     for enc in ("densestack", "ghoststack"):
         step, sps = time_steps(ds, tpl, enc, args.batch_size, args.steps, cfg)
@@ -124,6 +127,9 @@ def main(argv=None) -> int:
     ok = lw > max(r[2] for r in rows)
     print(f"\nloader {'is not' if ok else 'IS'} the bottleneck: it delivers {lw / rows[0][2]:.1f}x what a DenseStack step "
           f"and {lw / rows[1][2]:.1f}x what a GhostStack step consumes (one core alone: {l0:.1f} samples/s)")
+    load1 = os.getloadavg()
+    print(f"load average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (this benchmark itself keeps "
+          f"~{args.threads} cores busy; more means other processes shared the machine)")
     print(f"train_samples_per_s={rows[0][2]:.2f} loader_samples_per_s={lw:.1f}")
     if tmp is not None:
         tmp.cleanup()

@@ -1,17 +1,31 @@
 """The end-to-end demo (``make demo``): render -> contact sheet -> pack -> pretrain -> train ->
-evaluate (untrained vs trained, held-out pose chains) -> a picture of predictions.
+evaluate on held-out pose chains (trained network vs. three baselines) -> a picture of predictions.
 
 Everything goes to ``out/demo/``.  Each stage prints the command it runs, so you can learn the
 CLIs, and is skipped when its output already exists (a re-run is fast; delete a stage's
-output, or use ``--fresh``, to redo it).  The demo is small so it runs in ~10-15 minutes on 2
-CPU cores: 5 base poses and the 30 poses interpolated between them (10 chains base a ->
-t = 1/4, 1/2, 3/4 -> base b) from 3 viewpoints = 105 items at 256x256, rendered with 1 path
-sample + denoising; whole chains are held out (``--split-by chain``) so that the evaluation is
-on unseen poses and the acceleration error has natural 5-frame sequences.  The training
-schedule is cut to a few minutes, so expect a clear but modest improvement, not the paper's
-numbers (docs/TRAINING.md says what the full schedule costs).
+output, or use ``--fresh``, to redo it).  Sized for ~10-15 minutes on 2 CPU cores:
 
-The last line printed is ``demo pa_mpjpe_mm_untrained=X pa_mpjpe_mm_trained=Y``.
+* data: 12 base poses (finger states chosen so every finger is bent in about half of them) and
+  the 198 poses interpolated between every pair of them (66 chains base a -> t = 1/4, 1/2, 3/4
+  -> base b) = 210 poses, from 3 viewpoints = 630 items at 256x256, 1 path sample + denoising;
+* split: whole chains are held out (``--split-by chain``, about 30% of the samples): the test
+  poses are never seen in training, and they form 5-frame sequences for the acceleration error;
+* network: GhostStack encoder + DSConv decoder with ``--template-offset`` (ours: the decoder
+  predicts offsets from the rest template, so a short schedule starts from a hand, not from a
+  collapsed mesh); the encoder starts from a short heatmap + position pretraining;
+* schedule: 20 epochs of batch 8 (~1100 steps), Adam 1e-3 (x0.1 for the last quarter), one
+  augmented view per image (the consistency losses need two: off, for twice the images per CPU
+  second) and no in-plane rotation (fewer orientations to learn in minutes); scale, shift and
+  colour jitter as in the paper.
+
+It compares, on the held-out chains, the trained network with (1) the same network untrained
+(random weights: with the template offset it outputs nearly the rest hand), (2) the rest
+template itself and (3) the mean training pose (a constant mesh: what knowing only the data's
+average hand is worth).  The schedule is minutes, not the paper's 38 epochs
+(docs/TRAINING.md says what the full schedule costs).
+
+The last line printed is ``demo pa_mpjpe_mm_untrained=X pa_mpjpe_mm_trained=Y`` (X: the untrained
+network).
 """
 from __future__ import annotations
 
@@ -26,13 +40,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 PY = sys.executable
-BASES = (0, 31, 6, 25, 12)  # open hand, fist, index+middle bent, thumb+ring+little bent, middle+ring bent
+# base poses (bit k = finger k bent, thumb..little): open, fist, thumb, index, index+middle,
+# middle+ring, ring+little, thumb+ring+little, all but index, all but thumb, little, thumb+index+middle
+BASES = (0, 31, 1, 2, 6, 12, 24, 25, 29, 30, 16, 7)
 VIEWS = (0, 75, 147)  # (latitude, longitude) steps (0,0), (2,3), (4,3): spread over the hemisphere
+FRACTIONS = (0.7, 0.0, 0.3)
 STAGE_TIMES: list[tuple[str, float, str]] = []
 
 
 def pose_ids(bases=BASES) -> list[int]:
+    """The base poses and the three interpolated poses of every pair of them (datagen's pose ids)."""
     from itertools import combinations
 
     pairs = list(combinations(range(32), 2))
@@ -43,20 +63,13 @@ def pose_ids(bases=BASES) -> list[int]:
     return sorted(ids)
 
 
-def run(cmd: list[str], log: Path | None = None) -> None:
+def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if log is None:
-        r = subprocess.run(cmd, cwd=REPO, env=env)
-        if r.returncode != 0:
-            raise SystemExit(f"demo: the command above failed (exit {r.returncode}); fix it and re-run "
-                             "(finished stages are skipped)")
-        return
-    with open(log, "w") as fh:
-        r = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    r = subprocess.run(cmd, cwd=REPO, env=env)
     if r.returncode != 0:
-        print(log.read_text()[-4000:], file=sys.stderr)
-        raise SystemExit(f"demo: stage failed (exit {r.returncode}); full log in {log}")
+        raise SystemExit(f"demo: the command above failed (exit {r.returncode}); fix it and re-run "
+                         "(finished stages are skipped)")
 
 
 def stage(name: str, done: bool, fn) -> None:
@@ -70,51 +83,72 @@ def stage(name: str, done: bool, fn) -> None:
     STAGE_TIMES.append((name, time.time() - t, "ran"))
 
 
-def choose_split_seed(dataset: Path, fractions) -> int:
-    """First split seed whose test split holds >= 2 chains and whose train split >= 5 chains."""
+def choose_split_seed(dataset: Path, fractions=FRACTIONS) -> int:
+    """The first split seed whose test split holds 25-35% of the samples and >= 8 whole chains."""
     from train.data import ShardSource
+    from train.evaluate import pose_chains
 
+    full = ShardSource(dataset, "all", "chain", fractions, 0)
+    chains = pose_chains(full.pose_table)
     for seed in range(200):
         te = ShardSource(dataset, "test", "chain", fractions, seed)
-        tr = ShardSource(dataset, "train", "chain", fractions, seed)
-        chains_te = {int(p) for p in te.pose_ids if p >= 32}
-        chains_tr = {int(p) for p in tr.pose_ids if p >= 32}
-        if len(chains_te) >= 6 and len(chains_tr) >= 15:  # >= 2 and >= 5 chains of 3 interior poses
+        held = set(te.pose_ids.tolist())
+        whole = sum(all(p in held for p in ch[1:-1]) for ch in chains)
+        if 0.25 <= len(te) / len(full) <= 0.35 and whole >= 8:
             return seed
     return 0
 
 
-def picture(ckpt: Path, dataset: Path, split_seed: int, fractions, out_png: Path, n: int = 6) -> None:
-    """Test images: input | truth (mesh + skeleton) | prediction, one row each."""
+def picture(ckpt: Path, dataset: Path, split_seed: int, out_png: Path, n: int = 6) -> None:
+    """Held-out test images, one row each: input | ground truth | predicted 2D joints | predicted mesh."""
     import cv2
     import numpy as np
     import torch
 
     from train.augment import AugmentParams, crop_box
     from train.data import ShardSource
+    from train.metrics import pa_errors
     from train.model_io import model_from_checkpoint
-    from train.predict import draw_overlay, predict_image
+    from train.predict import draw_overlay, draw_skeleton, predict_image, shade_mesh
+
+    def label(img, text):
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)
+        cv2.rectangle(img, (0, 0), (tw + 8, th + 8), (0, 0, 0), -1)
+        cv2.putText(img, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
 
     model, tpl, ck = model_from_checkpoint(ckpt)
-    src = ShardSource(dataset, "test", "chain", fractions, split_seed)
-    rows = []
-    pick = np.linspace(0, len(src) - 1, min(n, len(src))).astype(int)
+    src = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed)
     scale = AugmentParams.from_config(ck["config"]["augment"]).scale
+    # one item per view and spread over the held-out poses
+    rng = np.random.default_rng(0)
+    pick = []
+    views = sorted(set(src.view_ids.tolist()))
+    for k in range(n):
+        cand = np.nonzero(src.view_ids == views[k % len(views)])[0]
+        cand = [c for c in cand if src.pose_ids[c] not in {src.pose_ids[p] for p in pick}] or list(cand)
+        pick.append(int(rng.choice(cand)))
+    rows = []
     for i in pick:
-        s = src.get(int(i))
-        c, side = crop_box(s)
+        s = src.get(i)
+        c, side = crop_box(s)  # the silhouette's box: what a hand detector would give
         box = (c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2)
         with torch.no_grad():
             r = predict_image(model, s["image"], s["K"], box, scale, ck["config"]["data"]["crop_size"])
         uv_gt = s["joints"] @ s["K"].T
         uv_gt = uv_gt[:, :2] / uv_gt[:, 2:]
         gt = draw_overlay(s["image"], uv_gt, s["verts"], tpl.faces, s["K"])
-        pr = draw_overlay(s["image"], r["uv"], r["verts_cam"], tpl.faces, s["K"])
-        rows.append(np.hstack([s["image"], gt, pr]))
+        sk = draw_skeleton(s["image"], r["uv"])
+        me = shade_mesh(s["image"], r["verts_cam"], tpl.faces, s["K"], tint=(255, 190, 120))
+        pa = 1000 * float(pa_errors(r["joints_cam"][None], s["joints"][None]).mean())
+        s["image"] = s["image"].copy()
+        label(s["image"], f"pose {s['pose_id']}, view {s['view_id']}")
+        label(me, f"PA-MPJPE {pa:.1f} mm" + (" (weak-persp. root)" if r["root_fallback"] else ""))
+        rows.append(np.hstack([s["image"], gt, sk, me]))
     img = np.vstack(rows)
     head = np.full((28, img.shape[1], 3), 255, np.uint8)
-    for k, t in enumerate(("input (held-out pose)", "ground truth", "prediction")):
-        cv2.putText(head, t, (8 + k * img.shape[1] // 3, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    w = img.shape[1] // 4
+    for k, t in enumerate(("input (held-out pose)", "ground truth", "predicted 2D joints", "predicted mesh (own root)")):
+        cv2.putText(head, t, (8 + k * w, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(out_png), np.vstack([head, img])[..., ::-1])
 
 
@@ -124,10 +158,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the output folder first")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for rendering and training")
     ap.add_argument("--encoder", default="ghoststack", choices=("densestack", "ghoststack"),
-                    help="GhostStack (MobRecon's lightest encoder) trains ~1.7x faster on CPU than DenseStack")
-    ap.add_argument("--pretrain-epochs", type=int, default=4)
-    ap.add_argument("--train-epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=8, help="images per step (pretraining: 2x this)")
+                    help="GhostStack (MobRecon's lightest encoder) trains ~2x faster on CPU than DenseStack")
+    ap.add_argument("--pretrain-epochs", type=int, default=4, help="pretraining epochs over the training split")
+    ap.add_argument("--pretrain-batch-size", type=int, default=16, help="pretraining images per step")
+    ap.add_argument("--pretrain-lr", type=float, default=2e-3, help="pretraining Adam learning rate")
+    ap.add_argument("--train-epochs", type=int, default=20, help="training epochs over the training split")
+    ap.add_argument("--batch-size", type=int, default=8, help="training images per step (one view each)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="training Adam learning rate")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.fresh and out.exists():
@@ -136,7 +173,6 @@ def main(argv=None) -> int:
     t0 = time.time()
     render, dataset = out / "render", out / "dataset"
     poses = pose_ids()
-    fractions = (0.7, 0.0, 0.3)
     print(f"demo: {len(poses)} poses x {len(VIEWS)} views = {len(poses) * len(VIEWS)} items -> {out}")
 
     render_cfg = out / "render.toml"
@@ -145,84 +181,79 @@ def main(argv=None) -> int:
     stage("render (Blender Cycles, CPU)", (render / ".demo-complete").exists(), lambda: (
         run([PY, "blender_scripts/render.py", "--config", str(render_cfg), "--out", str(render),
              "--poses", ",".join(map(str, poses)), "--views", ",".join(map(str, VIEWS)),
-             "--threads", str(args.threads)]),
+             "--threads", str(args.threads), "--no-progress"]),
         (render / ".demo-complete").write_text("ok\n")))
-
     sheet = out / "contact_sheet.png"
-
-    def contact():
-        import importlib.util
-
-        if importlib.util.find_spec("datagen.contact_sheet") is None:
-            print("(datagen.contact_sheet is not available in this checkout; skipped)")
-            return
-        helptext = subprocess.run([PY, "-m", "datagen.contact_sheet", "--help"], cwd=REPO, capture_output=True,
-                                  text=True).stdout
-        extra = ["--out", str(sheet)] if "--out" in helptext else []
-        run([PY, "-m", "datagen.contact_sheet", str(render), *extra])
-        if not sheet.exists():  # the tool chose its own file name: remember that the stage ran
-            (out / ".contact-sheet-done").write_text("see the command's output above\n")
-
-    stage("contact sheet", sheet.exists() or (out / ".contact-sheet-done").exists(), contact)
+    stage("contact sheet", sheet.exists(),
+          lambda: run([PY, "-m", "datagen.contact_sheet", str(render), "--out", str(sheet), "--max", "24"]))
     stage("pack into HDF5 shards", (dataset / "manifest.json").exists(),
           lambda: run([PY, "-m", "datagen.pack", str(render), str(dataset)]))
 
-    split_seed = choose_split_seed(dataset, fractions)
-    common = ["--data", str(dataset), "--split-by", "chain", "--split-fractions", *map(str, fractions),
+    split_seed = choose_split_seed(dataset)
+    common = ["--data", str(dataset), "--split-by", "chain", "--split-fractions", *map(str, FRACTIONS),
               "--split-seed", str(split_seed), "--threads", str(args.threads), "--workers", "1",
-              "--encoder", args.encoder]
+              "--encoder", args.encoder, "--no-progress"]
     pre = out / "pretrain"
-    E1 = args.pretrain_epochs
+    E1, E2 = args.pretrain_epochs, args.train_epochs
     stage("pretrain the 2D encoder (heatmap + position)", (pre / "encoder.pt").exists(), lambda: run(
-        [PY, "-m", "pretrain", *common, "--out", str(pre), "--epochs", str(E1), "--batch-size", str(2 * args.batch_size),
-         "--milestones", str(int(E1 * 0.75)), "--val-every", "0"]))
+        [PY, "-m", "pretrain", *common, "--out", str(pre), "--epochs", str(E1), "--batch-size",
+         str(args.pretrain_batch_size), "--lr", str(args.pretrain_lr), "--milestones", str(max(1, E1 * 3 // 4)),
+         "--val-every", "0"]))
     tr = out / "train"
-    E2 = args.train_epochs
-    stage("train MobRecon (two-view consistency)", (tr / "model.pt").exists(), lambda: run(
-        [PY, "-m", "train", *common, "--out", str(tr), "--pretrained", str(pre / "encoder.pt"),
-         "--epochs", str(E2), "--batch-size", str(args.batch_size), "--milestones", str(int(E2 * 0.8)),
-         "--consistency-from-epoch", "1", "--val-every", "0", "--checkpoint-every", "0"]))
-    ev = ["--checkpoint", str(tr / "model.pt"), "--split", "test", "--threads", str(args.threads)]
-    stage("evaluate the untrained network (same architecture, random weights)",
-          (out / "eval_untrained.json").exists(),
-          lambda: run([PY, "-m", "train.evaluate", *ev, "--untrained", "--out", str(out / "eval_untrained.json")]))
-    stage("evaluate the trained network on held-out pose chains", (out / "eval_trained.json").exists(),
-          lambda: run([PY, "-m", "train.evaluate", *ev, "--out", str(out / "eval_trained.json"),
-                       "--freihand-json", str(out / "pred_freihand_format.json")]))
+    # The demo's schedule (docs/TRAINING.md, "The demo"): one view per image (no consistency losses:
+    # twice the images per CPU second), no in-plane rotation, offsets from the rest template, lr x0.1
+    # for the last quarter.
+    stage("train MobRecon (one view per image, template offsets)", (tr / "model.pt").exists(), lambda: run(
+        [PY, "-m", "train", *common, "--out", str(tr), "--pretrained", str(pre / "encoder.pt"), "--template-offset",
+         "--no-consistency", "--rotation-prob", "0", "--epochs", str(E2), "--batch-size", str(args.batch_size),
+         "--lr", str(args.lr), "--milestones", str(max(1, E2 * 3 // 4)), "--val-every", "0",
+         "--checkpoint-every", "0"]))
+    ev = ["--checkpoint", str(tr / "model.pt"), "--split", "test", "--threads", str(args.threads), "--no-progress"]
+    evals = {  # column -> (file, extra flags, stage title)
+        "untrained": ("eval_untrained.json", ["--untrained"], "the untrained network (random weights)"),
+        "rest tpl": ("eval_rest_template.json", ["--baseline", "rest-template"], "the rest template"),
+        "mean pose": ("eval_mean_pose.json", ["--baseline", "mean-train-pose"], "the mean training pose"),
+        "trained": ("eval_trained.json", ["--freihand-json", str(out / "pred_freihand_format.json")],
+                    "the trained network"),
+    }
+    for col, (fname, extra, title) in evals.items():
+        stage(f"evaluate {title}", (out / fname).exists(),
+              lambda fname=fname, extra=extra: run([PY, "-m", "train.evaluate", *ev, *extra, "--out", str(out / fname)]))
 
     def pics():
-        picture(tr / "model.pt", dataset, split_seed, fractions, out / "predictions.png")
+        picture(tr / "model.pt", dataset, split_seed, out / "predictions.png")
+        print(f"wrote {out / 'predictions.png'}")
         from train.data import ShardSource
 
-        s = ShardSource(dataset, "test", "chain", fractions, split_seed).get(0)
+        s = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed).get(0)
         import cv2
 
         cv2.imwrite(str(out / "test_image.png"), s["image"][..., ::-1])
         run([PY, "-m", "train.predict", str(out / "test_image.png"), "--checkpoint", str(tr / "model.pt"),
              "--out", str(out / "predict"), "--focal", str(float(s["K"][0, 0]))])
-        print(f"wrote {out / 'predictions.png'}")
 
     stage("pictures of predictions", (out / "predictions.png").exists(), pics)
 
-    def load(name):
-        rep = json.loads((out / name).read_text())
-        (m,) = rep["sources"].values()
-        return m
-
-    u, t = load("eval_untrained.json"), load("eval_trained.json")
-    print("\n== results on held-out poses (test split: whole interpolation chains never seen in training)")
-    keys = ("samples", "pa_mpjpe_mm", "pa_mpvpe_mm", "mpjpe_mm", "f_at_5mm", "f_at_15mm", "auc_3d_pa_0_50mm",
+    res = {}
+    for col, (fname, _, _) in evals.items():
+        (m,) = json.loads((out / fname).read_text())["sources"].values()
+        res[col] = m
+    u, t = res["untrained"], res["trained"]
+    print(f"\n== results on held-out poses (test split: {u['samples']} samples of whole interpolation chains never "
+          "seen in training; baselines: constant meshes, 3D metrics after alignment only)")
+    keys = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f_at_5mm", "f_at_15mm", "auc_3d_pa_0_50mm", "mpjpe_mm",
             "auc_2d_0_30px", "uv_error_px", "root_error_mm", "accel_error_3d_mm_per_frame2",
             "accel_error_2d_px_per_frame2")
-    print(f"{'metric':32s} {'untrained':>12s} {'trained':>12s}")
+    print(f"{'metric':30s}" + "".join(f"{c:>12s}" for c in res))
     for k in keys:
-        if k in u or k in t:
-            f = lambda v: f"{v:12.4g}" if isinstance(v, (int, float)) else f"{'-':>12s}"  # noqa: E731
-            print(f"{k:32s} {f(u.get(k))} {f(t.get(k))}")
+        cells = "".join(f"{res[c][k]:12.4g}" if isinstance(res[c].get(k), (int, float)) else f"{'-':>12s}" for c in res)
+        print(f"{k:30s}{cells}")
     print("\n== stage wall times")
     for name, sec, how in STAGE_TIMES:
-        print(f"{name:70s} {sec:8.1f} s  {how}")
-    print(f"{'total':70s} {time.time() - t0:8.1f} s")
+        print(f"{name:56s} {sec:7.1f} s  {how}")
+    load = os.getloadavg()
+    print(f"{'total':56s} {time.time() - t0:7.1f} s  (load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+          f"{os.cpu_count()} CPUs)")
     print(f"outputs: {out} (contact_sheet.png, predictions.png, predict/, eval_*.json, train/tb for TensorBoard)")
     print(f"demo pa_mpjpe_mm_untrained={u['pa_mpjpe_mm']:.2f} pa_mpjpe_mm_trained={t['pa_mpjpe_mm']:.2f}")
     return 0

@@ -155,3 +155,58 @@ def test_config_errors_name_the_key(tmp_path):
     cfg = load_config(TRAIN_SCHEMA, REPO / "configs" / "train.toml")
     assert cfg == load_config(TRAIN_SCHEMA)  # the shipped file states the defaults
     assert cfg["optim"]["milestones"] == [30] and cfg["optim"]["epochs"] == 38 and cfg["optim"]["batch_size"] == 32
+
+
+def test_template_offset_is_a_config_value_that_trains_and_reloads(tiny_ds, tmp_path):
+    from train.evaluate import main as eval_main
+
+    out = tmp_path / "to"
+    assert train_main(_args(tiny_ds, out, "--max-steps", "2", "--template-offset")) == 0
+    model, tpl, ck = model_from_checkpoint(out / "model.pt")
+    assert ck["config"]["model"]["template_offset"] is True and model.template_offset
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in last["model"].items())
+    # the default (the paper's decoder) stays off
+    assert load_config(TRAIN_SCHEMA)["model"]["template_offset"] is False
+
+    def evaluate(*flags):
+        f = tmp_path / f"m{len(list(tmp_path.iterdir()))}.json"
+        assert eval_main(["--checkpoint", str(out / "model.pt"), "--split", "all", "--split-by", "pose", "--out", str(f),
+                          "--no-progress", "--no-chains", *flags]) == 0
+        (m,) = json.loads(f.read_text())["sources"].values()
+        return m
+
+    rest, untrained = evaluate("--baseline", "rest-template"), evaluate("--untrained")
+    assert "uv_error_px" not in rest and "uv_error_px" in untrained  # a constant mesh has no 2D joints
+    # an untrained network with the offset outputs (nearly) the rest template: its random offsets are
+    # tiny (the decoder's initial output is a collapsed mesh, see below) ...
+    assert abs(untrained["pa_mpjpe_mm"] - rest["pa_mpjpe_mm"]) < 0.05 * rest["pa_mpjpe_mm"]
+    # ... while the paper's decoder, untrained, starts from a collapsed mesh, far from any hand
+    torch.manual_seed(0)
+    bare = build_model(tpl, "ghoststack").eval()
+    with torch.no_grad():
+        v = bare(torch.zeros(2, 3, 128, 128))["verts"]
+    spread = float((v - v.mean(1, keepdim=True)).norm(dim=-1).mean()) * 200  # mm
+    rest_spread = float(np.linalg.norm(tpl.vertices - tpl.vertices.mean(0), axis=1).mean()) * 1000
+    assert spread < 0.2 * rest_spread
+
+
+def test_mean_train_pose_baseline_is_the_mean_hand_frame_mesh(tiny_ds):
+    from train.evaluate import ConstantMesh, mean_train_mesh, rest_template_mesh
+
+    fr = (0.5, 0.0, 0.5)
+    src = ShardSource(tiny_ds, "train", "pose", fr)
+    got = mean_train_mesh([src])
+    # independently: each training sample's camera-space mesh taken back to the hand frame, root-relative
+    acc = []
+    for i in range(len(src)):
+        s = src.ds.read_sample(i)
+        R = src.ds.tables.R32[s["view_id"]].astype(np.float64)
+        acc.append((s["vertices_cam"].astype(np.float64) - s["joints_cam"][0]) @ R)
+    np.testing.assert_allclose(got, np.mean(acc, 0) / 0.2, atol=1e-5)
+    tpl = src.template()
+    rest = rest_template_mesh(tpl)
+    assert np.abs(tpl.regressor[0] @ rest).max() < 1e-9  # root-relative
+    m = ConstantMesh(rest, tpl.regressor)
+    o = m(torch.zeros(3, 3, 128, 128))
+    assert o["verts"].shape == (3, 778, 3) and torch.allclose(o["verts"][2], torch.as_tensor(rest, dtype=torch.float32))

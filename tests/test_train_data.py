@@ -44,11 +44,83 @@ def test_shard_source_reads_consistent_samples(tiny_ds):
     assert abs(pv[:, 0].min() - xs.min()) < 2 and abs(pv[:, 1].max() - (ys.max() + 1)) < 2
 
 
-def test_splits_are_disjoint_by_pose(tiny_ds):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_splits_are_the_datasets_pose_group_splits(tiny_ds, seed):
+    from datagen.dataset import ShardDataset
+
     fr = (0.5, 0.25, 0.25)
-    tr, va, te = (ShardSource(tiny_ds, s, "pose", fr) for s in ("train", "val", "test"))
-    assert len(tr) + len(va) + len(te) + va.dropped_duplicates + te.dropped_duplicates == N_POSES * N_VIEWS
-    assert not set(tr.pose_ids) & set(va.pose_ids) and not set(tr.pose_ids) & set(te.pose_ids)
+    parts = [ShardSource(tiny_ds, s, "pose", fr, seed) for s in ("train", "val", "test")]
+    # nothing thrown away: the three splits partition the samples ...
+    rows = np.concatenate([p.ds.indices for p in parts])
+    assert len(rows) == N_POSES * N_VIEWS and len(set(rows.tolist())) == len(rows)
+    # ... exactly as datagen's reader splits them (its pose groups) ...
+    for p, name in zip(parts, ("train", "val", "test")):
+        assert np.array_equal(p.ds.indices, ShardDataset(tiny_ds, split=name, fractions=fr, split_seed=seed).indices)
+    # ... and no pose group (the toy table repeats pose 1 as pose 2) is in two splits
+    groups = [set(p.pose_groups.tolist()) for p in parts]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    both = [p for p in parts if {1, 2} & set(p.pose_ids.tolist())]
+    assert len(both) == 1 and {1, 2} <= set(both[0].pose_ids.tolist())
+
+
+def _pose_table(bases):
+    """Pose provenance as datagen builds it (ids, pose_a, pose_b, t) for the bases and their chains,
+    with datagen's pose groups."""
+    from itertools import combinations
+
+    from datagen.pack import pose_groups
+    from datagen.poses import pair_list
+
+    pairs = pair_list()
+    ids, pa, pb, t = [], [], [], []
+    for m in range(32):
+        ids.append(m), pa.append(m), pb.append(m), t.append(0.0)
+    for k, (a, b) in enumerate(pairs):
+        for s in range(3):
+            ids.append(32 + 3 * k + s), pa.append(a), pb.append(b), t.append((s + 1) / 4)
+    table = {k: np.asarray(v) for k, v in (("pose_id", ids), ("pose_a", pa), ("pose_b", pb), ("t", t))}
+    keep = np.isin(table["pose_a"], bases) & np.isin(table["pose_b"], bases)
+    table = {k: v[keep] for k, v in table.items()}
+    groups = pose_groups({"ids": table["pose_id"], "pose_a": table["pose_a"], "pose_b": table["pose_b"],
+                          "t": table["t"]})
+    return table, groups
+
+
+@pytest.mark.parametrize("bases", [tuple(range(32)), (0, 31, 1, 2, 6, 12, 24, 25, 29, 30, 16, 7)])
+def test_chain_split_holds_out_whole_chains_and_keeps_pose_groups(bases):
+    from datagen.dataset import select_split
+    from train.data import split_keys
+
+    table, groups = _pose_table(bases)
+    n_views = 2
+    pid = np.repeat(table["pose_id"], n_views)
+    grp = np.repeat(groups, n_views)
+    view = np.tile(np.arange(n_views), len(table["pose_id"]))
+    keys = split_keys(pid, grp, table, "chain")
+    assert np.array_equal(split_keys(pid, grp, table, "pose"), grp)
+    fr = (0.7, 0.0, 0.3)
+    for seed in range(3):
+        split = np.full(len(pid), -1)
+        for s, name in enumerate(("train", "val", "test")):
+            rows = select_split(keys, view, name, "pose", fr, seed)
+            assert (split[rows] == -1).all()
+            split[rows] = s
+        assert (split >= 0).all()  # every sample in exactly one split: nothing thrown away
+        assert 0.1 < (split == 2).mean() < 0.5
+        of_group, of_chain = {}, {}
+        for p, g, s, a, b in zip(pid, grp, split, np.repeat(table["pose_a"], n_views), np.repeat(table["pose_b"], n_views)):
+            assert of_group.setdefault(int(g), s) == s  # identical poses never straddle splits: no leak
+            if a != b:
+                assert of_chain.setdefault((int(a), int(b)), s) == s  # a chain is held out whole
+    # chains meeting in an identical midpoint (0 -> 31 and 6 -> 25: every finger half bent) share a key
+    pairs = {(int(a), int(b)): k for a, b, k in zip(np.repeat(table["pose_a"], n_views),
+                                                    np.repeat(table["pose_b"], n_views), keys)}
+    assert pairs[(0, 31)] == pairs[(6, 25)] != pairs[(0, 1)]
+    if len(bases) == 32:
+        assert len(set(np.asarray(keys)[grp < 32].tolist())) == 32  # base poses keep their own keys
+        # 496 chains merge into 211 components, one per distinct midpoint
+        assert len({k for k, a, b in zip(keys, np.repeat(table["pose_a"], n_views),
+                                         np.repeat(table["pose_b"], n_views)) if a != b}) == 211
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -21,7 +21,7 @@ from .config import add_config_args, parse_cli
 from .data import MixedDataset, TopologyError, build_sources, template_of
 from .engine import Task, dist_info, fit
 from .losses import con2d_loss, con3d_loss, edge_length_loss, mesh_l1, normal_loss, pose2d_l1
-from .model_io import FORMAT, build_model, load_pretrained_encoder, save_atomic, unwrap
+from .model_io import FORMAT, build_from_config, load_pretrained_encoder, save_atomic, unwrap
 from .schema import TRAIN_SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def make_task(cfg: dict, template, val_sources=None, val_full=None) -> Task:
     m = cfg["model"]
 
     def build():
-        model = build_model(template, m["encoder"], m["decoder"])
+        model = build_from_config(template, m)
         if m["pretrained"]:
             keys = load_pretrained_encoder(model, m["pretrained"], m["load_mapreg"], m["encoder"])
             if dist_info()[0] == 0:

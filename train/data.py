@@ -31,7 +31,7 @@ import torch
 
 from .augment import AugmentParams, make_view
 
-__all__ = ["ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
+__all__ = ["split_keys", "ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
            "build_sources", "template_of", "epoch_plan"]
 
 
@@ -67,30 +67,72 @@ class Template:
 # our shards
 
 
-def _canonical_pose_ids(pose_ids, pose_a, pose_b, t) -> np.ndarray:
-    from datagen.poses import canonical_ids, finger_states
+def split_keys(sample_pose_id, sample_pose_group, pose_table: dict, split_by: str) -> np.ndarray:
+    """Per sample, the key whose stable hash decides its split (``datagen.dataset.select_split``).
 
-    state = finger_states(np.asarray(pose_a, np.int64), np.asarray(pose_b, np.int64), np.asarray(t, np.float64))
-    local = canonical_ids(state)  # indices into this table's rows (first row with the same states)
-    return np.asarray(pose_ids)[local]
+    ``pose``, ``both`` (and ``view``, where it is not used): the dataset's ``pose_group`` -
+    identical poses under other ids share a group, hence a split.  ``chain``: the connected
+    components of "same pose group" and "interior pose of the same base pair" (t = 1/4, 1/2,
+    3/4 of a -> b): a chain is held out whole, and chains that meet in an identical midpoint
+    (e.g. 0 -> 31 and 6 -> 25 both pass through "every finger half bent") are held out
+    together, so no pose group is split and no sample is dropped.  Base poses keep their group
+    as key; a component's key is 2^20 + its smallest pose group.
+    """
+    pid = np.asarray(sample_pose_id, np.int64)
+    grp = np.asarray(sample_pose_group, np.int64)
+    if split_by != "chain":
+        return grp
+    if not {"pose_id", "pose_a", "pose_b"} <= set(pose_table):
+        raise ValueError("no pose provenance (pose_a, pose_b) in tables.h5; split_by='chain' needs it")
+    group_of = dict(zip(pid.tolist(), grp.tolist()))
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(x, y):
+        rx, ry = find(x), find(y)
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+
+    base = set()
+    for p, a, b in zip(pose_table["pose_id"].tolist(), pose_table["pose_a"].tolist(), pose_table["pose_b"].tolist()):
+        if p not in group_of:  # a pose of the table with no sample
+            continue
+        g = ("g", group_of[p])
+        if a == b:
+            base.add(g)
+        else:
+            union(g, ("c", min(a, b), max(a, b)))
+    comp_min: dict = {}
+    for g in {("g", v) for v in group_of.values()}:
+        r = find(g)
+        comp_min[r] = min(comp_min.get(r, g[1]), g[1])
+    out = np.empty(len(pid), np.int64)
+    for i, g in enumerate(grp.tolist()):
+        key = ("g", g)
+        out[i] = g if key in base else (1 << 20) + comp_min[find(key)]
+    return out
 
 
 class ShardSource:
     """Our packed dataset (``python -m datagen.pack``), one split of it.
 
-    Splits use ``datagen.dataset.select_split`` (a stable hash of pose / view ids).
-    ``split_by="chain"`` (ours) hashes the interior poses of a pose pair (t = 1/4, 1/2, 3/4)
-    as one key, so a held-out chain is held out whole and gives complete pose sequences for
-    the acceleration error; base poses keep their own key.  On top of it, a held-out split
-    (val/test) drops the samples whose pose is *identical* to a training pose (the pose table
-    repeats 285 poses under other ids at t = 1/2; see datagen.poses), so "held-out poses" are
-    really unseen.
+    Splits are ``datagen.dataset.select_split`` (a stable hash per key) on the dataset's own
+    pose groups (tables.h5 ``samples/pose_group``: identical poses under other ids share a
+    group), so the pose splits are exactly ``datagen.dataset.ShardDataset``'s.
+    ``split_by="chain"`` (ours) keys whole interpolation chains (see :func:`split_keys`): a
+    held-out chain gives complete pose sequences for the acceleration error.  No split shares
+    a pose group with another (checked), and no sample is dropped: train + val + test = all.
     """
 
     FIELDS = ("image", "mask", "joints_cam", "vertices_cam", "K", "ids")
 
-    def __init__(self, root, split="train", split_by="pose", fractions=(0.8, 0.1, 0.1), split_seed=0,
-                 leak_free=True):
+    def __init__(self, root, split="train", split_by="pose", fractions=(0.8, 0.1, 0.1), split_seed=0):
         from datagen.dataset import ShardDataset, select_split
 
         if split_by not in ("pose", "view", "both", "chain"):
@@ -105,33 +147,20 @@ class ShardSource:
             g = f["poses"]
             self.pose_table = {k: g[k][()] for k in ("pose_id", "pose_a", "pose_b", "t") if k in g}
         smp = self.ds.tables.samples
-        # datagen's pose groups: identical poses under other ids share a split (older packs: pose ids)
-        pose_key = np.asarray(smp.get("pose_group", smp["pose_id"]), np.int64)
-        pt = self.pose_table
-        has_prov = {"pose_a", "pose_b", "t"} <= set(pt)
-        if split_by == "chain":
-            if not has_prov:
-                raise ValueError(f"{root}: no pose provenance in tables.h5; split_by='chain' needs it")
-            # interior poses of a pair share one key (a chain is held out whole); base poses keep their id
-            key = {int(p): (int(p) if a == b else (1 << 20) + 64 * int(a) + int(b))
-                   for p, a, b in zip(pt["pose_id"], pt["pose_a"], pt["pose_b"])}
-            pose_key = np.array([key[int(p)] for p in smp["pose_id"]], np.int64)
+        self.keys = split_keys(smp["pose_id"], smp["pose_group"], self.pose_table, split_by)
         by = "pose" if split_by == "chain" else split_by
 
         def rows_of(name):
-            return select_split(pose_key, smp["view_id"], name, by, tuple(fractions), split_seed)
+            return select_split(self.keys, smp["view_id"], name, by, tuple(fractions), split_seed)
 
         rows = rows_of(split)
-        self.dropped_duplicates = 0
-        if leak_free and split not in ("train", "all") and has_prov and by != "view":
-            canon = dict(zip(pt["pose_id"].tolist(),
-                             _canonical_pose_ids(pt["pose_id"], pt["pose_a"], pt["pose_b"], pt["t"]).tolist()))
-            seen = {canon[int(p)] for p in smp["pose_id"][rows_of("train")]}
-            keep = np.array([canon[int(p)] not in seen for p in smp["pose_id"][rows]], bool)
-            rows = rows[keep]
-            self.dropped_duplicates = int((~keep).sum())
+        if split not in ("train", "all") and by != "view":  # by construction; a cheap guard all the same
+            leaked = set(smp["pose_group"][rows].tolist()) & set(smp["pose_group"][rows_of("train")].tolist())
+            if leaked:
+                raise AssertionError(f"{root}: pose groups {sorted(leaked)[:5]} are in {split!r} and in 'train'")
         self.ds.indices = rows
         self.pose_ids = smp["pose_id"][rows].astype(np.int64)
+        self.pose_groups = smp["pose_group"][rows].astype(np.int64)
         self.view_ids = smp["view_id"][rows].astype(np.int64)
 
     def __len__(self) -> int:

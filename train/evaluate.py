@@ -33,7 +33,56 @@ from .data import FreiHANDSource, MixedDataset, ShardSource
 from .geometry import apply_affine, recover_root
 from .metrics import accel_error, summarise
 
-__all__ = ["predict_dataset", "evaluate_sources", "pose_chains", "write_freihand_json", "main"]
+__all__ = ["predict_dataset", "evaluate_sources", "pose_chains", "write_freihand_json", "ConstantMesh",
+           "rest_template_mesh", "mean_train_mesh", "BASELINE_ONLY_3D", "main"]
+
+# metrics that mean nothing for a constant-mesh baseline: it predicts no 2D joints (hence no root) and no
+# orientation (its mesh is in the hand frame), so only the aligned 3D metrics (and the acceleration of a
+# still hand) are reported
+BASELINE_ONLY_3D = ("auc_2d_0_30px", "uv_error_px", "root_error_mm", "mpjpe_cam_mm", "accel_error_2d_px_per_frame2",
+                    "accel_2d_pred_px_per_frame2", "mpjpe_mm", "mpvpe_mm", "auc_3d_0_50mm")
+
+
+class ConstantMesh(torch.nn.Module):
+    """A baseline 'network': the same root-relative mesh (units of 0.2 m) for every image.
+
+    Its uv output is the crop centre (it predicts no 2D joints); evaluations drop the 2D and
+    camera-space metrics (:data:`BASELINE_ONLY_3D`).  Compared after Procrustes alignment
+    (PA-MPJPE, PA-MPVPE, F-scores) it says what knowing only the hand's shape is worth.
+    """
+
+    predicts_2d = False
+
+    def __init__(self, verts_rel: np.ndarray, joint_regressor: np.ndarray):
+        super().__init__()
+        self.register_buffer("verts", torch.as_tensor(np.asarray(verts_rel), dtype=torch.float32))
+        self.register_buffer("joint_regressor", torch.as_tensor(np.asarray(joint_regressor), dtype=torch.float32))
+
+    def forward(self, img):
+        B = img.shape[0]
+        return {"verts": self.verts.expand(B, -1, -1), "uv": torch.full((B, self.joint_regressor.shape[0], 2), 0.5)}
+
+
+def rest_template_mesh(tpl) -> np.ndarray:
+    """The template's rest vertices, root-relative (root = joint 0 through the regressor), 0.2 m units."""
+    V = np.asarray(tpl.vertices, np.float64)
+    return (V - tpl.regressor[0] @ V) / ROOT_SCALE_M
+
+
+def mean_train_mesh(sources: list) -> np.ndarray:
+    """The mean root-relative mesh of the training samples (hand frame, 0.2 m units), over all
+    given (training-split) sources, one term per sample."""
+    acc, n = 0.0, 0
+    for src in sources:
+        tb = src.ds.tables
+        rows = tb.pose_row[src.pose_ids]
+        V = tb.mano_vertices[rows].astype(np.float64)
+        root = tb.keypoints[rows][:, 0].astype(np.float64)
+        acc = acc + (V - root[:, None]).sum(0)
+        n += len(rows)
+    if n == 0:
+        raise ValueError("no training samples for the mean-pose baseline")
+    return acc / n / ROOT_SCALE_M
 
 
 @torch.no_grad()
@@ -65,7 +114,10 @@ def predict_dataset(model, dataset: MixedDataset, indices=None, batch_size: int 
         A = batch["A"][:, 0].double().numpy()
         Kc = batch["K_crop"][:, 0].double().numpy()
         uv_img = apply_affine(np.linalg.inv(A), uv_crop)
-        T = recover_root(uv_crop, Kc, joints.double().numpy())
+        if getattr(model, "predicts_2d", True):
+            T = recover_root(uv_crop, Kc, joints.double().numpy())
+        else:  # a constant-mesh baseline: no 2D joints, no root
+            T = np.full((len(uv_crop), 3), np.nan)
         K = batch["K"].double().numpy()
         gt_j = batch["joints_cam"].double().numpy()
         gt_uv = gt_j @ np.swapaxes(K, 1, 2)
@@ -197,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--untrained", action="store_true",
                     help="evaluate the checkpoint's architecture with freshly initialised weights (seed --seed): "
                          "the baseline a trained model must beat")
+    ap.add_argument("--baseline", default=None, choices=("rest-template", "mean-train-pose"),
+                    help="evaluate a constant-mesh baseline instead of the network: the rest template, or the mean "
+                         "root-relative mesh of the checkpoint's training split (3D metrics after alignment only)")
     ap.add_argument("--seed", type=int, default=0, help="seed for --untrained and for --max-samples subsets")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     return ap
@@ -204,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .model_io import build_model, model_from_checkpoint
+    from .model_io import build_from_config, model_from_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,11 +267,19 @@ def main(argv=None) -> int:
     cfg = ck["config"]
     if args.untrained:
         torch.manual_seed(args.seed)
-        model = build_model(tpl, cfg["model"]["encoder"], cfg["model"]["decoder"]).to(args.device).eval()
+        model = build_from_config(tpl, cfg["model"]).to(args.device).eval()
     d = cfg["data"]
     split_by = args.split_by or d["split_by"]
     fr = tuple(args.split_fractions or d["split_fractions"])
     sseed = d["split_seed"] if args.split_seed is None else args.split_seed
+    if args.untrained and args.baseline:
+        raise SystemExit("error: --untrained and --baseline exclude each other")
+    if args.baseline == "rest-template":
+        model = ConstantMesh(rest_template_mesh(tpl), tpl.regressor).to(args.device).eval()
+    elif args.baseline == "mean-train-pose":
+        train_srcs = [ShardSource(p, d["train_split"], d["split_by"], tuple(d["split_fractions"]), d["split_seed"])
+                      for p in d["datasets"]]
+        model = ConstantMesh(mean_train_mesh(train_srcs), tpl.regressor).to(args.device).eval()
     datasets = d["datasets"] if args.data is None else args.data
     sources, fulls = [], []
     for p in datasets:
@@ -253,7 +316,11 @@ def main(argv=None) -> int:
         print(f"wrote {args.freihand_json} ({len(json_pred['pred_joints'])} samples)", file=sys.stderr)
     for v in res.values():
         v.pop("_predictions", None)
-    report = {"checkpoint": str(args.checkpoint), "untrained": args.untrained, "split": args.split,
+        if args.baseline:
+            for k in BASELINE_ONLY_3D:
+                v.pop(k, None)
+    report = {"checkpoint": str(args.checkpoint), "untrained": args.untrained, "baseline": args.baseline,
+              "split": args.split,
               "split_by": split_by, "seconds": round(time.time() - t0, 2), "sources": res}
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,17 +17,25 @@ from torch import nn
 
 from .data import Template
 
-__all__ = ["build_model", "Encoder2D", "save_atomic", "load_checkpoint", "model_from_checkpoint",
+__all__ = ["build_model", "build_from_config", "Encoder2D", "save_atomic", "load_checkpoint", "model_from_checkpoint",
            "load_pretrained_encoder", "unwrap"]
 
 FORMAT = "handsynth-mobrecon"
 ENCODER_FORMAT = "handsynth-mobrecon-encoder"
 
 
-def build_model(template: Template, encoder: str = "densestack", decoder: str = "dsconv") -> nn.Module:
+def build_model(template: Template, encoder: str = "densestack", decoder: str = "dsconv",
+                template_offset: bool = False) -> nn.Module:
+    """MobRecon on the dataset's template; ``template_offset``: the decoder predicts offsets from the
+    root-relative rest template (config ``model.template_offset``; not in the paper)."""
     from mobrecon.model import MobRecon
 
-    return MobRecon(template.hand_template(), encoder, decoder)
+    return MobRecon(template.hand_template(), encoder, decoder, template_offset=template_offset)
+
+
+def build_from_config(template: Template, model_cfg: dict) -> nn.Module:
+    """The network a config's [model] section describes (checkpoints older than template_offset: off)."""
+    return build_model(template, model_cfg["encoder"], model_cfg["decoder"], bool(model_cfg.get("template_offset", False)))
 
 
 class Encoder2D(nn.Module):
@@ -78,8 +86,7 @@ def model_from_checkpoint(path, device="cpu") -> tuple[nn.Module, Template, dict
             if ck.get("format") == ENCODER_FORMAT else ""
         raise ValueError(f"{path} is not a MobRecon training checkpoint{hint}")
     tpl = Template.from_dict(ck["template"])
-    m = ck["config"]["model"]
-    model = build_model(tpl, m["encoder"], m["decoder"])
+    model = build_from_config(tpl, ck["config"]["model"])
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), tpl, ck
 

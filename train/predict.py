@@ -4,7 +4,7 @@ For every image it writes, into ``--out``:
 
 * ``NAME.ply`` and/or ``NAME.obj``: the predicted 778-vertex mesh in camera space (metres;
   OpenCV axes), its root translation recovered from the 2D joints (see below);
-* ``NAME_overlay.png``: the image with the mesh silhouette (filled, translucent) and the
+* ``NAME_overlay.png``: the image with the mesh (flat-shaded, translucent) and the
   21-joint skeleton drawn on it;
 * ``NAME.json``: 2D joints (px), 3D joints (camera space, m), root, the crop used, the focal.
 
@@ -36,7 +36,7 @@ import torch
 from .augment import ROOT_SCALE_M, normalise
 from .geometry import apply_affine, crop_affine, project, recover_root, warp_crop
 
-__all__ = ["predict_image", "write_ply", "write_obj", "draw_overlay", "BONES", "main"]
+__all__ = ["predict_image", "write_ply", "write_obj", "draw_overlay", "shade_mesh", "draw_skeleton", "BONES", "main"]
 
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
          (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
@@ -56,19 +56,39 @@ def write_obj(path, verts: np.ndarray, faces: np.ndarray) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def draw_overlay(image: np.ndarray, uv: np.ndarray, verts_cam: np.ndarray | None, faces, K,
-                 alpha: float = 0.45) -> np.ndarray:
-    """RGB image with the projected mesh silhouette (translucent) and the skeleton."""
+def shade_mesh(image: np.ndarray, verts_cam: np.ndarray, faces, K, alpha: float = 0.7,
+               tint=(120, 200, 255)) -> np.ndarray:
+    """RGB image with the mesh drawn over it: flat-shaded (|face normal . view ray|), translucent,
+    outlined.  Nothing is drawn when a vertex is not in front of the camera."""
     out = image.copy()
     h, w = image.shape[:2]
-    if verts_cam is not None and np.all(verts_cam[:, 2] > 1e-3):
-        from datagen.raster import rasterize
+    v = np.asarray(verts_cam, np.float64)
+    if not np.all(v[:, 2] > 1e-3):
+        return out
+    from datagen.raster import rasterize
 
-        mask = rasterize(np.asarray(verts_cam, np.float64), np.asarray(faces), np.asarray(K, np.float64), w, h).mask
-        tint = np.array([120, 200, 255], np.float32)
-        out[mask] = ((1 - alpha) * out[mask] + alpha * tint).astype(np.uint8)
-        edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        out[edge] = (40, 120, 255)
+    f = np.asarray(faces)
+    r = rasterize(v, f, np.asarray(K, np.float64), w, h)
+    mask = r.mask
+    if not mask.any():
+        return out
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    ray = v[f].mean(1)
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    lam = np.abs((n * ray).sum(1))  # two-sided
+    shade = (0.3 + 0.7 * lam[r.face[mask]])[:, None]
+    colour = np.asarray(tint, np.float32)[None] * shade
+    out[mask] = ((1 - alpha) * out[mask] + alpha * colour).clip(0, 255).astype(np.uint8)
+    edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edge] = (40, 120, 255)
+    return out
+
+
+def draw_skeleton(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """RGB image with the 21-joint skeleton (FreiHAND order; wrist white, one colour per finger)."""
+    out = image.copy()
+    h, w = image.shape[:2]
     t = max(1, round(max(h, w) / 200))
     shift = 4  # sub-pixel drawing: continuous px -> cv2's integer pixel centres
     pts = np.round((np.asarray(uv) - 0.5) * (1 << shift)).astype(np.int64)
@@ -78,6 +98,13 @@ def draw_overlay(image: np.ndarray, uv: np.ndarray, verts_cam: np.ndarray | None
         cv2.circle(out, tuple(map(int, p)), (t + 1) << shift, (255, 255, 255) if j == 0 else FINGER_COLOURS[(j - 1) // 4],
                    -1, cv2.LINE_AA, shift)
     return out
+
+
+def draw_overlay(image: np.ndarray, uv: np.ndarray, verts_cam: np.ndarray | None, faces, K,
+                 alpha: float = 0.6) -> np.ndarray:
+    """RGB image with the projected mesh (shaded, translucent) and the skeleton."""
+    out = image if verts_cam is None else shade_mesh(image, verts_cam, faces, K, alpha)
+    return draw_skeleton(out, uv)
 
 
 def crop_for(image_shape, box, scale: float, out: int) -> np.ndarray:
