@@ -69,6 +69,17 @@ def busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
+def wait_idle(limit_s: float, max_other: float = 0.3) -> float:
+    """Wait (up to limit_s) until other processes use < max_other cores over 5 s; returns the wait."""
+    t0 = time.time()
+    while True:
+        b0 = busy_cpu_s()
+        time.sleep(5.0)
+        busy = (busy_cpu_s() - b0) / 5.0
+        if busy < max_other or time.time() - t0 >= limit_s:
+            return time.time() - t0
+
+
 def children_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -133,6 +144,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "out" / "scale_bench"))
     ap.add_argument("--recycle-after", type=int, default=200, help="worker recycling assumed for the full run "
                                                                    "(the driver's default)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before each run, wait up to S seconds for other processes to use < 0.3 cores "
+                         "(a shared machine; the load during each run is measured and printed either way)")
     ap.add_argument("--gpu-cycles-s", type=float, default=0.15,
                     help="ASSUMED seconds of Cycles' render call per image on one GPU (not measured)")
     args = ap.parse_args(argv)
@@ -163,6 +177,7 @@ def main(argv=None) -> int:
         order = list(modes)[rep % 3:] + list(modes)[:rep % 3]  # rotate which mode goes first
         for m in order:
             out = root / f"{m}_{rep}"
+            waited = wait_idle(args.wait_idle) if args.wait_idle > 0 else 0.0
             r = measured(lambda: modes[m][1](out))
             r["img_s"] = len(items) / r["wall"]
             if m != "baseline":
@@ -177,7 +192,8 @@ def main(argv=None) -> int:
             elif lab != ref_labels:
                 raise SystemExit(f"labels of {m} (rep {rep}) differ from the first run - determinism broken")
             print(f"rep {rep} {m:9s} {r['wall']:7.1f} s  {r['img_s']:.3f} img/s  CPU {r['cpu']:.1f} s  "
-                  f"other load {r['other_cores']:.2f} cores", flush=True)
+                  f"other load {r['other_cores']:.2f} cores{f' (waited {waited:.0f} s for idle)' if waited > 6 else ''}",
+                  flush=True)
         s = startup_cost(root / f"startup_{rep}", t2, cfg_args)
         starts.append(s)
         w2 = res["workers2"][-1]

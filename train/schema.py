@@ -99,8 +99,8 @@ TRAIN_SCHEMA = DATA + AUGMENT + [
     _o("model", "load_mapreg", True, "bool", "also initialise the MapReg 2D head from the pretrained checkpoint"),
     _o("model", "template_offset", False, "bool",
        "ours, not in the paper: the decoder predicts offsets from the root-relative rest template instead of "
-       "absolute coordinates, so an untrained network already outputs the rest hand (helps short schedules; "
-       "off = the paper's decoder)"),
+       "absolute coordinates, so an untrained network already outputs the rest hand (off = the paper's decoder; "
+       "on the demo's short schedule it measured no better, docs/TRAINING.md)"),
     _o("loss", "mesh", 1.0, "float", "L1 on root-relative vertices (units of 0.2 m), per view", check=_nonneg),
     _o("loss", "pose2d", 1.0, "float", "L1 on 2D joints (crop pixels / crop size), per view", check=_nonneg),
     _o("loss", "normal", 0.05, "float", "normal loss per view (two views)", check=_nonneg),
