@@ -45,7 +45,15 @@ from datagen.pack import Inputs, load_inputs, pack  # noqa: E402
 
 
 def ensure_render(render: Path, poses: str, views_step: int) -> Path:
-    """Render the benchmark set if it is missing or incomplete (the renderer resumes)."""
+    """Render the benchmark set if it is missing or incomplete (the renderer resumes), afresh when
+    it was rendered from other hand/pose tables (an older checkout)."""
+    from datagen.config import load_config
+    from datagen.items import ensure_tables
+
+    run = render / "run.json"
+    if run.exists() and json.loads(run.read_text()).get("prepared_key") != ensure_tables(load_config(None)).key:
+        print(f"render set {render}: made by other hand/pose code - rendering it again", flush=True)
+        shutil.rmtree(render)
     views = ",".join(str(v) for v in range(0, 216, views_step))
     lo, _, hi = poses.partition("-")
     expected = (int(hi or lo) - int(lo) + 1) * len(range(0, 216, views_step))

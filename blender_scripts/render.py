@@ -208,8 +208,9 @@ def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None
                              f"({len(old.get('hdris', []))} vs {len(record['hdris'])} files); items would "
                              f"draw different environments - use another --out")
         if old.get("prepared_key") != record["prepared_key"]:
-            print(f"warning: {out} was rendered from prepared tables {old.get('prepared_key')}, "
-                  f"now {record['prepared_key']} (pose-space code changed?)", file=sys.stderr)
+            raise UsageError(f"{out} was rendered from the hand/pose tables {old.get('prepared_key')}, this code "
+                             f"builds {record['prepared_key']} (the hand or pose-space code changed): resuming would "
+                             f"mix labels of two pose tables - use another --out")
     else:
         atomic.write_json(run, record, fsync=fsync, indent=1)
     if not (out / "hand.npz").exists():

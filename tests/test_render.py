@@ -254,6 +254,28 @@ def test_bad_config_and_output_fail_before_rendering(small_cfg, cache_dir, tmp_p
     assert "not writable" in capsys.readouterr().err
 
 
+def test_resuming_a_render_of_other_pose_tables_is_refused(rendered, small_cfg, cache_dir, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    run = json.loads((rendered / "run.json").read_text())
+    run["prepared_key"] = "an-older-pose-table"  # as if the hand or pose-space code had changed since
+    (out / "run.json").write_text(json.dumps(run))
+    code = run_main(["--config", small_cfg, "--out", out, "--poses", "0", "--views", "0", "--cache", cache_dir,
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "an-older-pose-table" in err and "another --out" in err, err
+    assert not (out / "items").exists()
+
+
+def test_hand_asset_of_an_older_version_is_refused_by_name(tmp_path):
+    from datagen.hand.asset import HandAsset
+
+    old = tmp_path / "hand.npz"
+    np.savez(old, name=np.asarray("hand"))
+    with pytest.raises(ValueError, match="hand.npz: not a hand asset of this version"):
+        HandAsset.load(old)
+
+
 @pytest.mark.parametrize("make_bad, where", [
     (lambda src: src.read_bytes()[: 60000], "truncated"),  # caught by the pure-Python header check
     (lambda src: _unknown_compression(src.read_bytes()), "Blender"),  # header parses, Blender cannot load

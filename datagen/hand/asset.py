@@ -109,6 +109,10 @@ class HandAsset:
 
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
+        missing = {"wrist_vertex", "dense_data", "dense_indices", "dense_indptr", "dense_shape"} - set(d)
+        if missing:
+            raise ValueError(f"{path}: not a hand asset of this version (missing {', '.join(sorted(missing))}); "
+                             "it was written by an older handsynth - render again into a new folder")
         D = sp.csr_matrix((d.pop("dense_data"), d.pop("dense_indices"), d.pop("dense_indptr")),
                           shape=tuple(d.pop("dense_shape")))
         return cls(
