@@ -206,7 +206,7 @@ class ShardDataset:
         if "mask" in want:
             out["mask"] = r.read("mask", row)
         if "depth" in want:
-            out["depth"] = r.read("depth", row)
+            out["depth"] = r.read("depth", row, mask=out.get("mask"))
         for k in ("keypoints_2d", "visible", "in_frame", "depth_gap_m"):
             if k in want:
                 out[k] = c[k][row].copy()
