@@ -17,9 +17,10 @@ shared machine shows up in the numbers instead of hiding in them.  All three mod
 identical labels (checked).
 
 Full-dataset estimate (1520 poses x 216 views = 328,320 images), from the measured per-image
-cost of the 2-worker runs in steady state: CPU seconds per image (worker start-ups removed,
-measured separately) x images, plus one worker start-up per --recycle-after (200) images.  Wall
-time on this machine uses the steady 2-worker throughput; on C cores it is core-hours / C (the
+cost of the cheaper worker layout (1 or 2 workers, fewer CPU seconds per image) in steady state:
+CPU seconds per image (worker start-ups removed, measured separately) x images, plus one worker
+start-up per --recycle-after (200) images.  Wall time on this machine uses that layout's steady
+throughput; on C cores it is core-hours / C (the
 renders are independent; assumes the shared file system keeps up).  The GPU-hours figure is an
 ESTIMATE under a stated assumption (no GPU here): per image, the measured time outside Cycles'
 render call (scene update, labels, PNG, files) plus an assumed Cycles time on one GPU
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
         "workers2": (f"2 workers x {t2} thread{'s' if t2 > 1 else ''}", lambda o: driver(items_file, o, 2, t2, cfg_args)),
     }
     res = {m: [] for m in modes}
-    steady = []
+    steady = {"workers1": [], "workers2": []}  # steady-state CPU-s per image (start-ups removed)
     starts = []
     ref_labels = None
     for rep in range(args.reps):
@@ -196,9 +197,8 @@ def main(argv=None) -> int:
                   flush=True)
         s = startup_cost(root / f"startup_{rep}", t2, cfg_args)
         starts.append(s)
-        w2 = res["workers2"][-1]
-        # steady state of the 2-worker run: its CPU minus two worker start-ups, per image
-        steady.append((w2["cpu"] - 2 * s["cpu"]) / len(items))
+        for m, n_workers in (("workers1", 1), ("workers2", 2)):
+            steady[m].append((res[m][-1]["cpu"] - n_workers * s["cpu"]) / len(items))
     for d in root.glob("*_*"):
         if d.is_dir():
             shutil.rmtree(d)
@@ -221,20 +221,24 @@ def main(argv=None) -> int:
     w1, w2 = res["workers1"], res["workers2"]
     start_cpu = med([s["cpu"] for s in starts])
     start_wall = med([s["wall"] for s in starts])
-    cpu_img = med(steady)
+    print()
+    for m, n_workers in (("workers1", 1), ("workers2", 2)):
+        print(f"per image, {modes[m][0]}, steady state: {med(steady[m]):.2f} CPU-s (driver included, worker "
+              f"start-ups removed); {med([r['item_s'] for r in res[m]]):.2f} s wall per item per worker")
+    # the estimate uses the layout that costs fewer CPU-seconds per image here
+    best = min(steady, key=lambda m: med(steady[m]))
+    n_best = 1 if best == "workers1" else 2
+    cpu_img = med(steady[best])
     core_h = (FULL_IMAGES * cpu_img + FULL_IMAGES / max(args.recycle_after, 1) * start_cpu) / 3600
-    item_s2 = med([r["item_s"] for r in w2])
-    steady_ips = 2 / item_s2  # two workers, each one image per item_s2 seconds
+    steady_ips = n_best / med([r["item_s"] for r in res[best]])  # each worker: one image per item_s
     outside = med([r["outside_cycles_s"] for r in w1 + w2])
     gpu_h = FULL_IMAGES * (outside + args.gpu_cycles_s) / 3600
-    print()
-    print("per image (2 workers, steady state): "
-          f"{cpu_img:.2f} CPU-s (driver included, worker start-ups removed); {item_s2:.2f} s wall per item per worker; "
-          f"outside Cycles' render call {outside:.3f} s")
+    print(f"outside Cycles' render call: {outside:.3f} s per image; the estimate below uses {modes[best][0]} "
+          "(fewer CPU-s per image)")
     print(f"worker start-up: {start_wall:.1f} s wall, {start_cpu:.1f} CPU-s (bpy import, HDRIs, scene); "
           f"once per {args.recycle_after} images with recycling")
     print(f"full dataset ({FULL_IMAGES:,} images at these settings):")
-    print(f"  CPU: {core_h:,.0f} core-hours; on this machine ({cores} cores, 2 workers) "
+    print(f"  CPU: {core_h:,.0f} core-hours; on this machine ({cores} cores, {modes[best][0]}) "
           f"{FULL_IMAGES / steady_ips / 86400:.1f} days at {steady_ips:.2f} img/s; "
           f"on 64 cores {core_h / 64:.1f} h, on 512 cores {core_h / 512:.1f} h (core-hours / cores)")
     print(f"  baseline (process per image) would need {FULL_IMAGES / base / 86400:.1f} days here "
