@@ -249,8 +249,8 @@ def main(argv=None) -> int:
 
     enc = manifest["encodings"]
     print()
-    print(f"| quantity | value |")
-    print(f"|---|---|")
+    print("| quantity | value |")
+    print("|---|---|")
     print(f"| samples (real renders, {inputs.width}x{inputs.height}) | {n} |")
     print(f"| pack throughput (whole pack incl. scan, tables, manifest) | {pack_rate:.1f} samples/s "
           f"(runs: {', '.join(f'{r:.1f}' for r in pack_rates)}) |")

@@ -23,7 +23,6 @@ image spent outside Cycles' render call; Z = CPU core-hours for 328,320 images).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys

@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +121,7 @@ def main(argv=None) -> int:
     print()
     print(f"| {'data loader':30s} | {'samples/s':>9s} | {'x DenseStack step':>17s} | {'x GhostStack step':>17s} |")
     print(f"|{'-' * 32}|{'-' * 11}|{'-' * 19}|{'-' * 19}|")
-    for name, v in ((f"0 workers (in the main process)", l0), (f"{args.workers} workers", lw)):
+    for name, v in (("0 workers (in the main process)", l0), (f"{args.workers} workers", lw)):
         print(f"| {name:30s} | {v:9.1f} | {v / rows[0][2]:17.1f} | {v / rows[1][2]:17.1f} |")
     ok = lw > max(r[2] for r in rows)
     print(f"\nloader {'is not' if ok else 'IS'} the bottleneck: it delivers {lw / rows[0][2]:.1f}x what a DenseStack step "

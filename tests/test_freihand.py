@@ -15,7 +15,6 @@ import torch
 
 from datagen.raster import rasterize
 from test_pack import StubMapping, make_render_dir, run_pack, toy_mesh
-from test_train_data import tiny_ds  # noqa: F401
 from train.augment import AugmentParams, make_view
 from train.data import FreiHANDSource, TopologyError, build_sources, epoch_plan, template_of
 from train.evaluate import write_freihand_json

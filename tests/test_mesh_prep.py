@@ -5,17 +5,6 @@ import trimesh
 
 from mobrecon import mesh_prep
 from mobrecon.mesh_prep import level_sizes, ordered_rings, prepare_mesh, spiral_sequences
-from mobrecon.template import dev_template
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    return dev_template(cache_dir=tmp_path_factory.mktemp("tpl"))
-
-
-@pytest.fixture(scope="module")
-def mesh(template, tmp_path_factory):
-    return prepare_mesh(template.vertices, template.faces, cache_dir=tmp_path_factory.mktemp("mp"))
 
 
 def test_template_is_open_778_manifold(template):

@@ -13,7 +13,6 @@ from mobrecon.export import export_onnx, fold_batchnorm, onnx_max_error, ort_ses
 from mobrecon.ghoststack import GhostStack
 from mobrecon.mesh_prep import spiral_sequences
 from mobrecon.model import MobRecon
-from test_mesh_prep import mesh, template  # noqa: F401  (shared module fixtures)
 
 torch.set_num_threads(1)  # robust timing on a shared 2-core machine
 

@@ -7,7 +7,6 @@ import torch
 
 from pretrain.cli import main as pretrain_main
 from pretrain.cli import pretrain_loss
-from test_train_data import tiny_ds  # noqa: F401
 from train.augment import AugmentParams
 from train.config import load_config
 from train.data import MixedDataset, ShardSource

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_data import tiny_ds  # noqa: F401  (module fixture: a real packed dataset)
 from train.augment import AugmentParams
 from train.cli import main as train_main
 from train.cli import train_loss

@@ -1,6 +1,6 @@
 """train.data / train.augment: real shards (datagen.pack of a toy render dir), crops, labels, plans.
 
-Fixtures here are shared by the other training tests (imported by name).
+`tiny_ds` (conftest.py) is the packed toy dataset all training tests share.
 """
 from __future__ import annotations
 
@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from test_pack import make_render_dir, run_pack  # noqa: F401  (the packers' toy render directory)
 from train.augment import AugmentParams, make_view
 from train.data import MixedDataset, PlanSampler, ShardSource, epoch_plan
 from train.geometry import apply_affine, crop_affine, project, warp_crop
 from datagen.raster import rasterize
 from train.losses import con2d_loss, con3d_loss
 
-N_POSES, N_VIEWS, SIZE = 6, 6, 96
-
-
-@pytest.fixture(scope="module")
-def tiny_ds(tmp_path_factory):
-    """A real packed dataset: 6 poses x 6 views of the toy hand, 96x96, open778 topology."""
-    root = tmp_path_factory.mktemp("tiny")
-    render = make_render_dir(root / "render", n_poses=N_POSES, n_views=N_VIEWS, size=SIZE)
-    run_pack(render, root / "ds")
-    return root / "ds"
+from conftest import TINY_POSES as N_POSES, TINY_SIZE as SIZE, TINY_VIEWS as N_VIEWS
 
 
 def test_shard_source_reads_consistent_samples(tiny_ds):
@@ -66,8 +56,6 @@ def test_splits_are_the_datasets_pose_group_splits(tiny_ds, seed):
 def _pose_table(bases):
     """Pose provenance as datagen builds it (ids, pose_a, pose_b, t) for the bases and their chains,
     with datagen's pose groups."""
-    from itertools import combinations
-
     from datagen.pack import pose_groups
     from datagen.poses import pair_list
 
