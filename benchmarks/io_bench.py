@@ -39,16 +39,16 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from datagen import shards as S  # noqa: E402
-from datagen.dataset import HandShards  # noqa: E402
-from datagen.pack import Inputs, load_inputs, pack  # noqa: E402
+from datagen.dataset import shards as S  # noqa: E402
+from datagen.dataset.reader import HandShards  # noqa: E402
+from datagen.dataset.pack import Inputs, load_inputs, pack  # noqa: E402
 
 
 def ensure_render(render: Path, poses: str, views_step: int) -> Path:
     """Render the benchmark set if it is missing or incomplete (the renderer resumes), afresh when
     it was rendered from other hand/pose tables (an older checkout)."""
     from datagen.config import load_config
-    from datagen.items import ensure_tables
+    from datagen.poses.tables import ensure_tables
 
     run = render / "run.json"
     if run.exists() and json.loads(run.read_text()).get("prepared_key") != ensure_tables(load_config(None)).key:
@@ -153,7 +153,7 @@ class ReadyMade(Dataset):
 def codec_study(render: Path, items: list[tuple[int, int]], repeats: int) -> list[tuple]:
     """Each codec alone: stored bytes/sample and decode CPU ms/sample (random order, ShardReader;
     images decoded to the CHW layout the Dataset returns)."""
-    from datagen.pack import load_item_arrays
+    from datagen.dataset.pack import load_item_arrays
 
     inputs = load_inputs(render)
     arrays = [load_item_arrays(render, p, v, inputs.height, inputs.width) for p, v in items]
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
 
     render = args.render or ensure_render(REPO / "out" / "io_bench" / "render", args.poses, args.views_step)
     inputs = load_inputs(render)
-    from datagen.pack import Scan, build_mapping_for
+    from datagen.dataset.pack import Scan, build_mapping_for
 
     mapping = build_mapping_for(inputs, "open778", None, None)  # cached after the first run
     items = Scan(inputs, progress=False).items

@@ -78,7 +78,7 @@ def image_quality(out: Path, ref: Path, specs) -> tuple[float, float]:
     import cv2
     from scipy.ndimage import binary_dilation
 
-    from datagen.items import item_paths
+    from datagen.render.layout import item_paths
 
     full, hand = [], []
     for s in specs:
@@ -157,10 +157,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from blender_scripts.scene import SceneRenderer
-    from datagen.cameras import views_for
+    from datagen.cameras.hemisphere import views_for
     from datagen.config import load_config
-    from datagen.hdri import discover
-    from datagen.items import ensure_tables, make_spec
+    from datagen.scene.hdri import discover
+    from datagen.poses.tables import ensure_tables
+    from datagen.scene.items import make_spec
 
     cfg = load_config(args.config)
     tables = ensure_tables(cfg)

@@ -115,7 +115,7 @@ def driver(items_file: Path, out: Path, workers: int, threads: int, cfg_args) ->
 
 
 def ledger_done(out: Path) -> list[dict]:
-    from datagen.jobs import read_ledger
+    from datagen.render.jobs import read_ledger
 
     ev = []
     for p in (out / "job").glob("*.ledger.jsonl"):

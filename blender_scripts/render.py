@@ -38,12 +38,13 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from datagen import atomic  # noqa: E402
-from datagen.items import (PreparedMissing, SelectionError, is_done, make_spec, parse_item_line,  # noqa: E402
-                           read_items_file, select)
+from datagen.poses.tables import PreparedMissing
+from datagen.render.selection import SelectionError, parse_item_line, read_items_file, select
+from datagen.render.layout import is_done
+from datagen.scene.items import make_spec
 
-PROTOCOL_PREFIX = "@@handsynth "
-RUN_FORMAT = "handsynth-render-dir"
-RUN_FORMAT_VERSION = 1
+from datagen.render.layout import (PROTOCOL_PREFIX, RUN_FORMAT, RUN_FORMAT_VERSION,  # noqa: E402
+                                   RenderDirError, check_writable, run_conflict)
 
 
 def in_blender_binary() -> bool:
@@ -151,26 +152,8 @@ def _hms(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = atomic.temp_path(out / "probe")
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
-
-
-def config_fingerprint(cfg_dict: dict) -> dict:
-    """The config parts that must agree between runs writing into one RENDER_DIR."""
-    d = json.loads(json.dumps(cfg_dict, default=list))
-    for k in ("device", "threads"):
-        d.get("render", {}).pop(k, None)
-    return d
-
-
 def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
-    from datagen.labels import JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M
+    from datagen.labels.visibility import JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M
 
     cfg_dict = json.loads(json.dumps(cfg.to_dict(), default=list))
     return {
@@ -195,23 +178,10 @@ def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
 
 def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None:
     run = out / "run.json"
-    if run.exists():
-        try:
-            old = json.loads(run.read_text())
-        except ValueError:
-            raise UsageError(f"{run} is not valid JSON; move it away or use another --out") from None
-        if config_fingerprint(old.get("config", {})) != config_fingerprint(record["config"]):
-            raise UsageError(f"{out} holds a render made with a different config; use another --out "
-                             f"(or the same config: its digest was {old.get('config_digest')})")
-        if [h["name"] for h in old.get("hdris", [])] != [h["name"] for h in record["hdris"]]:
-            raise UsageError(f"{out} was rendered with a different HDRI set "
-                             f"({len(old.get('hdris', []))} vs {len(record['hdris'])} files); items would "
-                             f"draw different environments - use another --out")
-        if old.get("prepared_key") != record["prepared_key"]:
-            raise UsageError(f"{out} was rendered from the hand/pose tables {old.get('prepared_key')}, this code "
-                             f"builds {record['prepared_key']} (the hand or pose-space code changed): resuming would "
-                             f"mix labels of two pose tables - use another --out")
-    else:
+    conflict = run_conflict(out, record["config"], [h["name"] for h in record["hdris"]], record["prepared_key"])
+    if conflict:
+        raise UsageError(conflict)
+    if not run.exists():
         atomic.write_json(run, record, fsync=fsync, indent=1)
     if not (out / "hand.npz").exists():
         atomic.write_bytes(out / "hand.npz", Path(tables.hand_file).read_bytes(), fsync=fsync)
@@ -243,9 +213,9 @@ class Failures:
 
 def setup(args):
     """Everything that can fail before rendering: config, cache, views, HDRIs, selection, output."""
-    from datagen.cameras import views_for
+    from datagen.cameras.hemisphere import views_for
     from datagen.config import ConfigError, load_config
-    from datagen.hdri import HdriError, discover
+    from datagen.scene.hdri import HdriError, discover
 
     try:
         cfg = load_config(args.config)
@@ -255,7 +225,7 @@ def setup(args):
         raise UsageError(f"--device {args.device!r}: use CPU, CUDA, OPTIX, HIP, ONEAPI or METAL")
     if args.threads is not None and args.threads < 0:
         raise UsageError("--threads must be >= 0")
-    from datagen.items import ensure_tables
+    from datagen.poses.tables import ensure_tables
 
     try:
         tables = ensure_tables(cfg, args.cache, can_build=not in_blender_binary(),
@@ -278,7 +248,7 @@ def setup(args):
         elif args.items_file:
             items = read_items_file(args.items_file, n_p, n_v)
             if args.shard:
-                from datagen.items import parse_shard, shard_slice
+                from datagen.render.selection import parse_shard, shard_slice
 
                 items = shard_slice(items, *parse_shard(args.shard))
         else:
@@ -288,7 +258,10 @@ def setup(args):
     if not args.out:
         raise UsageError("--out RENDER_DIR is required")
     out = Path(args.out)
-    check_writable(out)
+    try:
+        check_writable(out)
+    except RenderDirError as exc:
+        raise UsageError(str(exc)) from None
     return cfg, tables, views, hdris, warnings, items
 
 
@@ -303,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared tables ready: {tables.hand_file} {tables.poses_file}")
         return 0
     out = Path(args.out)
-    from datagen.hdri import HdriError
+    from datagen.scene.hdri import HdriError
 
     from blender_scripts.scene import SceneRenderer
 

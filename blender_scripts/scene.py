@@ -32,11 +32,19 @@ import numpy as np
 from mathutils import Matrix
 
 from datagen import atomic
-from datagen.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
-from datagen.items import ItemSpec, item_paths, mesh_path
-from datagen.labels import compute_labels, label_record
-from datagen.skin import (PALM_MELANIN, PALM_REDNESS, SSS_RADIUS, SkinParams, nail_weights, tone,
-                          vertex_weights)
+from datagen.scene.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
+from datagen.scene.items import ItemSpec
+from datagen.render.layout import item_paths, mesh_path
+from datagen.labels.visibility import compute_labels, label_record
+from datagen.scene.skin import (
+    PALM_MELANIN,
+    PALM_REDNESS,
+    SSS_RADIUS,
+    SkinParams,
+    nail_weights,
+    tone,
+    vertex_weights,
+)
 
 # Fixed Cycles choices (measured in benchmarks/render_bench.py; docs/RENDERING.md).
 CYCLES_FIXED = {

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from datagen.decimate import collapse_to
+from datagen.geometry.decimate import collapse_to
 
 __all__ = [
     "MeshHierarchy",

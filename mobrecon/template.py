@@ -60,7 +60,7 @@ def dev_template(n_vertices: int = 778, cache_dir=None) -> HandTemplate:
             return HandTemplate(z["vertices"], z["faces"], None, z["joints"], f"anny-hand-{n_vertices}")
     import anny  # heavy import, only on a cache miss
 
-    from datagen.decimate import collapse_to
+    from datagen.geometry.decimate import collapse_to
 
     m = anny.Anny(rig="anny-hand.R", topology="hand.R", skinning_method="lbs")
     out = m()

@@ -25,7 +25,7 @@ def config():
 
 @pytest.fixture(scope="session")
 def prepared(config, cache_dir):
-    from datagen.prepared import prepare_poses
+    from datagen.poses.prepared import prepare_poses
 
     return prepare_poses(config, cache_dir=cache_dir)
 

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from datagen.cameras import POLES, hemisphere, project_points, unproject, views_for
+from datagen.cameras.hemisphere import POLES, hemisphere, project_points, unproject, views_for
 from datagen.config import CameraConfig
 
 
@@ -70,7 +70,7 @@ def test_other_poles(pole):
 
 
 def test_framing_margin_positive_on_sample(prepared, views):
-    from datagen.cameras import framing_margins
+    from datagen.cameras.hemisphere import framing_margins
 
     class Subset:
         ids = np.arange(0, 1520, 97)

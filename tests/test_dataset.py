@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datagen.dataset import HandShards, select_split
+from datagen.dataset.reader import HandShards, select_split
 from test_pack import StubMapping, make_render_dir, run_pack
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from datagen.decimate import DecimationError, boundary_edges, collapse_to
+from datagen.geometry.decimate import DecimationError, boundary_edges, collapse_to
 
 
 def _edge_use(faces):

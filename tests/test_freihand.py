@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from datagen.raster import rasterize
+from datagen.geometry.raster import rasterize
 from test_pack import StubMapping, make_render_dir, run_pack, toy_mesh
 from train.augment import AugmentParams, make_view
 from train.data import FreiHANDSource, TopologyError, build_sources, epoch_plan, template_of

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from datagen.config import REPO_ROOT
-from datagen.hdri import (UNKNOWN_LICENCE, HdriError, builtin_dir, check_header, discover, hand_to_world,
-                          mean_luminance)
+from datagen.scene.hdri import (
+    UNKNOWN_LICENCE,
+    HdriError,
+    builtin_dir,
+    check_header,
+    discover,
+    hand_to_world,
+    mean_luminance,
+)
 
 
 def write_hdr(path, w=8, h=4, value=(128, 128, 128, 129)):
@@ -40,7 +47,7 @@ def test_builtin_set_is_found_checked_and_cc0(builtin):
 
 
 def test_builtin_dir_does_not_import_bpy():
-    code = ("import sys; from datagen.hdri import builtin_dir; d = builtin_dir(); "
+    code = ("import sys; from datagen.scene.hdri import builtin_dir; d = builtin_dir(); "
             "assert 'bpy' not in sys.modules; print(d)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert r.returncode == 0, r.stderr

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from datagen.config import config_from_dict, load_config
-from datagen.items import (PreparedMissing, SelectionError, ensure_tables, is_done, item_paths, load_tables,
-                           make_spec, parse_ids, parse_item_line, parse_shard, read_items_file, select,
-                           shard_slice)
+from datagen.poses.tables import PreparedMissing, ensure_tables, load_tables
+from datagen.render.selection import (
+    SelectionError,
+    parse_ids,
+    parse_item_line,
+    parse_shard,
+    read_items_file,
+    select,
+    shard_slice,
+)
+from datagen.render.layout import is_done, item_paths
+from datagen.scene.items import make_spec
 
 
 def test_parse_ids_forms():

@@ -5,11 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from datagen.cameras import project_points, views_for
-from datagen.items import make_spec
-from datagen.labels import (DEPTH_MARGIN_M, JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M, compute_labels, label_record,
-                            segment_crossings)
-from datagen.raster import ray_crossings
+from datagen.cameras.hemisphere import project_points, views_for
+from datagen.scene.items import make_spec
+from datagen.labels.visibility import (
+    DEPTH_MARGIN_M,
+    JOINT_FLESH_M,
+    SURFACE_KEYPOINTS,
+    SURFACE_TOLERANCE_M,
+    compute_labels,
+    label_record,
+    segment_crossings,
+)
+from datagen.geometry.raster import ray_crossings
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from datagen.geometry import closest_barycentric
-from datagen.mapping import (Mapping, build_mapping, closest_points, fit_joint_regressor,
-                             format_report, main, measure_poses, rest_geometry)
-from datagen.open778 import boundary_loop
+from datagen.geometry.closest_point import closest_barycentric
+from datagen.mapping.dense_to_778 import (
+    Mapping,
+    build_mapping,
+    closest_points,
+    fit_joint_regressor,
+    format_report,
+    main,
+    measure_poses,
+    rest_geometry,
+)
+from datagen.mapping.open778 import boundary_loop
 
 LAST_LINE = re.compile(r"^topology=(open778|mano) surface_mean_mm=\d+\.\d+ surface_max_mm=\d+\.\d+ flipped_faces=\d+$")
 
@@ -75,7 +83,7 @@ def test_flip_measure_detects_bad_meshes(open778, prepared):
     """The flip/collapse counter is not a constant: inverted or scrambled meshes are caught."""
     m = open778
     idx = np.arange(0, 1520, 40)  # 38 poses
-    from datagen.mapping import dense_posed_arrays, map_posed
+    from datagen.mapping.dense_to_778 import dense_posed_arrays, map_posed
 
     class Sub:  # the prepared poses restricted to idx
         asset = prepared.asset

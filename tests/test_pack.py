@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from datagen import shards as S
-from datagen.cameras import hemisphere
+from datagen.dataset import shards as S
+from datagen.cameras.hemisphere import hemisphere
 from datagen.config import CameraConfig
 from datagen.hand.asset import HandAsset
-from datagen.pack import PackError, pack
-from datagen.raster import rasterize
+from datagen.dataset.pack import PackError, pack
+from datagen.geometry.raster import rasterize
 
 REPO = Path(__file__).resolve().parent.parent
 SURFACE = (0, 4, 8, 12, 16, 20)  # wrist and fingertips lie on the skin, other keypoints inside
@@ -247,7 +247,7 @@ def test_deterministic_bytes(render_dir, tmp_path):
 def test_resume_keeps_finished_shards(render_dir, tmp_path, monkeypatch):
     ref = run_pack(render_dir, tmp_path / "ref", shard_size_mb=0.02)
     out = tmp_path / "ds"
-    import datagen.pack as P
+    import datagen.dataset.pack as P
 
     calls = {"n": 0}
     real = P.load_item_arrays
@@ -337,8 +337,8 @@ def test_real_render_packs_verifies_and_reads(tmp_path, prepared, cache_dir):
     m = pack(render, tmp_path / "ds", cache_dir=cache_dir, progress=False, log=lambda *_: None)
     assert m["counts"]["samples"] == 2 and m["topology"] == "open778"
     assert m["licences"]["hdris"] and all(h.get("licence") for h in m["licences"]["hdris"])
-    from datagen.dataset import HandShards
-    from datagen.verify import verify
+    from datagen.dataset.reader import HandShards
+    from datagen.dataset.verify import verify
 
     rep = verify(tmp_path / "ds")
     assert rep.ok, rep.text()

@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from datagen import poses as P
-from datagen.collision import PenetrationChecker
+from datagen.poses import construction as P
+from datagen.poses.collision import PenetrationChecker
 
 
 def test_counts_ids_and_provenance(prepared):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datagen.raster import ray_crossings, rasterize
+from datagen.geometry.raster import ray_crossings, rasterize
 
 K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
 

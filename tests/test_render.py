@@ -67,7 +67,7 @@ def labels_of(out: Path):
 
 
 def test_render_dir_is_complete_and_self_consistent(rendered):
-    from datagen.labels import compute_labels
+    from datagen.labels.visibility import compute_labels
 
     run = json.loads((rendered / "run.json").read_text())
     assert run["format"] == "handsynth-render-dir" and run["n_views"] == 216 and run["n_poses"] == 1520
@@ -108,7 +108,12 @@ def test_render_dir_is_complete_and_self_consistent(rendered):
 def test_visible_keypoints_lie_on_the_silhouette_and_agree_with_depth(rendered):
     from scipy.ndimage import binary_dilation
 
-    from datagen.labels import DEPTH_MARGIN_M, JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M
+    from datagen.labels.visibility import (
+        DEPTH_MARGIN_M,
+        JOINT_FLESH_M,
+        SURFACE_KEYPOINTS,
+        SURFACE_TOLERANCE_M,
+    )
 
     n = 0
     for j in labels_of(rendered):
@@ -138,10 +143,10 @@ def test_visible_keypoints_lie_on_the_silhouette_and_agree_with_depth(rendered):
 def scene(small_cfg, cache_dir, prepared):
     """A fresh scene per test: building one resets Blender's data, so none may outlive a test."""
     from blender_scripts.scene import SceneRenderer
-    from datagen.cameras import views_for
+    from datagen.cameras.hemisphere import views_for
     from datagen.config import load_config
-    from datagen.hdri import discover
-    from datagen.items import ensure_tables
+    from datagen.scene.hdri import discover
+    from datagen.poses.tables import ensure_tables
 
     cfg = load_config(small_cfg)
     tables = ensure_tables(cfg, cache_dir)
@@ -151,8 +156,8 @@ def scene(small_cfg, cache_dir, prepared):
 
 
 def _cycles_vs_labels(renderer, cfg, tables, views, pose, view, tmp_path):
-    from datagen.items import make_spec
-    from datagen.labels import compute_labels
+    from datagen.scene.items import make_spec
+    from datagen.labels.visibility import compute_labels
 
     spec = make_spec(cfg, 2, pose, view, len(views))
     alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
@@ -281,7 +286,7 @@ def test_hand_asset_of_an_older_version_is_refused_by_name(tmp_path):
     (lambda src: _unknown_compression(src.read_bytes()), "Blender"),  # header parses, Blender cannot load
 ])
 def test_corrupt_hdri_fails_before_rendering_naming_the_file(make_bad, where, cache_dir, tmp_path, capsys):
-    from datagen.hdri import builtin_dir
+    from datagen.scene.hdri import builtin_dir
 
     d = tmp_path / "hdri"
     d.mkdir()
@@ -400,7 +405,7 @@ def test_environment_orientation_matches_the_recorded_rotation(scene, tmp_path):
     `hdri.hand_to_world` of the label and Blender's equirectangular mapping (datagen.hdri)."""
     import bpy
 
-    from datagen.hdri import hand_to_world
+    from datagen.scene.hdri import hand_to_world
 
     cfg, tables, views, hdris, renderer = scene
     img = bpy.data.images.load(hdris[0].path, check_existing=True)

@@ -35,7 +35,7 @@ def write_config(path: Path, size=96, samples=4, sources=("builtin",)) -> Path:
 
 
 def run_driver(args) -> int:
-    from datagen.render import main
+    from datagen.render.driver import main
 
     return main([str(a) for a in args])
 
@@ -53,7 +53,7 @@ def labels(out: Path) -> dict:
 
 
 def ledger_events(out: Path) -> list[dict]:
-    from datagen.jobs import read_ledger
+    from datagen.render.jobs import read_ledger
 
     ev = []
     for p in sorted((out / "job").glob("*.ledger.jsonl")):
@@ -226,7 +226,7 @@ def test_shards_together_render_exactly_the_reference(reference, cfg, cache_dir,
 
 
 def test_second_driver_on_a_running_job_is_refused(reference, cfg, cache_dir, capsys):
-    from datagen.jobs import JobLock
+    from datagen.render.jobs import JobLock
 
     (lock_path,) = (reference / "job").glob("*.lock")
     lock = JobLock(lock_path)
@@ -287,7 +287,7 @@ def test_other_config_into_an_existing_render_is_refused(reference, cache_dir, t
 
 
 def test_hdri_only_blender_rejects_stops_the_job_with_the_workers_message(cache_dir, prepared, tmp_path, capsys):
-    from datagen.hdri import builtin_dir
+    from datagen.scene.hdri import builtin_dir
 
     d = tmp_path / "hdri"
     d.mkdir()

@@ -8,9 +8,21 @@ import os
 import numpy as np
 import pytest
 
-from datagen.items import SelectionError, select
-from datagen.jobs import (Block, JobLock, Ledger, collect_status, lock_holder, plan_blocks, ranges_mask, read_ledger,
-                          resolve_shard, shard_items, split_even, to_ranges)
+from datagen.render.selection import SelectionError, select
+from datagen.render.jobs import (
+    Block,
+    JobLock,
+    Ledger,
+    collect_status,
+    lock_holder,
+    plan_blocks,
+    ranges_mask,
+    read_ledger,
+    resolve_shard,
+    shard_items,
+    split_even,
+    to_ranges,
+)
 
 FULL = select(1520, 216)
 
@@ -142,7 +154,7 @@ def _fake_render_dir(out, done_ids, n_poses=1520, n_views=216):
 
 
 def test_status_is_rebuilt_from_the_directory_with_or_without_the_ledger(tmp_path):
-    from datagen.jobs import Job
+    from datagen.render.jobs import Job
 
     out = tmp_path / "r"
     _fake_render_dir(out, [0, 1, 2, 216, 217])
@@ -179,7 +191,7 @@ def test_job_lock_is_exclusive(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from datagen.jobs import JobLock; h = JobLock(__import__('pathlib').Path(sys.argv[1]))"
+    code = ("import sys; from datagen.render.jobs import JobLock; h = JobLock(__import__('pathlib').Path(sys.argv[1]))"
             ".acquire(); print(h)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "j.lock")], capture_output=True, text=True)
     assert f"pid {os.getpid()}" in r.stdout  # another process is refused and told who holds it

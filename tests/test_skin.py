@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from datagen.config import load_config
-from datagen.skin import SkinParams, VARIATION_RANGES, draw_skin, linear_to_srgb8, tone, vertex_weights
+from datagen.scene.skin import SkinParams, VARIATION_RANGES, draw_skin, linear_to_srgb8, tone, vertex_weights
 
 
 def lightness(rgb):
@@ -73,8 +73,8 @@ def test_vertex_weights(prepared):
 
 
 def test_nails_sit_on_the_back_of_each_fingertip(config, cache_dir, prepared):
-    from datagen.items import ensure_tables
-    from datagen.skin import nail_weights
+    from datagen.poses.tables import ensure_tables
+    from datagen.scene.skin import nail_weights
 
     T = ensure_tables(config, cache_dir)
     rest = T.dense(T.rest_base_vertices)

@@ -11,7 +11,7 @@ import torch
 from train.augment import AugmentParams, make_view
 from train.data import MixedDataset, PlanSampler, ShardSource, epoch_plan
 from train.geometry import apply_affine, crop_affine, project, warp_crop
-from datagen.raster import rasterize
+from datagen.geometry.raster import rasterize
 from train.losses import con2d_loss, con3d_loss
 
 from conftest import TINY_POSES as N_POSES, TINY_SIZE as SIZE, TINY_VIEWS as N_VIEWS
@@ -36,7 +36,7 @@ def test_shard_source_reads_consistent_samples(tiny_ds):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_splits_are_the_datasets_pose_group_splits(tiny_ds, seed):
-    from datagen.dataset import ShardDataset
+    from datagen.dataset.reader import ShardDataset
 
     fr = (0.5, 0.25, 0.25)
     parts = [ShardSource(tiny_ds, s, "pose", fr, seed) for s in ("train", "val", "test")]
@@ -56,8 +56,8 @@ def test_splits_are_the_datasets_pose_group_splits(tiny_ds, seed):
 def _pose_table(bases):
     """Pose provenance as datagen builds it (ids, pose_a, pose_b, t) for the bases and their chains,
     with datagen's pose groups."""
-    from datagen.pack import pose_groups
-    from datagen.poses import pair_list
+    from datagen.dataset.pack import pose_groups
+    from datagen.poses.construction import pair_list
 
     pairs = pair_list()
     ids, pa, pb, t = [], [], [], []
@@ -76,7 +76,7 @@ def _pose_table(bases):
 
 @pytest.mark.parametrize("bases", [tuple(range(32)), (0, 31, 1, 2, 6, 12, 24, 25, 29, 30, 16, 7)])
 def test_chain_split_holds_out_whole_chains_and_keeps_pose_groups(bases):
-    from datagen.dataset import select_split
+    from datagen.dataset.reader import select_split
     from train.data import split_keys
 
     table, groups = _pose_table(bases)

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from datagen import shards as S
-from datagen.verify import verify
+from datagen.dataset import shards as S
+from datagen.dataset.verify import verify
 from test_pack import REPO, make_render_dir, run_pack
 
 

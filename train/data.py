@@ -133,7 +133,7 @@ class ShardSource:
     FIELDS = ("image", "mask", "joints_cam", "vertices_cam", "K", "ids")
 
     def __init__(self, root, split="train", split_by="pose", fractions=(0.8, 0.1, 0.1), split_seed=0):
-        from datagen.dataset import ShardDataset, select_split
+        from datagen.dataset.reader import ShardDataset, select_split
 
         if split_by not in ("pose", "view", "both", "chain"):
             raise ValueError(f"split_by must be pose, view, both or chain, got {split_by!r}")

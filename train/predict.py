@@ -65,7 +65,7 @@ def shade_mesh(image: np.ndarray, verts_cam: np.ndarray, faces, K, alpha: float 
     v = np.asarray(verts_cam, np.float64)
     if not np.all(v[:, 2] > 1e-3):
         return out
-    from datagen.raster import rasterize
+    from datagen.geometry.raster import rasterize
 
     f = np.asarray(faces)
     r = rasterize(v, f, np.asarray(K, np.float64), w, h)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .decimate import boundary_edges, collapse_to
+from datagen.geometry.decimate import boundary_edges, collapse_to
 
 N_VERTICES = 778
 WRIST_RING = 16

@@ -30,8 +30,8 @@ import signal
 import socket
 from pathlib import Path
 
-from .jobs import JOB_DIR
-from .workers import Outcome, Policy, Slot, WorkerSpec, WorkerStartError
+from datagen.render.jobs import JOB_DIR
+from datagen.render.workers import Outcome, Policy, Slot, WorkerSpec, WorkerStartError
 
 _SLOT: Slot | None = None
 _SLOT_KEY = None
@@ -168,7 +168,7 @@ def run_ray(blocks, spec: WorkerSpec, policy: Policy, n_slots: int, tracker, out
 
 def _block_failed(block, exc, tracker, out: Path) -> None:
     """A task failed after Ray's retries: its unfinished items are failed (with the error)."""
-    from .items import is_done
+    from datagen.render.layout import is_done
 
     msg = str(exc).strip().splitlines()
     msg = msg[-1] if msg else type(exc).__name__

@@ -40,20 +40,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from datagen.config import REPO_ROOT
+from datagen.render.layout import PROTOCOL_PREFIX
+
 RENDER_SCRIPT = REPO_ROOT / "blender_scripts" / "render.py"
-
-
-def renderer_module():
-    """blender_scripts/render.py as a module (no bpy at import): its protocol and checks."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import blender_scripts.render as r
-
-    return r
-
-
-PROTOCOL_PREFIX = renderer_module().PROTOCOL_PREFIX
 
 
 class WorkerCrashed(RuntimeError):

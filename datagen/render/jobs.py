@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .items import SelectionError, parse_shard, shard_slice
+from datagen import atomic
+from datagen.render.selection import SelectionError, parse_shard, shard_slice
 
 JOB_DIR = "job"
 LOG_DIR = "logs"

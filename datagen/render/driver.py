@@ -29,11 +29,24 @@ import threading
 import time
 from pathlib import Path
 
-from .jobs import (Job, JobLock, Ledger, collect_status, format_status, hms, job_key, plan_blocks, resolve_shard,
-                   scan_done, shard_items, shard_tag)
-from .workers import Outcome, Policy, WorkerSpec, renderer_module
+from datagen.config import REPO_ROOT
+from datagen.render.jobs import (
+    Job,
+    JobLock,
+    Ledger,
+    collect_status,
+    format_status,
+    hms,
+    job_key,
+    plan_blocks,
+    resolve_shard,
+    scan_done,
+    shard_items,
+    shard_tag,
+)
+from datagen.render.layout import RenderDirError, check_writable, run_conflict
+from datagen.render.workers import Outcome, Policy, WorkerSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 BYTES_PER_ITEM_256 = 360_000  # measured at 256x256: PNG ~80 kB, depth 262 kB, JSON 6 kB, mask 1 kB
 
@@ -145,34 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- checks and plan
 
-def _existing_run_conflict(out: Path, cfg, hdris) -> str | None:
-    """Why OUT's run.json (if any) forbids rendering into it with this config and HDRI set."""
-    try:
-        old = json.loads((out / "run.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return f"{out / 'run.json'} cannot be read ({exc}); move it away or use another --out"
-    fp = renderer_module().config_fingerprint
-    if fp(old.get("config", {})) != fp(cfg.to_dict()):
-        return (f"{out} holds a render made with a different config (digest {old.get('config_digest')}); "
-                f"use that config or another --out")
-    names = [h.get("name") for h in old.get("hdris", [])]
-    if names != [h.name for h in hdris]:
-        return (f"{out} was rendered with a different HDRI set ({len(names)} files, now {len(hdris)}); items "
-                f"would draw different environments - use another --out")
-    return None
-
-
 class Plan:
     """Everything the run needs, all checked before any work starts."""
 
 
 def prepare(args) -> Plan:
-    from .cameras import views_for
-    from .config import ConfigError, load_config
-    from .hdri import HdriError, discover
-    from .items import PreparedMissing, SelectionError, ensure_tables, make_spec, read_items_file, select
+    from datagen.cameras.hemisphere import views_for
+    from datagen.config import ConfigError, load_config
+    from datagen.scene.hdri import HdriError, discover
+    from datagen.poses.tables import PreparedMissing, ensure_tables
+    from datagen.render.selection import SelectionError, read_items_file, select
+    from datagen.scene.items import make_spec
 
     P = Plan()
     if not args.out:
@@ -248,12 +244,11 @@ def prepare(args) -> Plan:
     P.out = out
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a folder")
-    r = renderer_module()
     try:
-        r.check_writable(out)
-    except r.UsageError as exc:
+        check_writable(out)
+    except RenderDirError as exc:
         raise UsageError(str(exc)) from None
-    conflict = _existing_run_conflict(out, cfg, hdris)
+    conflict = run_conflict(out, cfg.to_dict(), [h.name for h in hdris], tables.key)
     if conflict:
         raise UsageError(conflict)
     if args.cache:
@@ -298,7 +293,7 @@ def _not_done(out: Path, items, n_views: int) -> list[tuple[int, int]]:
 
 
 def _failed_items(job: Job) -> set[int]:
-    from .jobs import read_ledger
+    from datagen.render.jobs import read_ledger
 
     events, _ = read_ledger(job.ledger_path)
     failed: set[int] = set()
@@ -438,7 +433,7 @@ def run_job(args, P: Plan) -> int:
     threads = P.threads
     block_size = args.block_size or (54 if ray_mode else 0)
     if ray_mode:
-        from .ray_backend import connect
+        from datagen.render.ray_backend import connect
 
         try:
             ray_info = connect(args.ray, P.workers, threads, P.cpus, gpu=P.device != "CPU")
@@ -489,12 +484,12 @@ def run_job(args, P: Plan) -> int:
         if not blocks:
             pass
         elif ray_mode:
-            from .ray_backend import run_ray
+            from datagen.render.ray_backend import run_ray
 
             fatal = run_ray(blocks, spec, policy, n_workers, tracker, P.out, stop, log_prefix, P.job.record_path,
                             window=n_workers if P.workers else None)
         else:
-            from .workers import LocalPool
+            from datagen.render.workers import LocalPool
 
             pool = LocalPool(spec, policy, n_workers, P.out / "logs", log_prefix, P.out, tracker)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import CameraConfig
+from datagen.config import CameraConfig
 
 POLES = {
     "egocentric": (0.0, -1.0, 0.0),
@@ -157,8 +157,8 @@ def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarra
 
 
 def main(argv=None) -> int:
-    from .config import load_config
-    from .prepared import prepare_poses
+    from datagen.config import load_config
+    from datagen.poses.prepared import prepare_poses
 
     ap = argparse.ArgumentParser(prog="python -m datagen.cameras", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="dataset config (TOML); default: configs/default.toml")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .geometry import closest_barycentric
+from datagen.geometry.closest_point import closest_barycentric
 
 JUNCTION_M = 0.006  # rest-pose distance under which two parts count as joined
 BROAD_PHASE_M = 0.015  # only vertices this close to B's vertices can be inside B
@@ -163,7 +163,7 @@ _WORKER = {}
 
 
 def _init_worker(prepared_key, cache_dir):
-    from .prepared import load_prepared_files, prepared_paths
+    from datagen.poses.prepared import load_prepared_files, prepared_paths
 
     p = load_prepared_files(*prepared_paths(cache_dir, prepared_key), prepared_key)
     rest = p.asset.dense(p.asset.rest_base_vertices)

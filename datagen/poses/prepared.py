@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import REPO_ROOT, Config
-from .hand.asset import HandAsset
-from .hand.base import KEYPOINT_NAMES
+from datagen.config import REPO_ROOT, Config
+from datagen.hand.asset import HandAsset
+from datagen.hand.base import KEYPOINT_NAMES
 
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
 POSE_SPACE_VERSION = 4
@@ -62,7 +62,7 @@ class Prepared:
 
 
 def _pose_space_digest(cfg: Config) -> str:
-    from . import poses
+    from datagen.poses import construction as poses
 
     payload = {
         "hand": cfg.hand.__dict__,
@@ -115,9 +115,9 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     if asset_path.exists() and poses_path.exists():
         return load_prepared_files(asset_path, poses_path, key)
 
-    from .hand import load_hand_model
-    from .hand.asset import build_asset
-    from .poses import build_pose_table, pose_meshes
+    from datagen.hand import load_hand_model
+    from datagen.hand.asset import build_asset
+    from datagen.poses.construction import build_pose_table, pose_meshes
 
     if progress:
         print(f"building hand '{cfg.hand.model}' and {cfg.poses.interpolation_steps}-step pose table "

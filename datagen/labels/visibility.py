@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .raster import project, rasterize
+from datagen.geometry.raster import project, rasterize
 
 SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)
 SURFACE_TOLERANCE_M = 0.004

@@ -36,7 +36,7 @@ def look_at(eye, target, up=(0.0, 1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
 
 def shade_mesh(vertices, faces, R, t, K, width, height, face_colours=None, light=(0.3, -0.5, -1.0)):
     """A quick flat-shaded RGB uint8 picture of a mesh (white background)."""
-    from .raster import rasterize
+    from datagen.geometry.raster import rasterize
 
     cam = vertices @ R.T + t
     r = rasterize(cam, faces, K, width, height)

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import closest_barycentric
+from datagen.geometry.closest_point import closest_barycentric
 from scipy.spatial import cKDTree
 
-from .hand.base import KEYPOINT_NAMES
+from datagen.hand.base import KEYPOINT_NAMES
 
 TOPOLOGIES = ("open778", "mano")
 MAPPING_VERSION = 1
@@ -265,7 +265,7 @@ def _relax_on(faces: np.ndarray, X: np.ndarray, N: np.ndarray, home: np.ndarray,
     dense_normals: (P, Nd, 3) the same for the dense mesh.
     Returns (faces, {mapped vertex: dense vertex it was slid onto}, stats).
     """
-    from .open778 import boundary_loop
+    from datagen.mapping.open778 import boundary_loop
 
     F = np.asarray(faces, dtype=np.int64).copy()
     home = np.asarray(home, dtype=np.int64).copy()
@@ -497,7 +497,7 @@ class Mapping:
 
 def rest_geometry(prepared) -> dict:
     """Rest-pose dense vertices, faces, open (cap-free) faces and the 21 rig keypoints."""
-    from .open778 import cap_vertices, open_dense_faces
+    from datagen.mapping.open778 import cap_vertices, open_dense_faces
 
     a = prepared.asset
     V = a.dense(np.asarray(a.rest_base_vertices, dtype=np.float64))
@@ -656,9 +656,11 @@ def _input_key(prepared, topology: str, mano_sha: str | None) -> str:
                 a.rest_heads, a.joint_bones, a.tip_faces, a.tip_barycentric,
                 prepared.base_vertices, prepared.keypoints):
         h.update(np.ascontiguousarray(arr).tobytes())
-    here = Path(__file__).resolve().parent
-    for name in ("mapping.py", "open778.py", "decimate.py") + (("mano.py",) if topology == "mano" else ()):
-        h.update((here / name).read_bytes())
+    from datagen.geometry import decimate
+    from datagen.mapping import mano, open778
+
+    for module in (sys.modules[__name__], open778, decimate) + ((mano,) if topology == "mano" else ()):
+        h.update(Path(module.__file__).read_bytes())
     if topology == "mano":
         import importlib.metadata
 
@@ -706,7 +708,7 @@ def map_posed(M: sp.csr_matrix, pos: np.ndarray, nrm: np.ndarray, chunk: int = P
 
 
 def _build_open778(prepared, rest: dict):
-    from .open778 import boundary_loop, build_open778
+    from datagen.mapping.open778 import boundary_loop, build_open778
 
     a = prepared.asset
     o = build_open778(rest["vertices"], rest["faces"], a.dense_matrix, a.base_faces)
@@ -750,7 +752,7 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
         raise ValueError("topology 'mano' needs mano_path: the path of your own MANO_RIGHT.pkl")
     if topology == "open778" and mano_path is not None:
         raise ValueError("mano_path is only used with topology='mano'")
-    from .prepared import default_cache_dir
+    from datagen.poses.prepared import default_cache_dir
 
     mano_sha = _sha256_file(mano_path) if topology == "mano" else None
     key = _input_key(prepared, topology, mano_sha)
@@ -769,7 +771,7 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
         say("building open778 (decimation of the rest-pose dense hand) ...")
         M, faces, R, extra, source, posed = _build_open778(prepared, rest)
     else:
-        from .mano import build_mano_mapping
+        from datagen.mapping.mano import build_mano_mapping
 
         say(f"loading and registering MANO from {mano_path} ...")
         M, faces, R, extra, source, posed = build_mano_mapping(mano_path, prepared, rest)
@@ -870,8 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="config TOML (default: configs/default.toml)")
     ap.add_argument("--cache-dir", help="cache root (default: $HANDSYNTH_CACHE or <repo>/cache)")
     args = ap.parse_args(argv)
-    from .config import load_config
-    from .prepared import prepare_poses
+    from datagen.config import load_config
+    from datagen.poses.prepared import prepare_poses
 
     prepared = prepare_poses(load_config(args.config), cache_dir=args.cache_dir, progress=True)
     m = build_mapping(prepared, topology="mano" if args.mano else "open778", mano_path=args.mano,

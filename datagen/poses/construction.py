@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .hand.asset import HandAsset, posed_bone_heads
-from .hand.base import FINGERS, HandModel, forward_kinematics
+from datagen.hand.asset import HandAsset, posed_bone_heads
+from datagen.hand.base import FINGERS, HandModel, forward_kinematics
 
 # Anatomical flexion angles in degrees, proximal to distal.
 EXTENDED = {f: (0.0, 0.0, 0.0) for f in FINGERS[1:]}
@@ -266,7 +266,7 @@ def write_pose_sheet(prepared, path, size: int = 160) -> None:
     """The 32 base poses (palm-side three-quarter view) and the 7 -> 15 sequence of the paper's Fig. 11."""
     import imageio.v3 as iio
 
-    from .viz import PART_COLOURS, grid, label, look_at, shade_mesh
+    from datagen.inspect.viz import PART_COLOURS, grid, label, look_at, shade_mesh
 
     a = prepared.asset
     K = np.array([[size * 2.3, 0, size / 2], [0, size * 2.3, size / 2], [0, 0, 1.0]])
@@ -285,7 +285,7 @@ def write_pose_sheet(prepared, path, size: int = 160) -> None:
 
 
 def main(argv=None) -> int:
-    from .prepared import prepare_poses
+    from datagen.poses.prepared import prepare_poses
 
     ap = argparse.ArgumentParser(prog="python -m datagen.poses", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="dataset config (TOML); default: configs/default.toml")
@@ -294,9 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sheet", metavar="PNG", help="draw the 32 base poses and one interpolated sequence")
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
-    from .config import load_config
+    from datagen.config import load_config
 
-    from .prepared import default_cache_dir
+    from datagen.poses.prepared import default_cache_dir
 
     cfg = load_config(args.config)
     cache = Path(args.cache) if args.cache else default_cache_dir()
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     for p in problems:
         print("joint limit:", p)
     if args.report or not (args.export or args.sheet):
-        from .collision import penetration_report
+        from datagen.poses.collision import penetration_report
 
         report = penetration_report(prepared, progress=True, cache_dir=cache)
         print(report.table())

@@ -1,6 +1,6 @@
 """Reading a packed dataset: random access over shards, splits, camera-space labels.
 
-    from datagen.dataset import HandShards
+    from datagen.dataset.reader import HandShards
     ds = HandShards("out/ds", split="train")             # split by pose (held-out poses unseen)
     loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=2)
     s = ds.read_sample(0)                                # the same sample as numpy arrays
@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import shards as S
+from datagen.dataset import shards as S
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "joints_cam",

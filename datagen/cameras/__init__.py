@@ -1,0 +1,3 @@
+"""Camera samplers (the paper's 216-view hemisphere is one) and the framing report.
+`python -m datagen.cameras --report`.
+"""

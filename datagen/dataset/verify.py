@@ -1,0 +1,367 @@
+"""Check a packed dataset: files, checksums, counts, schema and label sanity.
+
+    python -m datagen.verify OUT_DIR [--quick] [--labels N] [--seed S]
+
+Exit status 0 when everything holds, 1 with a report naming each problem (file, shard, row,
+item) otherwise.  Checks:
+- manifest: present, parseable, known schema version; every listed file present with the
+  listed size and SHA-256; no unlisted shards; no half-written (.partial) files;
+- schema and counts: every shard has the datasets of its codecs with one row per sample, the
+  counts of the manifest, item ids strictly increasing across shards, the sample index of
+  tables.h5 pointing at them, known poses and views; the 778-vertex mapping (rows sum to 1,
+  faces in range, mapped vertices = matrix @ dense vertices);
+- labels (every sample, or N per shard with --labels N; none with --quick): images decode to
+  the stated size; silhouette = depth > 0; bbox and area agree with the silhouette; 2D
+  keypoints = projection of the camera-space joints; in_frame = inside the image; visible
+  keypoints lie in the image and on the silhouette; at visible surface keypoints (wrist and
+  fingertips) nothing lies in front of the keypoint by more than the run's surface tolerance,
+  at visible joint centres the skin in front lies within the joint's flesh depth
+  (render_run.visibility in the manifest; a pixel of slack); visible surface keypoints within
+  their tolerance of the silhouette, joints on it; stored depth gaps agree with the depth map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+from datagen.dataset import shards as S
+
+# The visibility contract, from the render run (manifest render_run.visibility); these defaults
+# apply when a dataset does not state it.
+DEFAULT_VISIBILITY = {"surface_keypoints": [0, 4, 8, 12, 16, 20], "surface_tolerance_m": 0.004,
+                      "joint_flesh_m": [0.0] + [0.04, 0.025, 0.02, 0.0] + [0.04, 0.02, 0.02, 0.0] * 4}
+SLACK_M = 0.002  # depth at a pixel centre vs. at the keypoint's exact ray (one pixel of slope)
+SLACK_PX = 1.5  # a keypoint on the silhouette's edge may fall in the next pixel
+TOL_2D_PX = 0.02
+TOL_GAP_M = 1e-4  # stored depth_gap_m vs. the (decoded) depth map
+SHOW = 5  # examples listed per kind of problem
+
+
+class Report:
+    def __init__(self):
+        self.problems: dict[str, list[str]] = defaultdict(list)
+        self.notes: list[str] = []
+
+    def add(self, kind: str, message: str) -> None:
+        self.problems[kind].append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        lines = list(self.notes)
+        if self.ok:
+            lines.append("OK: no problems found")
+            return "\n".join(lines)
+        n = sum(map(len, self.problems.values()))
+        lines.append(f"FAILED: {n} problem(s) of {len(self.problems)} kind(s)")
+        for kind, msgs in self.problems.items():
+            lines.append(f"- {kind}: {len(msgs)}")
+            lines += [f"    {m}" for m in msgs[:SHOW]]
+            if len(msgs) > SHOW:
+                lines.append(f"    ... and {len(msgs) - SHOW} more")
+        return "\n".join(lines)
+
+
+def check_files(root: Path, manifest: dict, rep: Report) -> list[str]:
+    """Presence, sizes and SHA-256 of the listed files; returns the shard files fit to open."""
+    good = []
+    entries = [("tables", manifest.get("tables", {}))] + [("shard", s) for s in manifest.get("shards", [])]
+    for kind, e in entries:
+        name = e.get("file")
+        p = root / str(name)
+        if not name or not p.exists():
+            rep.add("missing file", f"{name}: listed in the manifest but not on disk")
+            continue
+        size = p.stat().st_size
+        if size != e.get("bytes"):
+            rep.add("size mismatch", f"{name}: {size} bytes, the manifest says {e.get('bytes')}")
+        digest = S.sha256_file(p)
+        if digest != e.get("sha256"):
+            rep.add("checksum mismatch", f"{name}: SHA-256 {digest[:16]}..., the manifest says "
+                                         f"{str(e.get('sha256'))[:16]}... (file damaged or replaced)")
+        elif kind == "shard":
+            good.append(name)
+    listed = {s.get("file") for s in manifest.get("shards", [])}
+    for p in sorted(root.glob("shard-*.h5")):
+        if p.name not in listed:
+            rep.add("unlisted file", f"{p.name}: a shard not in the manifest (left from another pack?)")
+    for p in sorted(root.glob("*" + S.PARTIAL)):
+        rep.add("unfinished pack", f"{p.name}: a half-written file; the pack was interrupted - run it again")
+    return good
+
+
+def _check_mapping(f: h5py.File, rep: Report) -> None:
+    m = f["mano"]
+    shape = tuple(m["matrix_shape"][()])
+    M = sp.csr_matrix((m["matrix_data"][()], m["matrix_indices"][()], m["matrix_indptr"][()]), shape=shape)
+    rows = np.asarray(M.sum(axis=1)).ravel()
+    if np.abs(rows - 1).max() > 1e-4:
+        rep.add("mapping", f"mapping matrix rows must sum to 1 (worst {rows[np.argmax(np.abs(rows - 1))]:.6f})")
+    nv = shape[0]
+    faces = m["faces"][()]
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= nv:
+        rep.add("mapping", f"faces {faces.shape} index outside 0..{nv - 1}")
+    if m["joint_regressor"].shape != (21, nv):
+        rep.add("mapping", f"joint_regressor is {m['joint_regressor'].shape}, expected (21, {nv})")
+    mv = f["poses/mano_vertices"]
+    dv = f["poses/dense_vertices"]
+    if mv.shape[1:] != (nv, 3) or dv.shape[1] != shape[1]:
+        rep.add("mapping", f"poses/mano_vertices {mv.shape} / dense_vertices {dv.shape} do not fit the "
+                           f"{shape} mapping")
+        return
+    for p in sorted({0, len(mv) // 2, len(mv) - 1}):
+        err = np.abs(M @ dv[p].astype(np.float64) - mv[p]).max()
+        if err > 1e-5:
+            rep.add("mapping", f"pose row {p}: mano_vertices differ from matrix @ dense_vertices by {err * 1e3:.3f} mm")
+
+
+def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
+    try:
+        with h5py.File(root / S.TABLES, "r") as f:
+            if int(f.attrs.get("schema_version", -1)) != S.SCHEMA_VERSION:
+                rep.add("schema", f"{S.TABLES}: schema version {f.attrs.get('schema_version')}")
+                return None
+            for k in ("poses/pose_id", "poses/keypoints", "poses/mano_vertices", "poses/dense_vertices",
+                      "poses/base_vertices", "views/K", "views/R", "views/t", "mano/faces", "mano/template",
+                      "mano/joint_regressor", "samples/item_id", "samples/shard", "samples/row", "hand/dense_faces"):
+                if k not in f:
+                    rep.add("schema", f"{S.TABLES}: dataset {k} missing")
+            if rep.problems.get("schema"):
+                return None
+            t = {"samples": {k: f["samples"][k][()] for k in f["samples"]},
+                 "pose_ids": f["poses/pose_id"][()], "keypoints": f["poses/keypoints"][()],
+                 "K": f["views/K"][()], "R": f["views/R"][()], "t": f["views/t"][()],
+                 "height": int(f.attrs["height"]), "width": int(f.attrs["width"])}
+            n = len(t["pose_ids"])
+            for k in ("keypoints", "mano_vertices", "dense_vertices", "base_vertices", "mano_joints"):
+                if f["poses"][k].shape[0] != n:
+                    rep.add("schema", f"{S.TABLES}: poses/{k} has {f['poses'][k].shape[0]} rows for {n} poses")
+            if S.attr_json(f["mano"], "topology") != manifest.get("topology"):
+                rep.add("schema", f"{S.TABLES}: topology {S.attr_json(f['mano'], 'topology')} "
+                                  f"but the manifest says {manifest.get('topology')}")
+            _check_mapping(f, rep)
+    except (OSError, KeyError) as exc:
+        rep.add("unreadable file", f"{S.TABLES}: {exc}")
+        return None
+    total = manifest.get("counts", {}).get("samples")
+    if len(t["samples"]["item_id"]) != total:
+        rep.add("count mismatch", f"{S.TABLES}: sample index has {len(t['samples']['item_id'])} entries, "
+                                  f"the manifest counts {total}")
+    ids = t["samples"]["item_id"]
+    if len(ids) > 1 and (np.diff(ids) <= 0).any():
+        rep.add("ids", f"{S.TABLES}: item ids not strictly increasing")
+    missing = np.setdiff1d(t["samples"]["pose_id"], t["pose_ids"])
+    if missing.size:
+        rep.add("ids", f"{S.TABLES}: samples of poses without pose tables: {missing[:10].tolist()}")
+    if (t["samples"]["view_id"] >= len(t["R"])).any() or (t["samples"]["view_id"] < 0).any():
+        rep.add("ids", f"{S.TABLES}: view ids outside 0..{len(t['R']) - 1}")
+    return t
+
+
+def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | None, rep: Report) -> bool:
+    name = r.path.name
+    n = r.count
+    if n != entry.get("samples"):
+        rep.add("count mismatch", f"{name}: {n} samples, the manifest says {entry.get('samples')}")
+    f = r.f
+    ok = True
+    for col, (dtype, shape) in S.SAMPLE_COLUMNS.items():
+        if col not in f or f[col].shape != (n, *shape) or f[col].dtype != np.dtype(dtype):
+            got = (f[col].shape, str(f[col].dtype)) if col in f else "missing"
+            rep.add("schema", f"{name}: column {col} is {got}, expected ({n}, *{shape}) {dtype}")
+            ok = False
+    for field, c in r.codecs.items():
+        if c.kind == "array":
+            want = (n, *c.stored_shape(r.height, r.width))
+            if r._ds[field].shape != want:
+                rep.add("schema", f"{name}: {field} is {r._ds[field].shape}, expected {want}")
+                ok = False
+        else:
+            o = r.blob_offsets[field]
+            if len(o) != n + 1 or o[0] != 0 or (np.diff(o) < 0).any() or o[-1] != r._ds[field].shape[0]:
+                rep.add("schema", f"{name}: {field} byte offsets inconsistent")
+                ok = False
+    if tables is not None and ok:
+        s = tables["samples"]
+        sel = s["shard"] == k
+        if not np.array_equal(s["item_id"][sel], r.columns["item_id"]) or \
+                not np.array_equal(s["row"][sel], np.arange(n)):
+            rep.add("ids", f"{name}: item ids differ from the sample index in {S.TABLES}")
+        if not (np.array_equal(r.columns["item_id"], r.columns["pose_id"].astype(np.int64) * len(tables["R"])
+                               + r.columns["view_id"])):
+            rep.add("ids", f"{name}: item_id != pose_id * n_views + view_id")
+    return ok
+
+
+def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: dict | None = None) -> None:
+    contract = {**DEFAULT_VISIBILITY, **(contract or {})}
+    name = r.path.name
+    H, W = r.height, r.width
+    c = r.columns
+    pose_row = {int(p): i for i, p in enumerate(tables["pose_ids"])}
+    for row in rows:
+        where = f"{name} row {row} (item {int(c['item_id'][row])}, pose {int(c['pose_id'][row])}, " \
+                f"view {int(c['view_id'][row])})"
+        try:
+            img, mask, depth = r.read("image", row), r.read("mask", row), r.read("depth", row)
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk must not stop the report
+            rep.add("undecodable sample", f"{where}: {exc}")
+            continue
+        if img.shape != (H, W, 3) or mask.shape != (H, W) or depth.shape != (H, W):
+            rep.add("schema", f"{where}: decoded shapes {img.shape}, {mask.shape}, {depth.shape}")
+            continue
+        if not np.isfinite(depth).all() or (depth < 0).any():
+            rep.add("depth", f"{where}: depth holds NaN/inf/negative values")
+            continue
+        if not np.array_equal(mask, depth > 0):
+            rep.add("silhouette vs depth", f"{where}: silhouette and depth > 0 differ at "
+                                           f"{int(np.count_nonzero(mask != (depth > 0)))} px")
+        area = int(mask.sum())
+        if area != c["mask_area_px"][row]:
+            rep.add("silhouette", f"{where}: silhouette area {area} px, label says {int(c['mask_area_px'][row])}")
+        if area == 0:
+            rep.add("silhouette", f"{where}: empty silhouette (no hand in the image)")
+            continue
+        ys, xs = np.nonzero(mask)
+        bbox = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        if list(c["bbox_xyxy"][row]) != bbox:
+            rep.add("silhouette", f"{where}: bbox {c['bbox_xyxy'][row].tolist()} vs silhouette {bbox}")
+        v = int(c["view_id"][row])
+        K, R, t = tables["K"][v], tables["R"][v], tables["t"][v]
+        cam = tables["keypoints"][pose_row[int(c["pose_id"][row])]].astype(np.float64) @ R.T + t
+        uv = cam[:, :2] / cam[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+        kp = c["keypoints_2d"][row].astype(np.float64)
+        err = np.abs(uv - kp).max()
+        if err > TOL_2D_PX:
+            rep.add("keypoints", f"{where}: 2D keypoints are {err:.3f} px from the projected 3D joints")
+        inside = (kp[:, 0] >= 0) & (kp[:, 0] < W) & (kp[:, 1] >= 0) & (kp[:, 1] < H) & (cam[:, 2] > 0)
+        if not np.array_equal(inside, c["in_frame"][row]):
+            rep.add("keypoints", f"{where}: in_frame flags disagree with the image bounds for keypoints "
+                                 f"{np.nonzero(inside != c['in_frame'][row])[0].tolist()}")
+        vis = c["visible"][row]
+        if (vis & ~inside).any():
+            rep.add("visibility", f"{where}: keypoints {np.nonzero(vis & ~inside)[0].tolist()} visible but outside "
+                                  "the image")
+        px = np.clip(np.floor(kp).astype(int), [0, 0], [W - 1, H - 1])
+        dist_to_mask = None
+        gap = c["depth_gap_m"][row]
+        for k in np.nonzero(inside)[0]:
+            x, y = px[k]
+            d = depth[y, x]
+            g = cam[k, 2] - d if d > 0 else np.nan
+            if np.isnan(g) != np.isnan(gap[k]) or (not np.isnan(g) and abs(g - gap[k]) > TOL_GAP_M):
+                rep.add("depth vs labels", f"{where}: keypoint {k}: depth map gives gap {g * 1e3:.2f} mm, "
+                                           f"label says {gap[k] * 1e3:.2f} mm")
+            if not vis[k]:
+                continue
+            surface = k in contract["surface_keypoints"]
+            tol = contract["surface_tolerance_m"] if surface else contract["joint_flesh_m"][k]
+            # on the silhouette, or (surface keypoints) within their 3D tolerance of it
+            reach = SLACK_PX + (tol * K[0, 0] / cam[k, 2] if surface else 0.0)
+            if dist_to_mask is None:
+                from scipy.ndimage import distance_transform_edt
+
+                dist_to_mask = distance_transform_edt(~mask)
+            if dist_to_mask[y, x] > reach:
+                rep.add("visibility", f"{where}: visible keypoint {k} at ({kp[k, 0]:.1f}, {kp[k, 1]:.1f}) is "
+                                      f"{dist_to_mask[y, x]:.1f} px off the silhouette (allowed {reach:.1f})")
+                continue
+            win = depth[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+            g = cam[k, 2] - win[win > 0]
+            if g.size == 0:
+                continue
+            if surface and g.min() > tol + SLACK_M:
+                rep.add("depth vs labels", f"{where}: visible surface keypoint {k}: the surface in front of it is "
+                                           f"{g.min() * 1e3:.1f} mm nearer (tolerance {tol * 1e3:.0f} mm)")
+            elif not surface and not ((g >= -SLACK_M) & (g <= tol + SLACK_M)).any():
+                rep.add("depth vs labels", f"{where}: visible joint {k}: skin in front at {g.min() * 1e3:.1f}.."
+                                           f"{g.max() * 1e3:.1f} mm, its flesh is at most {tol * 1e3:.0f} mm")
+
+
+def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:
+    """labels: samples checked per shard (None = all)."""
+    root = Path(root)
+    rep = Report()
+    try:
+        manifest = json.loads((root / S.MANIFEST).read_text())
+    except FileNotFoundError:
+        rep.add("missing file", f"{root / S.MANIFEST}: no manifest (not a packed dataset, or the pack did not finish)")
+        return rep
+    except json.JSONDecodeError as exc:
+        rep.add("manifest", f"{S.MANIFEST} is not valid JSON: {exc}")
+        return rep
+    if manifest.get("schema_version") != S.SCHEMA_VERSION:
+        rep.add("schema", f"{S.MANIFEST}: schema version {manifest.get('schema_version')}, this tool knows "
+                          f"{S.SCHEMA_VERSION}")
+        return rep
+    shards = manifest.get("shards", [])
+    if sum(s.get("samples", 0) for s in shards) != manifest.get("counts", {}).get("samples"):
+        rep.add("count mismatch", f"{S.MANIFEST}: shard sample counts do not add up to counts.samples")
+    rep.notes.append(f"{root}: {manifest['counts'].get('samples')} samples in {len(shards)} shard(s), topology "
+                     f"{manifest.get('topology')}, {manifest['counts'].get('skipped', 0)} item(s) skipped at pack time")
+    good = set(check_files(root, manifest, rep))
+    tables = check_tables(root, manifest, rep) if (root / S.TABLES).exists() else None
+    rng = np.random.default_rng(seed)
+    checked = 0
+    it = list(enumerate(shards))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="verify", unit="shard")
+    prev_last = -1
+    for k, e in it:
+        if e.get("file") not in good:
+            continue
+        try:
+            r = S.ShardReader(root / e["file"])
+        except Exception as exc:  # noqa: BLE001
+            rep.add("unreadable file", f"{e['file']}: {exc}")
+            continue
+        try:
+            if not check_shard_schema(r, k, e, tables, rep):
+                continue
+            ids = r.columns["item_id"]
+            if r.count and (ids[0] <= prev_last or (np.diff(ids) <= 0).any()):
+                rep.add("ids", f"{e['file']}: item ids not strictly increasing across shards")
+            prev_last = int(ids[-1]) if r.count else prev_last
+            if quick or tables is None:
+                continue
+            rows = np.arange(r.count) if labels is None or labels >= r.count else \
+                np.sort(rng.choice(r.count, labels, replace=False))
+            check_labels(r, rows, tables, rep, (manifest.get("render_run") or {}).get("visibility"))
+            checked += len(rows)
+        except Exception as exc:  # noqa: BLE001 - report, do not crash, on a damaged shard
+            rep.add("unreadable file", f"{e['file']}: {type(exc).__name__}: {exc}")
+        finally:
+            r.close()
+    if not quick:
+        rep.notes.append(f"label checks on {checked} sample(s)")
+    return rep
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datagen.verify", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--quick", action="store_true", help="files, checksums, counts and schema only")
+    ap.add_argument("--labels", type=int, default=None, metavar="N", help="label-check N random samples per shard "
+                                                                            "(default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    rep = verify(args.out_dir, args.labels, args.quick, args.seed, progress=not args.no_progress)
+    print(rep.text())
+    return 0 if rep.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Contact sheet of a RENDER_DIR: rendered items with their labels drawn on top.
+
+    python -m datagen.contact_sheet RENDER_DIR [-o sheet.png] [--max 48] [--columns 8]
+
+Each tile shows the RGB render, the exact silhouette's outline (yellow), the 21-keypoint
+skeleton in FreiHAND colours (one colour per finger, white wrist) with visible keypoints as
+filled dots and hidden ones (occluded or out of frame) as hollow circles, and a caption with
+pose id, view id, HDRI and skin melanin; --with-raw puts the plain render beside each tile.
+When more items exist than --max, an evenly spaced subset (in item order) is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from datagen.inspect.viz import draw_skeleton, grid, label, outline
+
+
+def list_items(render_dir: str | Path) -> list[Path]:
+    """Label JSONs of the finished items, in item order."""
+    root = Path(render_dir) / "items"
+    return sorted(p for p in root.glob("*/v*.json") if not p.name.startswith("."))
+
+
+def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
+    import cv2
+
+    rec = json.loads(json_path.read_text())
+    stem = json_path.name[: -len(".json")]
+    rgb_path = json_path.with_name(stem + ".png")
+    img = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{rgb_path} is missing or unreadable")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raw = img
+    mask = cv2.imread(str(json_path.with_name(stem + ".mask.png")), cv2.IMREAD_GRAYSCALE)
+    uv = np.asarray(rec["keypoints_2d"], dtype=np.float64)
+    if scale != 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        if mask is not None:
+            mask = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        uv = uv * scale
+    if mask is not None:
+        img = outline(img, mask > 127)
+    # viz.draw_skeleton uses cv2's integer-centre convention: continuous coordinates - 0.5.
+    img = draw_skeleton(img, uv - 0.5, rec["visible"], thickness=1 if img.shape[0] <= 256 else 2)
+    hdri = rec.get("hdri", {}).get("name", "?").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    mel = rec.get("skin", {}).get("melanin")
+    caption = f"p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
+    img = label(img, caption)
+    if with_raw:
+        if scale != 1:
+            raw = cv2.resize(raw, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        img = np.concatenate([raw, img], axis=1)
+    return img
+
+
+def make_sheet(render_dir: str | Path, max_items: int = 48, columns: int | None = None,
+               scale: int = 1, with_raw: bool = False) -> tuple[np.ndarray, int]:
+    items = list_items(render_dir)
+    if not items:
+        raise FileNotFoundError(f"no finished items (items/*/v*.json) in {render_dir}")
+    if len(items) > max_items:
+        idx = np.unique(np.linspace(0, len(items) - 1, max_items).round().astype(int))
+        items = [items[i] for i in idx]
+    tiles = [tile(p, scale, with_raw) for p in items]
+    columns = columns or int(np.ceil(np.sqrt(len(tiles) * (0.75 if with_raw else 1.5))))
+    return grid(tiles, min(columns, len(tiles))), len(tiles)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m datagen.contact_sheet", description=__doc__.split("\n\n")[0])
+    ap.add_argument("render_dir")
+    ap.add_argument("-o", "--output", "--out", dest="output", default=None,
+                    help="PNG to write (default RENDER_DIR/contact_sheet.png)")
+    ap.add_argument("--max", type=int, default=48, help="at most this many tiles (evenly spaced)")
+    ap.add_argument("--columns", type=int, default=None)
+    ap.add_argument("--scale", type=int, default=1, help="upscale tiles by this integer factor")
+    ap.add_argument("--with-raw", action="store_true", help="show each render without overlays beside it")
+    args = ap.parse_args(argv)
+    import cv2
+
+    try:
+        sheet, n = make_sheet(args.render_dir, args.max, args.columns, args.scale, args.with_raw)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else Path(args.render_dir) / "contact_sheet.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from datagen.atomic import write_bytes
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        print(f"error: could not encode {out}", file=sys.stderr)
+        return 1
+    write_bytes(out, buf.tobytes())
+    print(f"wrote {out} ({n} items)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The prepared hand and pose tables, read with numpy alone (all the renderer needs in Blender).
+
+`ensure_tables` builds them first when it runs in the venv (`datagen.poses.prepared`), and
+inside Blender's own Python follows the index file the venv side left.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class PreparedMissing(RuntimeError):
+    """The prepared hand/pose cache this config needs has not been built (Blender's Python)."""
+
+
+@dataclass
+class HandTables:
+    """The prepared hand (datagen.hand.asset.HandAsset file) and pose table, read with numpy.
+
+    Mirrors what the renderer needs from `datagen.prepared.Prepared` without scipy, torch or
+    anny, so it loads inside Blender's own Python.
+    """
+
+    key: str
+    hand_file: Path
+    poses_file: Path
+    dense_faces: np.ndarray
+    dense_indptr: np.ndarray
+    dense_indices: np.ndarray
+    dense_data: np.ndarray
+    n_dense: int
+    rest_heads: np.ndarray
+    joint_bones: np.ndarray
+    palm_centre: np.ndarray
+    rest_base_vertices: np.ndarray
+    base_faces: np.ndarray
+    dense_part: np.ndarray
+    tip_faces: np.ndarray
+    tip_barycentric: np.ndarray
+    licence: dict
+    versions: dict
+    ids: np.ndarray
+    pose_a: np.ndarray
+    pose_b: np.ndarray
+    t: np.ndarray
+    rotations: np.ndarray
+    base_vertices: np.ndarray  # (P, Nb, 3) float32
+    keypoints: np.ndarray  # (P, 21, 3) float32
+    _rows: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self._rows = np.repeat(np.arange(self.n_dense), np.diff(self.dense_indptr))
+
+    @property
+    def n_poses(self) -> int:
+        return len(self.ids)
+
+    def dense(self, base: np.ndarray) -> np.ndarray:
+        """Dense vertices (Nd, 3) float64 = D @ base (CSR product in numpy)."""
+        b = np.asarray(base, dtype=np.float64)[self.dense_indices] * self.dense_data[:, None]
+        return np.stack([np.bincount(self._rows, weights=b[:, c], minlength=self.n_dense) for c in range(3)], axis=1)
+
+    def dense_vertices(self, pose_id: int) -> np.ndarray:
+        return self.dense(self.base_vertices[pose_id])
+
+    def rest_tips(self, rest_dense: np.ndarray) -> np.ndarray:
+        """(5, 3) fingertip keypoints on the rest-pose dense mesh."""
+        tri = rest_dense[self.dense_faces[self.tip_faces]]
+        return np.einsum("fk,fkc->fc", self.tip_barycentric, tri)
+
+    def distal_joint_centres(self) -> np.ndarray:
+        """(5, 3) rest-pose centres of the joint at the base of each distal phalanx (thumb IP, DIPs)."""
+        return self.rest_heads[self.joint_bones[3::3]]
+
+    def finger_joint_centres(self) -> np.ndarray:
+        """Rest-pose centres of the 15 finger joints (keypoints 1-3, 5-7, ... : CMC/MCP/IP, MCP/PIP/DIP)."""
+        return self.rest_heads[self.joint_bones[1:]]
+
+
+def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") -> HandTables:
+    with np.load(hand_file, allow_pickle=False) as z:
+        h = {k: z[k] for k in z.files}
+    with np.load(poses_file, allow_pickle=False) as z:
+        p = {k: z[k] for k in z.files}
+    return HandTables(
+        key=key, hand_file=Path(hand_file), poses_file=Path(poses_file),
+        dense_faces=h["dense_faces"].astype(np.int64), dense_indptr=h["dense_indptr"],
+        dense_indices=h["dense_indices"], dense_data=h["dense_data"].astype(np.float64),
+        n_dense=int(h["dense_shape"][0]), rest_heads=h["rest_heads"], joint_bones=h["joint_bones"],
+        palm_centre=h["palm_centre"], rest_base_vertices=h["rest_base_vertices"], base_faces=h["base_faces"],
+        dense_part=h["dense_part"], tip_faces=h["tip_faces"], tip_barycentric=h["tip_barycentric"],
+        licence=ast.literal_eval(str(h["licence"])), versions=ast.literal_eval(str(h["versions"])),
+        ids=p["ids"], pose_a=p["pose_a"], pose_b=p["pose_b"], t=p["t"], rotations=p["rotations"],
+        base_vertices=p["base_vertices"], keypoints=p["keypoints"],
+    )
+
+
+def _index_path(cache_dir: Path, cfg) -> Path:
+    return Path(cache_dir) / "prepared" / f"index_{cfg.digest('hand', 'poses')}.json"
+
+
+def ensure_tables(cfg, cache_dir: str | Path | None = None, can_build: bool = True,
+                  config_arg: str = "CONFIG") -> HandTables:
+    """Load the prepared tables for `cfg`, building them first when `can_build` (venv).
+
+    Blender's own Python cannot build them (no torch/anny/scipy), and cannot compute the
+    cache key either (it hashes code constants and the anny version), so the venv side leaves
+    an index file `cache/prepared/index_<config digest>.json` naming the files it built last
+    for this [hand]/[poses] configuration; Blender follows it.
+    """
+    from datagen.config import REPO_ROOT
+
+    cache_dir = Path(cache_dir) if cache_dir else None
+    if can_build:
+        from datagen.poses.prepared import default_cache_dir, prepare_poses, prepared_paths
+
+        cache_dir = cache_dir or default_cache_dir()
+        prep = prepare_poses(cfg, cache_dir=cache_dir, progress=True)
+        hand_file, poses_file = prepared_paths(cache_dir, prep.key)
+        index = _index_path(cache_dir, cfg)
+        from datagen.atomic import write_json
+
+        write_json(index, {"key": prep.key, "hand": hand_file.name, "poses": poses_file.name})
+        return load_tables(hand_file, poses_file, prep.key)
+    if cache_dir is None:
+        import os
+
+        cache_dir = Path(os.environ.get("HANDSYNTH_CACHE", REPO_ROOT / "cache"))
+    index = _index_path(cache_dir, cfg)
+    cmd = f".venv/bin/python blender_scripts/render.py --config {config_arg} --prepare-only"
+    if not index.exists():
+        raise PreparedMissing(
+            f"the prepared hand/pose cache for this config is not built yet ({index} missing).\n"
+            f"Blender's own Python cannot build it (it needs torch and anny). Run once, from {REPO_ROOT}:\n"
+            f"    {cmd}\nthen re-run this Blender command.")
+    rec = json.loads(index.read_text())
+    hand_file = index.parent / rec["hand"]
+    poses_file = index.parent / rec["poses"]
+    if not (hand_file.exists() and poses_file.exists()):
+        raise PreparedMissing(f"{index} names {hand_file.name} / {poses_file.name}, which are missing; "
+                              f"rebuild them with:\n    {cmd}")
+    return load_tables(hand_file, poses_file, rec["key"])

@@ -1,0 +1,100 @@
+"""The RENDER_DIR contract: where an item's files live, and when a run may resume into it.
+
+numpy-free: the renderer imports it inside Blender's own Python (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ItemPaths:
+    rgb: Path
+    mask: Path
+    depth: Path
+    label: Path
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.rgb, self.mask, self.depth, self.label)
+
+
+def item_paths(out_dir: str | Path, pose_id: int, view_id: int) -> ItemPaths:
+    d = Path(out_dir) / "items" / f"{pose_id:05d}"
+    stem = f"v{view_id:03d}"
+    return ItemPaths(d / f"{stem}.png", d / f"{stem}.mask.png", d / f"{stem}.depth.npy", d / f"{stem}.json")
+
+
+def mesh_path(out_dir: str | Path, pose_id: int) -> Path:
+    return Path(out_dir) / "meshes" / f"pose_{pose_id:05d}.npz"
+
+
+def is_done(out_dir: str | Path, pose_id: int, view_id: int) -> bool:
+    """An item is complete when its label JSON exists (it is written last)."""
+    return item_paths(out_dir, pose_id, view_id).label.exists()
+
+
+# ----------------------------------------------------------------------------- run.json contract
+
+RUN_FORMAT = "handsynth-render-dir"
+RUN_FORMAT_VERSION = 1
+# One stdout line per item a `render.py --stdin` worker finished: PROTOCOL_PREFIX + JSON.
+PROTOCOL_PREFIX = "@@handsynth "
+
+
+class RenderDirError(ValueError):
+    """A RENDER_DIR cannot be written to, or holds a run that this one must not mix with."""
+
+
+def config_fingerprint(cfg_dict: dict) -> dict:
+    """The config parts that must agree between runs writing into one RENDER_DIR.
+
+    Device and thread count may differ: they change how fast an item renders, not what it is.
+    """
+    d = json.loads(json.dumps(cfg_dict, default=list))
+    for k in ("device", "threads"):
+        d.get("render", {}).pop(k, None)
+    return d
+
+
+def run_conflict(out: str | Path, config: dict, hdri_names: list[str], prepared_key: str | None = None) -> str | None:
+    """Why OUT's run.json (if any) forbids rendering into OUT with this config, HDRI set and tables.
+
+    The one compatibility check of a resumed run (the job driver asks before it starts workers,
+    the renderer again before it writes run.json).  `prepared_key` None skips the table check.
+    """
+    run = Path(out) / "run.json"
+    try:
+        old = json.loads(run.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{run} cannot be read ({exc}); move it away or use another --out"
+    if config_fingerprint(old.get("config", {})) != config_fingerprint(config):
+        return (f"{out} holds a render made with a different config (digest {old.get('config_digest')}); "
+                f"use that config or another --out")
+    names = [h.get("name") for h in old.get("hdris", [])]
+    if names != list(hdri_names):
+        return (f"{out} was rendered with a different HDRI set ({len(names)} files, now {len(hdri_names)}); "
+                f"items would draw different environments - use another --out")
+    if prepared_key is not None and old.get("prepared_key") != prepared_key:
+        return (f"{out} was rendered from the hand/pose tables {old.get('prepared_key')}, this code builds "
+                f"{prepared_key} (the hand or pose-space code changed): resuming would mix labels of two pose "
+                f"tables - use another --out")
+    return None
+
+
+def check_writable(out: str | Path) -> None:
+    """Create OUT if needed and prove a file can be written and removed there."""
+    from datagen import atomic
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = atomic.temp_path(out / "probe")
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RenderDirError(f"output folder {out} is not writable: {exc.strerror or exc}") from None

@@ -1,0 +1,57 @@
+"""Per-item random draws: every choice of an item comes from its own seed.
+
+Every random choice of an item (HDRI, rotation, strength, skin, Cycles seed) comes from
+``SeedSequence([config seed, pose_id, view_id])``, so it does not depend on which worker,
+shard or order renders it.  numpy only (imported inside Blender).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from datagen.scene.skin import SkinParams, draw_skin
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    pose_id: int
+    view_id: int
+    item_id: int
+    seed: tuple[int, int, int]  # SeedSequence entropy: (config seed, pose_id, view_id)
+    hdri_index: int
+    hdri_rotation_deg: float
+    hdri_strength: float
+    skin: SkinParams
+    cycles_seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.pose_id:05d}/v{self.view_id:03d}"
+
+
+def item_seed(config_seed: int, pose_id: int, view_id: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)])
+
+
+def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int) -> ItemSpec:
+    """Draw an item's random choices from its own seed.
+
+    Three independent child streams (SeedSequence.spawn): 0 = environment (HDRI index,
+    rotation, strength), 1 = skin, 2 = the Cycles sampling seed; adding a draw to one stream
+    never changes the others.  The HDRI index depends on how many HDRIs the sources hold.
+    """
+    if n_hdris < 1:
+        raise ValueError("no HDRIs to choose from")
+    env_ss, skin_ss, render_ss = item_seed(cfg.seed, pose_id, view_id).spawn(3)
+    env = np.random.default_rng(env_ss)
+    index = int(env.integers(n_hdris))
+    r0, r1 = cfg.hdri.rotation_deg
+    rotation = float(r0 + (r1 - r0) * env.random())
+    s0, s1 = cfg.hdri.strength
+    strength = float(s0 + (s1 - s0) * env.random())
+    skin = draw_skin(cfg.skin, np.random.default_rng(skin_ss))
+    cycles_seed = int(render_ss.generate_state(1, np.uint32)[0] & 0x7FFFFFFF)
+    return ItemSpec(pose_id, view_id, pose_id * n_views + view_id, (int(cfg.seed), int(pose_id), int(view_id)),
+                    index, rotation, strength, skin, cycles_seed)
