@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean-venv
+.PHONY: demo test test-fast lint setup clean-venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (bpy 5.0.1 needs Python 3.11)"; exit 1; }
@@ -22,6 +22,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The pure-Python tests only (no Blender render, no long training): for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not blender and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean-venv:
 	rm -rf $(VENV)
