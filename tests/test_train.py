@@ -209,3 +209,12 @@ def test_mean_train_pose_baseline_is_the_mean_hand_frame_mesh(tiny_ds):
     m = ConstantMesh(rest, tpl.regressor)
     o = m(torch.zeros(3, 3, 128, 128))
     assert o["verts"].shape == (3, 778, 3) and torch.allclose(o["verts"][2], torch.as_tensor(rest, dtype=torch.float32))
+
+
+def test_without_bars_training_prints_progress_lines(tiny_ds, tmp_path, capfd):
+    """The demo runs training with --no-progress: it must still say how far it is (issue 11)."""
+    assert train_main(_args(tiny_ds, tmp_path / "p", "--max-steps", "3", "--progress-every-s", "1e-9")) == 0
+    err = capfd.readouterr().err
+    assert "step 1/" in err and "steps/s, ETA" in err
+    assert train_main(_args(tiny_ds, tmp_path / "q", "--max-steps", "2", "--progress-every-s", "0")) == 0
+    assert "steps/s, ETA" not in capfd.readouterr().err

@@ -88,6 +88,8 @@ RUN = [
        "stop after this many steps in total (the schedule is unchanged; for smoke runs); 0 = no limit",
        check=_nonneg),
     _o("run", "progress", True, "bool", "show progress bars"),
+    _o("run", "progress_every_s", 30.0, "float",
+       "without progress bars (--no-progress, logs): seconds between progress lines; 0 = silent", check=_nonneg),
 ]
 
 TRAIN_SCHEMA = DATA + AUGMENT + [
