@@ -17,7 +17,10 @@ file) and answers each with one stdout line ``@@handsynth {"item_id": ..., "stat
 One process builds the scene once and renders all its items pose-major; a re-run skips items
 whose label JSON exists; every file is written atomically.  Exit status: 0 all done, 1 some
 items failed (logged in RENDER_DIR/failures.log), 2 bad arguments/config/inputs (nothing
-rendered), 130 interrupted.
+rendered), 130 interrupted.  Inside `blender -b -P` too: Blender itself ignores a script's
+exceptions and exits 0, so this file runs main() - imports included - under a guard that
+turns every failure into a status (`_run_as_script`).  Blender 3.4 .. 5.0 are supported;
+what differs between them is in blender_scripts/compat.py and datagen/blender_versions.py.
 """
 
 from __future__ import annotations
@@ -35,6 +38,73 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+
+def _in_blender_binary() -> bool:
+    try:
+        import bpy
+    except ImportError:
+        return False
+    return bool(bpy.app.binary_path)
+
+
+def _import_error_message(exc: ImportError) -> str:
+    name = exc.name or str(exc)
+    if _in_blender_binary():
+        import bpy
+
+        if name.split(".")[0] == "numpy":
+            return (f"Blender {bpy.app.version_string}'s Python ({sys.version.split()[0]}) has no numpy: "
+                    f"install python3-numpy (apt-get install python3-numpy) or use a blender.org build, "
+                    f"which bundles numpy")
+        return (f"Blender {bpy.app.version_string}'s Python cannot import {name!r} ({exc}); the Blender route "
+                f"needs only numpy and this repository")
+    return f"cannot import {name!r} ({exc}); install the project first: make setup (or pip install -e .)"
+
+
+def _run_as_script() -> None:
+    """Run main() with every outcome turned into an exit status, then exit.
+
+    Blender (`blender -b -P render.py`, 3.4 .. 5.0) prints a script's uncaught exception and
+    exits with status 0 unless the script exits itself (or `--python-exit-code` is given), so
+    the whole run - this file's imports included, which is where a Blender without numpy
+    fails - happens in here: bad input or a missing module -> 2 (one line), an unexpected
+    exception -> 1 (traceback), Ctrl-C -> 130.  Inside Blender the process ends with
+    os._exit, as Blender would otherwise go on parsing its own command line.
+    """
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    code = 1
+    try:
+        try:
+            import blender_scripts.render as module  # this file as a module: imports under the guard
+        except ImportError as exc:
+            print(f"error: {_import_error_message(exc)}", file=sys.stderr)
+            code = 2
+        else:
+            code = module.main()
+    except SystemExit as exc:  # argparse (--help, bad arguments)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except ImportError as exc:
+        print(f"error: {_import_error_message(exc)}", file=sys.stderr)
+        code = 2
+    except BaseException:  # noqa: BLE001 - reported, and the status says it failed
+        traceback.print_exc()
+        print("error: render.py failed with an unexpected exception (traceback above)", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _in_blender_binary():
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    _run_as_script()
+
 import numpy as np  # noqa: E402
 
 from datagen import atomic  # noqa: E402
@@ -49,9 +119,7 @@ from datagen.render.layout import (PROTOCOL_PREFIX, RUN_FORMAT, RUN_FORMAT_VERSI
 
 def in_blender_binary() -> bool:
     """True inside a `blender` executable, False for the bpy module of a venv."""
-    import bpy
-
-    return bool(bpy.app.binary_path)
+    return _in_blender_binary()
 
 
 def script_args(argv: list[str] | None = None) -> list[str]:
@@ -225,11 +293,22 @@ def setup(args):
         raise UsageError(f"--device {args.device!r}: use CPU, CUDA, OPTIX, HIP, ONEAPI or METAL")
     if args.threads is not None and args.threads < 0:
         raise UsageError("--threads must be >= 0")
+    from blender_scripts import compat
+
+    try:  # values this Blender cannot honour, even with a fallback: before any work
+        compat.check_config(cfg)
+    except compat.UnsupportedSetting as exc:
+        raise UsageError(f"config {args.config or 'configs/default.toml'}: {exc}") from None
     from datagen.poses.tables import ensure_tables
 
+    # The command the "cache missing" message suggests must build the cache this run reads.
+    import shlex
+
+    config_arg = shlex.quote(args.config or "configs/default.toml")
+    if args.cache:
+        config_arg += f" --cache {shlex.quote(str(args.cache))}"
     try:
-        tables = ensure_tables(cfg, args.cache, can_build=not in_blender_binary(),
-                               config_arg=args.config or "configs/default.toml")
+        tables = ensure_tables(cfg, args.cache, can_build=not in_blender_binary(), config_arg=config_arg)
     except PreparedMissing as exc:
         raise UsageError(str(exc)) from None
     views = views_for(cfg.cameras, tables)
@@ -377,14 +456,4 @@ def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
     return 1 if counts["failed"] else 0
 
 
-if __name__ == "__main__":
-    try:
-        code = main()
-    except SystemExit as exc:  # argparse (--help, bad arguments)
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    if in_blender_binary():
-        # `blender -b -P` would otherwise carry on parsing its command line; exit with our status.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+# Run as a script: see _run_as_script (at the top, so that it guards this file's imports too).

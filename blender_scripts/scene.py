@@ -31,6 +31,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from blender_scripts import compat
 from datagen import atomic
 from datagen.scene.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
 from datagen.scene.items import ItemSpec
@@ -69,9 +70,8 @@ CYCLES_FIXED = {
 # Subsurface method of the skin: Christensen-Burley looks the same as the random walk at
 # 256x256 and costs ~1/3 less CPU (docs/RENDERING.md, "Skin").
 SUBSURFACE_METHOD = "BURLEY"
-# Colour-management look per view transform: AgX's base look is flat next to a camera's
-# rendering; "Medium High Contrast" gives photographic contrast without clipping the sky.
-VIEW_LOOKS = {"AgX": "AgX - Medium High Contrast"}
+# Colour-management look per view transform, and what each Blender version has:
+# datagen/blender_versions.py (VIEW_CONTRAST), applied by blender_scripts/compat.py.
 # Exposure, like a camera's subject-priority auto exposure: each item's film exposure makes the
 # light falling on the camera-facing side of the hand (the environment's cosine-weighted
 # radiance around the hand->camera direction) equal TARGET_LUMINANCE, times the drawn strength;
@@ -183,8 +183,9 @@ class SceneRenderer:
         r.image_settings.color_mode = "RGB"
         r.image_settings.color_depth = "8"
         r.image_settings.compression = rc.png_compression
-        scene.view_settings.view_transform = rc.view_transform
-        scene.view_settings.look = VIEW_LOOKS.get(rc.view_transform, "None")
+        # What this Blender can do with the config (fallbacks logged once and recorded).
+        self._choice = compat.check_config(self.cfg, scene)
+        compat.apply_view(scene, self._choice)
         scene.view_settings.exposure = 0.0
         scene.view_settings.gamma = 1.0
         scene.display_settings.display_device = "sRGB"
@@ -192,16 +193,13 @@ class SceneRenderer:
         c.use_adaptive_sampling = rc.adaptive_threshold > 0
         if rc.adaptive_threshold > 0:
             c.adaptive_threshold = rc.adaptive_threshold
-        c.use_denoising = rc.denoise
+        c.use_denoising = self._choice.denoise
         c.use_animated_seed = False
         c.use_auto_tile = False
         c.tile_size = max(self.views.width, self.views.height)
-        for k, v in self.cycles.items():
-            if k == "use_persistent_data":
-                continue
-            if not hasattr(c, k):
-                raise RuntimeError(f"Cycles setting {k!r} does not exist in Blender {bpy.app.version_string}")
-            setattr(c, k, v)
+        self._applied = compat.apply_cycles(
+            c, {k: v for k, v in self.cycles.items() if k != "use_persistent_data"}, self._choice)
+        self._applied["use_persistent_data"] = r.use_persistent_data
 
     def configure(self, samples: int | None = None, adaptive_threshold: float | None = None,
                   denoise: bool | None = None, **cycles) -> None:
@@ -217,11 +215,13 @@ class SceneRenderer:
 
     def render_settings(self) -> dict:
         rc = self.cfg.render
+        # What was applied in this Blender (config values that fell back are in "fallbacks").
         out = {"engine": "CYCLES", "device": self.device, "samples": rc.samples,
-               "adaptive_threshold": rc.adaptive_threshold, "denoise": rc.denoise,
-               "view_transform": rc.view_transform, "look": VIEW_LOOKS.get(rc.view_transform, "None"),
+               "adaptive_threshold": rc.adaptive_threshold, "denoise": self._choice.denoise,
+               "view_transform": self._choice.view_transform, "look": self._choice.look,
                "png_compression": rc.png_compression, "subsurface_method": self.subsurface_method}
-        out.update({k: v for k, v in self.cycles.items()})
+        out.update(self._applied)
+        out["fallbacks"] = self._choice.records()
         return out
 
     def _load_hdris(self) -> None:
@@ -282,7 +282,7 @@ class SceneRenderer:
         mesh.validate(verbose=False)
         if len(mesh.vertices) != T.n_dense or len(mesh.polygons) != len(T.dense_faces):
             raise RuntimeError("Blender changed the hand mesh while building it (validate removed elements)")
-        mesh.shade_smooth()
+        compat.shade_smooth(mesh)
         weights = vertex_weights(rest_dense, T.dense_faces, T.finger_joint_centres())
         weights["nail"] = nail_weights(rest_dense, T.dense_part, T.distal_joint_centres(), T.rest_tips(rest_dense))
         for name, w in weights.items():
@@ -304,11 +304,9 @@ class SceneRenderer:
         N, L = nt.nodes, nt.links
         out = N.new("ShaderNodeOutputMaterial")
         bsdf = N.new("ShaderNodeBsdfPrincipled")
-        if self.subsurface_method != "NONE":
-            bsdf.subsurface_method = self.subsurface_method
-        bsdf.inputs["Subsurface Weight"].default_value = 0.0 if self.subsurface_method == "NONE" else 1.0
-        bsdf.inputs["IOR"].default_value = 1.4
-        bsdf.inputs["Specular IOR Level"].default_value = 0.5
+        principled = self._principled = compat.Principled(bsdf, self.subsurface_method)
+        principled.set_subsurface_weight(0.0 if self.subsurface_method == "NONE" else 1.0)
+        principled.set_specular(ior=1.4, level=0.5)
         L.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
 
         rest = N.new("ShaderNodeAttribute")
@@ -393,7 +391,7 @@ class SceneRenderer:
         nail.inputs["From Max"].default_value = 0.6
         nail_col, nail_col_o = rgb()
         _, base = mix(nail.outputs["Result"], base, nail_col_o)
-        L.new(base, bsdf.inputs["Base Color"])
+        self._principled.link_base_color(L, base)
         # Roughness variation and fine pores (bump).
         rnoise = noise(300.0, detail=2.0)
         r_centered = math_node("SUBTRACT", rnoise.outputs["Fac"], 0.5)
@@ -447,9 +445,8 @@ class SceneRenderer:
         n["bump"].inputs["Strength"].default_value = 0.12 * s.pores
         n["r_scaled"].inputs[1].default_value = 2.0 * s.roughness_variation
         n["r_final"].inputs[1].default_value = s.roughness
-        bsdf = n["bsdf"]
-        bsdf.inputs["Subsurface Radius"].default_value = tuple(float(x) for x in SSS_RADIUS)
-        bsdf.inputs["Subsurface Scale"].default_value = s.subsurface_scale_m
+        self._principled.set_subsurface_radius(SSS_RADIUS)
+        self._principled.set_subsurface_scale(s.subsurface_scale_m)
         # Values on RGB nodes' outputs do not tag the material for Cycles by themselves.
         self.material.update_tag()
 

@@ -17,6 +17,7 @@ See docs/SCALING.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from datagen.render.jobs import (
     shard_items,
     shard_tag,
 )
+from datagen.render.gpus import GPU_DEVICES, GpuError, assign, parse_gpus, visible_gpus
 from datagen.render.layout import RenderDirError, check_writable, run_conflict
 from datagen.render.workers import Outcome, Policy, WorkerSpec
 
@@ -61,6 +63,9 @@ modes:
                    as each block finishes.  ADDRESS: a cluster (head:6379, ray://head:10001);
                    without it, RAY_ADDRESS if set, else a local Ray runtime.  OUT must be on a
                    file system every node mounts at the same path.
+  GPUs             --device CUDA|OPTIX|HIP|ONEAPI|METAL: one worker per GPU, each seeing only its
+                   own device (CUDA_VISIBLE_DEVICES etc.), the CPUs shared between them; --gpus
+                   0,1,... picks the GPUs (default: all visible).
   array jobs       --shard k/N renders the k-th of N disjoint, balanced, contiguous slices of
                    the selection; the N shards render every item exactly once.  --shard auto
                    takes k and N from SLURM_ARRAY_TASK_ID/_COUNT (or JOB_COMPLETION_INDEX of a
@@ -69,6 +74,7 @@ modes:
 examples:
   python -m datagen.render --out out/render                        # the full dataset here
   python -m datagen.render --out out/render --poses 0-31 --workers 2 --threads-per-worker 1
+  python -m datagen.render --out out/render --device OPTIX --gpus 0,1   # two GPUs, a worker each
   python -m datagen.render --out /shared/render --ray head:6379
   sbatch --array=0-63 --wrap "python -m datagen.render --out /shared/render --shard auto"
   python -m datagen.render --status out/render
@@ -79,6 +85,9 @@ the job's ledger lives in OUT/job/, worker logs in OUT/logs/.
 exit status: 0 every selected item is done; 1 some items failed (see --status); 2 bad input
 (nothing rendered); 130 interrupted (143 on SIGTERM).
 """
+
+
+CPU_THREADS_PER_WORKER = 2  # docs/SCALING.md: fewer CPU-s per image than 1-thread workers
 
 
 class UsageError(Exception):
@@ -122,12 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("where to render")
     g.add_argument("--workers", default="auto", help="local: worker processes; Ray: concurrent tasks "
                                                      "(default: CPUs // threads per worker)")
-    g.add_argument("--threads-per-worker", type=int, default=2,
-                   help="Cycles threads per worker (default 2: measured ~20%% fewer CPU-s per image than "
-                        "1-thread workers, docs/SCALING.md)")
+    g.add_argument("--threads-per-worker", type=int, default=None,
+                   help="Cycles threads per worker (default 2 on CPU: measured ~20%% fewer CPU-s per image than "
+                        "1-thread workers, docs/SCALING.md; with GPUs the CPUs shared evenly between the GPU workers)")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the blocks as Ray tasks (no ADDRESS: RAY_ADDRESS or a local Ray runtime)")
     g.add_argument("--device", default=None, help="Cycles device: CPU (config default), CUDA, OPTIX, HIP, ONEAPI, METAL")
+    g.add_argument("--gpus", default=None, metavar="IDS",
+                   help="with a GPU --device: the GPU ids to use, e.g. 0,1,3 - one worker per GPU, each seeing only "
+                        "its own device (default: all visible - CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES if set, "
+                        "else nvidia-smi); CPU threads are shared evenly between the GPU workers")
     g.add_argument("--blender", default=None, metavar="PATH",
                    help="run workers in this Blender binary (blender -b -P) instead of the venv's bpy")
     g.add_argument("--cache", default=None, help="prepared-cache folder (default cache/)")
@@ -173,7 +186,7 @@ def prepare(args) -> Plan:
     P = Plan()
     if not args.out:
         raise UsageError("--out RENDER_DIR is required (or --status OUT)")
-    if args.threads_per_worker < 0:
+    if args.threads_per_worker is not None and args.threads_per_worker < 0:
         raise UsageError("--threads-per-worker must be >= 0 (0 = all cores for each worker)")
     for name in ("retries", "recycle_after", "block_size"):
         if getattr(args, name) < 0:
@@ -203,7 +216,10 @@ def prepare(args) -> Plan:
         raise UsageError(f"config: {exc}") from None
     P.cfg = cfg
     P.device = P.device or cfg.render.device.upper()
-    threads = args.threads_per_worker
+    P.gpu_slots = None
+    if args.gpus and P.device == "CPU":
+        raise UsageError(f"--gpus {args.gpus}: needs a GPU --device ({', '.join(GPU_DEVICES)})")
+    threads = CPU_THREADS_PER_WORKER if args.threads_per_worker is None else args.threads_per_worker
     cpus = available_cpus()
     if str(args.workers).lower() == "auto":
         P.workers = None  # decided per backend
@@ -215,6 +231,17 @@ def prepare(args) -> Plan:
             raise UsageError(f"--workers {args.workers!r}: a whole number >= 1 or 'auto'") from None
     P.threads = threads
     P.cpus = cpus
+    if P.device != "CPU" and args.ray is None:
+        try:
+            gpus = parse_gpus(args.gpus) if args.gpus else visible_gpus(P.device, dict(os.environ))
+            P.gpu_slots = assign(P.device, gpus, cpus, args.threads_per_worker)
+        except GpuError as exc:
+            raise UsageError(str(exc)) from None
+        if P.workers is not None and P.workers != len(P.gpu_slots):
+            raise UsageError(f"--workers {P.workers} with {len(P.gpu_slots)} GPUs: a GPU job runs one worker per GPU "
+                             f"(choose the GPUs with --gpus)")
+    elif args.gpus:
+        raise UsageError("--gpus is for local workers; with --ray each task asks Ray for one GPU (num_gpus=1)")
     try:
         P.shard = resolve_shard(args.shard)
     except SelectionError as exc:
@@ -440,6 +467,9 @@ def run_job(args, P: Plan) -> int:
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
         n_workers = P.workers or ray_info["slots"]
+    elif P.gpu_slots:
+        n_workers = len(P.gpu_slots)
+        threads = P.gpu_slots[0].threads
     else:
         n_workers = P.workers or max(1, P.cpus // max(threads, 1))
     blocks = plan_blocks(P.todo, block_size=block_size, min_blocks=n_workers, order=P.order)
@@ -450,13 +480,18 @@ def run_job(args, P: Plan) -> int:
           f"{f' ({P.skipped_failed} failed items skipped)' if P.skipped_failed else ''} -> {P.out}", file=sys.stderr)
     print(f"{mode}: {n_workers} workers x {threads or 'all'} Cycles threads"
           f"{' on ' + ray_info['describe'] if ray_mode else ''}"
-          f"{', device ' + P.device if P.device != 'CPU' else ''}; {P.cpus} CPUs here", file=sys.stderr)
+          f"{', device ' + P.device if P.device != 'CPU' else ''}"
+          f"{' (GPUs ' + ', '.join(str(g.gpu) for g in P.gpu_slots) + ', one per worker)' if P.gpu_slots else ''}"
+          f"; {P.cpus} CPUs here", file=sys.stderr)
     if P.need_bytes > P.free_bytes:
         print(f"warning: {P.out} has {P.free_bytes / 1e9:.1f} GB free; the {len(P.todo)} items need about "
               f"{P.need_bytes / 1e9:.1f} GB", file=sys.stderr)
     for w in P.hdri_warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.dry_run:
+        for g in P.gpu_slots or ():
+            env = " ".join(f"{k}={v}" for k, v in g.env) or "(default device)"
+            print(f"plan: worker-{g.index:02d} GPU {g.gpu}: {env}, {g.threads} CPU threads", file=sys.stderr)
         sizes = [len(b) for b in blocks]
         if sizes:
             print(f"plan: {len(blocks)} blocks of {min(sizes)}..{max(sizes)} items; first {blocks[0].name}, "
@@ -491,7 +526,11 @@ def run_job(args, P: Plan) -> int:
         else:
             from datagen.render.workers import LocalPool
 
-            pool = LocalPool(spec, policy, n_workers, P.out / "logs", log_prefix, P.out, tracker)
+            slot_specs = None
+            if P.gpu_slots:
+                slot_specs = [dataclasses.replace(spec, threads=g.threads, extra_env=spec.extra_env + g.env)
+                              for g in P.gpu_slots]
+            pool = LocalPool(spec, policy, n_workers, P.out / "logs", log_prefix, P.out, tracker, slot_specs)
 
             def on_signal(signum, frame):
                 stop["signals"] += 1

@@ -13,7 +13,10 @@ failed / error / done).  Its stderr and any other stdout line go to its log file
 - recycling: the worker is replaced after N items, or when its resident memory exceeds a limit,
   between items (stdin closed: it finishes, answers "done" and exits);
 - start-up checks: a worker that exits with status 2 before it is ready hit a bad input
-  (config, HDRI, cache) - that is fatal for the job, not retried.
+  (config, HDRI, cache) - that is fatal for the job, not retried;
+- exit checks: a worker that ends without its "done" line failed, whatever its exit status
+  (Blender exits 0 after a script's uncaught exception); the local pool then reports the job
+  as failed (exit status 1) even if every item was answered.
 
 `LocalPool` runs one `Slot` per worker thread over a shared `BlockQueue`: a slot takes a whole
 block (the items of one pose), and when no block is left it takes the second half of the
@@ -89,7 +92,10 @@ class WorkerSpec:
         if self.fsync:
             args.append("--fsync")
         if self.blender:
-            return [self.blender, "-b", "--factory-startup", "-noaudio", "-P", str(RENDER_SCRIPT), "--"] + args
+            # render.py exits with its own status; --python-exit-code covers a script that cannot
+            # even start (Blender otherwise exits 0 after printing the error).
+            return [self.blender, "-b", "--factory-startup", "-noaudio", "--python-exit-code", "1",
+                    "-P", str(RENDER_SCRIPT), "--"] + args
         return [self.python or sys.executable, "-u", str(RENDER_SCRIPT)] + args
 
     def environment(self) -> dict:
@@ -139,6 +145,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self.q: queue.Queue = queue.Queue()
         self.items = 0
+        self.ready = False
         self.kill_reason: str | None = None
         self._log_offset = 0
         self._log = None
@@ -178,6 +185,7 @@ class WorkerProcess:
             kind, msg = got
             if kind == "msg" and msg.get("status") == "ready":
                 self.log(f"worker {self.name} ready")
+                self.ready = True
                 return
             if kind == "exit":
                 code = msg
@@ -277,10 +285,17 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, grace: float = 60.0) -> None:
-        """Close stdin (the worker answers "done" and exits); kill it after `grace` seconds."""
+    def stop(self, grace: float = 60.0) -> str | None:
+        """Close stdin (the worker answers "done" and exits); kill it after `grace` seconds.
+
+        Returns None when the worker ended properly - its "done" line, then exit status 0 or 1
+        (1: some item failed, already reported) - or never became ready (start() reported
+        that), else what went wrong.  A worker that exits without "done" failed, whatever its
+        status: Blender exits 0 after an uncaught Python exception, so the status alone proves
+        nothing.
+        """
         if self.proc is None:
-            return
+            return None
         try:
             self.proc.stdin.close()
         except (OSError, ValueError):
@@ -288,8 +303,22 @@ class WorkerProcess:
         if self._wait_exit(grace) is None:
             self.kill(f"did not exit within {grace:.0f} s of end-of-input")
             self._wait_exit(10)
-        self.log(f"worker {self.name} stopped ({describe_exit(self.proc.returncode)}) after {self.items} items")
+        code = self.proc.returncode
+        done = None
+        deadline = time.monotonic() + (5.0 if self.ready else 0.0)  # the reader posts ("exit", code) last
+        while True:
+            got = self._next(deadline)
+            if got is None or got[0] == "exit":
+                break
+            if got[1].get("status") == "done":
+                done = got[1]
+        self.log(f"worker {self.name} stopped ({describe_exit(code)}) after {self.items} items")
         self.close_log()
+        if (done is not None and code in (0, 1)) or not self.ready:
+            return None
+        why = "without its \"done\" line" if done is None else "after its \"done\" line"
+        reason = f", {self.kill_reason}" if self.kill_reason else ""
+        return f"worker {self.name} (pid {self.pid}) exited {why} ({describe_exit(code)}{reason}; log: {self.log_path})"
 
     def close_log(self) -> None:
         if self._log is not None:
@@ -346,6 +375,7 @@ class Slot:
         self.stopping = stopping or (lambda: False)
         self.worker: WorkerProcess | None = None
         self.starts = 0
+        self.bad_exits: list[str] = []  # workers that ended without their "done" line
         self.restarts = collections.Counter()
 
     def _ensure_worker(self) -> WorkerProcess:
@@ -383,8 +413,14 @@ class Slot:
             self.restarts[why] += 1
             self.events("worker", worker=self.name, what=why, pid=self.worker.pid, items=self.worker.items,
                         rss_mb=round(self.worker.rss_mb(), 1) if why == "recycle" else None)
-            self.worker.stop(self.policy.stop_grace)
-            self.worker = None
+            self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        w, self.worker = self.worker, None
+        error = w.stop(self.policy.stop_grace)
+        if error is not None:
+            self.bad_exits.append(error)
+            self.events("worker", worker=self.name, what="bad-exit", pid=w.pid, error=error, log=self.log_rel)
 
     def render(self, pose: int, view: int) -> Outcome:
         attempts = 0
@@ -447,8 +483,7 @@ class Slot:
 
     def close(self) -> None:
         if self.worker is not None:
-            self.worker.stop(self.policy.stop_grace)
-            self.worker = None
+            self._stop_worker()
 
     def kill(self, reason: str) -> None:
         w = self.worker
@@ -500,7 +535,10 @@ class LocalPool:
     """N worker slots on this machine; see the module docstring."""
 
     def __init__(self, spec: WorkerSpec, policy: Policy, n_workers: int, log_dir: Path, log_prefix: str,
-                 out: Path, tracker):
+                 out: Path, tracker, slot_specs: list[WorkerSpec] | None = None):
+        """`slot_specs`: one spec per worker (e.g. each pinned to its own GPU); default `spec` for all."""
+        if slot_specs is not None and len(slot_specs) != n_workers:
+            raise ValueError(f"{len(slot_specs)} worker specs for {n_workers} workers")
         self.spec = spec
         self.policy = policy
         self.n = n_workers
@@ -510,7 +548,7 @@ class LocalPool:
         for i in range(n_workers):
             name = f"{log_prefix}worker-{i:02d}"
             path = Path(log_dir) / f"{name}.log"
-            self.slots.append(Slot(name, spec, policy, path, str(path.relative_to(self.out)),
+            self.slots.append(Slot(name, slot_specs[i] if slot_specs else spec, policy, path, str(path.relative_to(self.out)),
                                    events=tracker.event, stopping=self.is_stopping))
         self._stop = threading.Event()
         self.fatal: str | None = None
@@ -550,6 +588,8 @@ class LocalPool:
             self.stop()
         finally:
             slot.close()
+            if slot.bad_exits and self.fatal is None and not self._stop.is_set():
+                self.fatal = slot.bad_exits[0]  # the job must not report success
 
     def run(self, blocks, wait=None) -> None:
         """Render all blocks; returns when done or stopped.  `wait(threads)` is the main
