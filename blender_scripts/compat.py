@@ -1,7 +1,7 @@
 """The bpy side of the Blender version layer: every call that differs between 3.4 and 5.0.
 
 The facts (which view transforms, Principled BSDF sockets, Cycles settings exist where) live in
-`datagen.blender_versions` (pure Python, tested without Blender); this module applies them to
+`datagen.render.blender_versions` (pure Python, tested without Blender); this module applies them to
 the running Blender and probes what the build really offers, because a build can differ from
 its version's stock: Debian's 3.4.1 has no OpenImageDenoise, a custom OCIO config changes the
 view transforms.
@@ -22,8 +22,8 @@ import re
 
 import bpy
 
-from datagen import blender_versions as bv
-from datagen.blender_versions import Fallback, UnsupportedSetting  # noqa: F401 - re-exported
+from datagen.render import blender_versions as bv
+from datagen.render.blender_versions import Fallback, UnsupportedSetting  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ items failed (logged in RENDER_DIR/failures.log), 2 bad arguments/config/inputs 
 rendered), 130 interrupted.  Inside `blender -b -P` too: Blender itself ignores a script's
 exceptions and exits 0, so this file runs main() - imports included - under a guard that
 turns every failure into a status (`_run_as_script`).  Blender 3.4 .. 5.0 are supported;
-what differs between them is in blender_scripts/compat.py and datagen/blender_versions.py.
+what differs between them is in blender_scripts/compat.py and datagen/render/blender_versions.py.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ CYCLES_FIXED = {
 # 256x256 and costs ~1/3 less CPU (docs/RENDERING.md, "Skin").
 SUBSURFACE_METHOD = "BURLEY"
 # Colour-management look per view transform, and what each Blender version has:
-# datagen/blender_versions.py (VIEW_CONTRAST), applied by blender_scripts/compat.py.
+# datagen/render/blender_versions.py (VIEW_CONTRAST), applied by blender_scripts/compat.py.
 # Exposure, like a camera's subject-priority auto exposure: each item's film exposure makes the
 # light falling on the camera-facing side of the hand (the environment's cosine-weighted
 # radiance around the hand->camera direction) equal TARGET_LUMINANCE, times the drawn strength;

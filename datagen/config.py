@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blender_versions import VIEW_TRANSFORM_NAMES
+from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "default.toml"
@@ -26,7 +26,7 @@ PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 POLE_PRESETS = ("egocentric", "frontal", "dorsal", "palmar")
 DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 # Every name some supported Blender has; which ones the running Blender has (and the fallbacks
-# for the others) is checked by the renderer before work (datagen/blender_versions.py).
+# for the others) is checked by the renderer before work (datagen/render/blender_versions.py).
 VIEW_TRANSFORMS = VIEW_TRANSFORM_NAMES
 
 
@@ -225,7 +225,7 @@ def _validate(cfg: Config) -> Config:
     _check_range("render.adaptive_threshold", r.adaptive_threshold, 0.0, 1.0)
     if r.view_transform not in VIEW_TRANSFORMS:
         raise ConfigError(f"render.view_transform = {r.view_transform!r}: use one of {VIEW_TRANSFORMS} "
-                          f"(which of them a Blender version has: datagen/blender_versions.py)")
+                          f"(which of them a Blender version has: datagen/render/blender_versions.py)")
     _check_range("render.threads", r.threads, 0, 1024)
     _check_range("render.png_compression", r.png_compression, 0, 100)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:

@@ -1,4 +1,4 @@
-"""Check datagen/blender_versions.py against a running Blender, and smoke-test compat.py in it.
+"""Check datagen/render/blender_versions.py against a running Blender, and smoke-test compat.py in it.
 
     blender -b --factory-startup -P scripts/blender_compat_check.py      # a Blender binary
     .venv/bin/python scripts/blender_compat_check.py                      # the venv's bpy module
@@ -27,7 +27,7 @@ def check() -> int:
     import bpy
 
     from blender_scripts import compat
-    from datagen import blender_versions as bv
+    from datagen.render import blender_versions as bv
 
     v = compat.VERSION
     problems = []

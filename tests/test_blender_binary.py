@@ -7,7 +7,7 @@
   is recorded as a fallback, and the record holds what was applied;
 - exit statuses inside Blender: a config value this Blender cannot honour -> 2 naming the
   key, numpy missing -> 2 with a one-line hint (Blender itself exits 0 after an exception);
-- the tables of datagen/blender_versions.py (no Blender) and against the running builds;
+- the tables of datagen/render/blender_versions.py (no Blender) and against the running builds;
 - the job driver's workers: a worker that exits without its "done" line fails the job.
 """
 
@@ -51,7 +51,7 @@ def blender(*args, timeout=300, pre: str | None = None) -> subprocess.CompletedP
 
 
 def blender_version() -> tuple[int, int]:
-    from datagen.blender_versions import parse_version
+    from datagen.render.blender_versions import parse_version
 
     out = subprocess.run([BLENDER, "--version"], capture_output=True, text=True, timeout=60).stdout
     return parse_version(out.split("Blender", 1)[1])
@@ -120,7 +120,7 @@ def test_blender_binary_labels_equal_the_bpy_module(both_renders):
 @pytest.mark.blender
 @needs_binary
 def test_blender_binary_records_what_it_applied(both_renders):
-    from datagen.blender_versions import resolve_view_transform
+    from datagen.render.blender_versions import resolve_view_transform
 
     ref, out, r = both_renders
     assert r.returncode == 0, r.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_blender_binary_records_what_it_applied(both_renders):
 @pytest.mark.blender
 @needs_binary
 def test_blender_binary_bad_config_exits_2_naming_the_key(tmp_path):
-    from datagen.blender_versions import VIEW_TRANSFORM_NAMES, allowed_view_transforms
+    from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES, allowed_view_transforms
 
     version = blender_version()
     # a plain config error (any Blender): exit 2, the key named, nothing rendered
@@ -211,7 +211,7 @@ def test_bpy_module_matches_the_version_tables():
 # ----------------------------------------------------------------------------- tables (no Blender)
 
 def test_view_transforms_fall_back_by_version():
-    from datagen.blender_versions import UnsupportedSetting, resolve_view_transform
+    from datagen.render.blender_versions import UnsupportedSetting, resolve_view_transform
 
     c = resolve_view_transform("AgX", (3, 4, 1))
     assert (c.view_transform, c.look) == ("Filmic", "Medium High Contrast")
@@ -235,7 +235,7 @@ def test_view_transforms_fall_back_by_version():
 
 
 def test_version_tables():
-    from datagen import blender_versions as bv
+    from datagen.render import blender_versions as bv
 
     assert bv.parse_version("3.4.1") == (3, 4) and bv.parse_version((5, 0, 1)) == (5, 0)
     with pytest.raises(ValueError):
@@ -265,7 +265,7 @@ def test_version_tables():
 
 
 def test_config_accepts_every_known_view_transform_and_names_the_key():
-    from datagen.blender_versions import VIEW_TRANSFORM_NAMES
+    from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES
     from datagen.config import ConfigError, config_from_dict
 
     for name in VIEW_TRANSFORM_NAMES:
@@ -283,7 +283,7 @@ def test_blender_versions_needs_only_the_standard_library():
                     raise ImportError(name)
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, sys.argv[1])
-        import datagen.blender_versions, datagen.config
+        import datagen.render.blender_versions, datagen.config
         print("ok")
     """)
     r = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=60)
