@@ -6,8 +6,9 @@ MANO-style hand), so it needs, for every level ``l``:
 * a *down* map from level ``l`` to ``l+1``: a selection (the coarse mesh keeps a
   subset of the fine vertices; :func:`datagen.decimate.collapse_to`);
 * an *up* map from ``l+1`` to ``l``: every fine vertex written as barycentric
-  coordinates (3 weights) on its closest coarse triangle - a kept vertex gets
-  the one-hot row of itself;
+  coordinates (3 weights) on its closest coarse triangle
+  (:func:`datagen.geometry.closest_point.closest_points`, exact) - a kept vertex
+  gets the one-hot row of itself;
 * spiral neighbour sequences of length ``S`` at every level: the vertex, its
   1-ring in the rotational order of the face winding, then the next ring, cut to
   ``S`` (dilation 1).
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from datagen.geometry.closest_point import closest_points
 from datagen.geometry.decimate import collapse_to
 
 __all__ = [
@@ -35,11 +37,10 @@ __all__ = [
     "level_sizes",
     "spiral_sequences",
     "ordered_rings",
-    "closest_point_barycentric",
     "default_cache_dir",
 ]
 
-_ALGO_VERSION = "mesh_prep-v2"  # bump when the decimator or spirals change
+_ALGO_VERSION = "mesh_prep-v3"  # bump when the decimator, spirals or up weights change (v3: kernel closest points)
 
 
 def default_cache_dir() -> Path:
@@ -171,82 +172,11 @@ def spiral_sequences(faces: np.ndarray, n_vertices: int, length: int = 9) -> np.
 # up-sampling weights
 
 
-def closest_point_barycentric(
-    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, chunk: int = 256
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each point, the closest triangle and the barycentric coords of the closest point.
-
-    Exact point-triangle distance (region tests after Ericson, *Real-Time Collision
-    Detection* 5.1.5), brute force over all triangles in chunks. Ties go to the
-    lowest face index (deterministic).
-
-    Returns (face_index (P,), barycentric (P,3) >= 0 summing to 1, squared distance (P,)).
-    """
-    P = np.asarray(points, dtype=np.float64)
-    A = vertices[faces[:, 0]][None]
-    B = vertices[faces[:, 1]][None]
-    C = vertices[faces[:, 2]][None]
-    AB, AC = B - A, C - A
-    fidx = np.empty(len(P), dtype=np.int64)
-    bary = np.empty((len(P), 3))
-    dist = np.empty(len(P))
-    for s in range(0, len(P), chunk):
-        p = P[s : s + chunk, None, :]
-        AP = p - A
-        d1 = (AB * AP).sum(-1)
-        d2 = (AC * AP).sum(-1)
-        BP = p - B
-        d3 = (AB * BP).sum(-1)
-        d4 = (AC * BP).sum(-1)
-        CP = p - C
-        d5 = (AB * CP).sum(-1)
-        d6 = (AC * CP).sum(-1)
-        va = d3 * d6 - d5 * d4
-        vb = d5 * d2 - d1 * d6
-        vc = d1 * d4 - d3 * d2
-        shape = d1.shape
-        u = np.zeros(shape)  # weight of B
-        w = np.zeros(shape)  # weight of C
-        done = np.zeros(shape, dtype=bool)
-
-        def take(mask, uu, ww):
-            nonlocal done
-            m = mask & ~done
-            u[m] = uu[m] if np.ndim(uu) else uu
-            w[m] = ww[m] if np.ndim(ww) else ww
-            done |= m
-
-        with np.errstate(divide="ignore", invalid="ignore"):
-            take((d1 <= 0) & (d2 <= 0), 0.0, 0.0)  # vertex A
-            take((d3 >= 0) & (d4 <= d3), 1.0, 0.0)  # vertex B
-            take((d6 >= 0) & (d5 <= d6), 0.0, 1.0)  # vertex C
-            t = d1 / (d1 - d3)
-            take((vc <= 0) & (d1 >= 0) & (d3 <= 0), t, np.zeros(shape))  # edge AB
-            t = d2 / (d2 - d6)
-            take((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.zeros(shape), t)  # edge AC
-            t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-            take((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), 1.0 - t, t)  # edge BC
-            den = va + vb + vc
-            take(np.ones(shape, dtype=bool), vb / den, vc / den)  # interior
-        u = np.nan_to_num(u)
-        w = np.nan_to_num(w)
-        q = A + u[..., None] * AB + w[..., None] * AC
-        d = ((p - q) ** 2).sum(-1)
-        best = np.argmin(d, axis=1)  # first minimum -> lowest face index
-        r = np.arange(len(best))
-        fidx[s : s + chunk] = best
-        uu, ww = u[r, best], w[r, best]
-        bary[s : s + chunk] = np.stack([1.0 - uu - ww, uu, ww], axis=1)
-        dist[s : s + chunk] = d[r, best]
-    bary = np.clip(bary, 0.0, 1.0)
-    bary /= bary.sum(1, keepdims=True)
-    return fidx, bary, dist
-
-
 def _up_weights(fine_v, coarse_v, coarse_f, kept):
-    fidx, bary, _ = closest_point_barycentric(fine_v, coarse_v, coarse_f)
+    """(N_l, 3) coarse vertex ids and barycentric weights (>= 0, rows summing to 1)."""
+    fidx, bary, _ = closest_points(coarse_v, coarse_f, fine_v)
     idx = coarse_f[fidx].copy()
-    w = bary.copy()
+    w = bary / bary.sum(1, keepdims=True)
     # kept vertices: exact one-hot on themselves (robust to ties / rounding)
     pos = np.full(len(fine_v), -1, dtype=np.int64)
     pos[kept] = np.arange(len(kept))

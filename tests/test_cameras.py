@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from datagen.cameras.hemisphere import POLES, hemisphere, project_points, unproject, views_for
+from datagen.cameras.hemisphere import POLES, hemisphere, views_for
+from datagen.geometry.projection import project_world, unproject
 from datagen.config import CameraConfig
 
 
@@ -31,7 +32,7 @@ def test_layout_216_views_with_paper_steps(views, config, prepared):
 
 def test_every_camera_aims_at_the_palm_centre(views, prepared):
     for i in range(len(views)):
-        uv, z = project_points(prepared.asset.palm_centre, views.K, views.R[i], views.t[i])
+        uv, z = project_world(prepared.asset.palm_centre, views.K, views.R[i], views.t[i])
         assert np.allclose(uv, [128, 128], atol=1e-9) and z > 0
         assert np.allclose(views.R[i] @ views.R[i].T, np.eye(3)) and np.linalg.det(views.R[i]) == pytest.approx(1)
         assert np.allclose(-views.R[i].T @ views.t[i], views.centres[i])
@@ -56,7 +57,7 @@ def test_projection_round_trip(views):
     rng = np.random.default_rng(1)
     pts = rng.uniform(-0.05, 0.15, size=(100, 3))
     for i in (0, 77, 215):
-        uv, z = project_points(pts, views.K, views.R[i], views.t[i])
+        uv, z = project_world(pts, views.K, views.R[i], views.t[i])
         assert np.allclose(unproject(uv, z, views.K, views.R[i], views.t[i]), pts, atol=1e-12)
 
 

@@ -18,7 +18,7 @@ from test_pack import StubMapping, make_render_dir, run_pack, toy_mesh
 from train.augment import AugmentParams, make_view
 from train.data import FreiHANDSource, TopologyError, build_sources, epoch_plan, template_of
 from train.evaluate import write_freihand_json
-from train.geometry import project
+from datagen.geometry.projection import project
 from train.schema import TRAIN_SCHEMA
 from train.config import load_config
 

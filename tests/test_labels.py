@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from datagen.cameras.hemisphere import project_points, views_for
+from datagen.cameras.hemisphere import views_for
+from datagen.geometry.projection import project_world
+from datagen.geometry.triangle_crossings import segment_crossings
 from datagen.scene.items import make_spec
 from datagen.labels.visibility import (
     DEPTH_MARGIN_M,
@@ -14,9 +16,7 @@ from datagen.labels.visibility import (
     SURFACE_TOLERANCE_M,
     compute_labels,
     label_record,
-    segment_crossings,
 )
-from datagen.geometry.raster import ray_crossings
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_fast_crossings_equal_brute_force(prepared, views):
         for view in range(0, 216, 23):
             cam = D @ views.R[view].T + views.t[view]
             kc = prepared.keypoints[pose] @ views.R[view].T + views.t[view]
-            brute, _ = ray_crossings(cam, F, kc)
+            brute, _ = segment_crossings(cam, F, kc, 0.0)  # K=None: every triangle
             fast, _ = segment_crossings(cam, F, kc, 0.0, views.K)
             assert np.array_equal(brute, fast), (pose, view)
 
@@ -67,7 +67,7 @@ def test_labels_are_consistent_with_the_depth_map(prepared, views):
         D = prepared.dense_vertices(pose)
         for view in range(0, 216, 13):
             L = compute_labels(D, F, prepared.keypoints[pose], views.K, views.R[view], views.t[view], 256, 256)
-            uv, z = project_points(prepared.keypoints[pose], views.K, views.R[view], views.t[view])
+            uv, z = project_world(prepared.keypoints[pose], views.K, views.R[view], views.t[view])
             assert np.allclose(L.keypoints_2d, uv) and np.allclose(L.keypoints_cam[:, 2], z)
             assert L.in_frame.all()  # the default framing keeps every keypoint in frame
             ij = np.floor(uv).astype(int)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from datagen.geometry.closest_point import closest_barycentric
+from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
 from datagen.mapping.dense_to_778 import (
+    REGRESSOR_SUPPORT,
+    SIGNED_ROWS_ABOVE_MM,
     Mapping,
     build_mapping,
-    closest_points,
-    fit_joint_regressor,
     format_report,
     main,
     measure_poses,
@@ -150,24 +150,10 @@ def test_joint_regressor_generalises_to_held_out_poses(open778, prepared, rest):
     assert err.mean() < 0.5 and err.max() < 2.0
     # fitted on half the poses, it still holds on the other half
     Vrest = open778.apply(rest["vertices"])
-    R_half, _ = fit_joint_regressor(mapped[::2], prepared.keypoints[::2], Vrest, rest["keypoints"])
-    held = np.linalg.norm(np.einsum("jv,pvc->pjc", R_half, mapped[1::2]) - prepared.keypoints[1::2], axis=-1) * 1e3
+    R_half, _ = fit_joint_regressor(mapped[::2], prepared.keypoints[::2], Vrest, rest["keypoints"],
+                                    k=REGRESSOR_SUPPORT, signed_above_mm=SIGNED_ROWS_ABOVE_MM)
+    held = np.linalg.norm(apply_joint_regressor(R_half, mapped[1::2]) - prepared.keypoints[1::2], axis=-1) * 1e3
     assert held.mean() < 0.6 and held.max() < 3.0
-
-
-def test_closest_points_is_exact(open778, rest):
-    V = open778.apply(rest["vertices"])
-    F = open778.faces
-    rng = np.random.default_rng(1)
-    Q = V[rng.integers(0, 778, 200)] + rng.normal(0, 0.006, (200, 3))
-    f, b, d = closest_points(V, F, Q)
-    A, B, C = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
-    w = closest_barycentric(Q[:, None], A[None], B[None], C[None])
-    brute = np.linalg.norm(w[..., :1] * A + w[..., 1:2] * B + w[..., 2:] * C - Q[:, None], axis=-1).min(1)
-    np.testing.assert_allclose(d, brute, atol=1e-12)
-    p = np.einsum("nk,nkc->nc", b, V[F[f]])
-    np.testing.assert_allclose(np.linalg.norm(p - Q, axis=1), d, atol=1e-12)
-    assert np.allclose(b.sum(1), 1) and b.min() >= 0
 
 
 def test_cache_roundtrip_and_cli(open778, prepared, cache_dir, capsys):

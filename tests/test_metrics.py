@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
-from train.geometry import project, recover_root, rot_z
-from train.metrics import accel_error, auc, f_score, mpjpe, pa_errors, pck, procrustes_align, root_aligned, summarise
+from datagen.geometry.projection import project
+from train.geometry import recover_root, rot_z
+from datagen.geometry.alignment import similarity_align
+from train.metrics import accel_error, auc, f_score, mpjpe, pa_errors, pck, root_aligned, summarise
 
 
 def _rot(axis, angle):
@@ -25,7 +27,7 @@ def test_procrustes_removes_similarity_exactly():
     rng = np.random.default_rng(0)
     gt = rng.normal(size=(21, 3))
     pred = 1.7 * gt @ _rot([1, 2, 3], 0.8).T + np.array([0.3, -2.0, 5.0])
-    np.testing.assert_allclose(procrustes_align(pred, gt), gt, atol=1e-10)
+    np.testing.assert_allclose(similarity_align(pred, gt), gt, atol=1e-10)
     assert pa_errors(pred, gt).max() < 1e-10
 
 

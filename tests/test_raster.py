@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datagen.geometry.raster import ray_crossings, rasterize
+from datagen.geometry.raster import rasterize
 
 K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
 
@@ -49,15 +49,3 @@ def test_rejects_points_behind_camera():
     v, f = quad(-1.0, 1.0)
     with pytest.raises(ValueError):
         rasterize(v, f, K, 64, 64)
-
-
-def test_ray_crossings_through_a_box():
-    import trimesh
-
-    box = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
-    v = np.asarray(box.vertices) + [0, 0, 1.0]
-    f = np.asarray(box.faces)
-    targets = np.array([[0.01, 0.013, 1.0], [0.01, 0.013, 2.0], [0.5, 0.5, 1.0]])
-    counts, nearest = ray_crossings(v, f, targets)
-    assert counts.tolist() == [1, 2, 0]
-    assert nearest[0] == pytest.approx(0.9 / 1.0, rel=1e-3)

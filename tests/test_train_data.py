@@ -10,7 +10,8 @@ import torch
 
 from train.augment import AugmentParams, make_view
 from train.data import MixedDataset, PlanSampler, ShardSource, epoch_plan
-from train.geometry import apply_affine, crop_affine, project, warp_crop
+from datagen.geometry.projection import project
+from train.geometry import apply_affine, crop_affine, warp_crop
 from datagen.geometry.raster import rasterize
 from train.losses import con2d_loss, con3d_loss
 

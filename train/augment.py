@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .geometry import apply_affine, bbox_from_mask, bbox_from_points, crop_affine, crop_intrinsics, project, rot_z, \
-    warp_crop
+from datagen.geometry.projection import project
+
+from .geometry import apply_affine, bbox_from_mask, bbox_from_points, crop_affine, crop_intrinsics, rot_z, warp_crop
 
 __all__ = ["AugmentParams", "ROOT_SCALE_M", "crop_box", "draw_view", "make_view", "colour_jitter", "normalise",
            "denormalise"]

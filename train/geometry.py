@@ -1,4 +1,5 @@
-"""Camera geometry for crops: projection, crop affines, crop intrinsics, root recovery.
+"""Camera geometry for crops: crop affines, crop intrinsics, root recovery (projection is
+`datagen.geometry.projection.project`).
 
 Conventions (docs/ARCHITECTURE.md): OpenCV camera (x right, y down, z forward) and
 *continuous* pixel coordinates - pixel (row i, column j) covers [j, j+1) x [i, i+1), its
@@ -13,14 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["project", "rot2", "rot_z", "crop_affine", "warp_crop", "crop_intrinsics", "apply_affine",
+__all__ = ["rot2", "rot_z", "crop_affine", "warp_crop", "crop_intrinsics", "apply_affine",
            "bbox_from_mask", "bbox_from_points", "recover_root", "recover_root_torch"]
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(..., N, 3) camera points -> (..., N, 2) pixels (continuous)."""
-    p = points @ np.swapaxes(K, -1, -2)
-    return p[..., :2] / p[..., 2:3]
 
 
 def rot2(angle_rad: float) -> np.ndarray:

@@ -21,27 +21,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["procrustes_align", "mpjpe", "root_aligned", "pa_errors", "f_score", "pck", "auc", "accel_error",
+from datagen.geometry.alignment import similarity_align
+
+__all__ = ["mpjpe", "root_aligned", "pa_errors", "f_score", "pck", "auc", "accel_error",
            "summarise"]
-
-
-def procrustes_align(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = False) -> np.ndarray:
-    """Similarity-align pred (..., N, D) to gt (..., N, D) (Umeyama); returns the aligned pred."""
-    pred = np.asarray(pred, np.float64)
-    gt = np.asarray(gt, np.float64)
-    mp, mg = pred.mean(-2, keepdims=True), gt.mean(-2, keepdims=True)
-    X, Y = pred - mp, gt - mg
-    H = np.swapaxes(X, -1, -2) @ Y  # (..., D, D)
-    U, S, Vt = np.linalg.svd(H)
-    D = np.ones(S.shape)
-    if not allow_reflection:
-        d = np.atleast_1d(np.sign(np.linalg.det(U @ Vt))).reshape(S.shape[:-1])
-        d = np.where(d == 0, 1.0, d)
-        D[..., -1] = d
-    R = (U * D[..., None, :]) @ Vt  # rotation applied as X @ R
-    var = (X**2).sum((-1, -2))
-    scale = (S * D).sum(-1) / np.maximum(var, 1e-300)
-    return scale[..., None, None] * (X @ R) + mg
 
 
 def root_aligned(x: np.ndarray, root: int = 0) -> np.ndarray:
@@ -55,7 +38,7 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def pa_errors(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = False) -> np.ndarray:
     """Per-point distances (..., N) after Procrustes alignment."""
-    return np.linalg.norm(procrustes_align(pred, gt, allow_reflection) - gt, axis=-1)
+    return np.linalg.norm(similarity_align(pred, gt, allow_reflection) - gt, axis=-1)
 
 
 def f_score(pred: np.ndarray, gt: np.ndarray, threshold: float) -> float:
@@ -118,7 +101,7 @@ def summarise(pred_joints, gt_joints, pred_verts, gt_verts, pred_uv=None, gt_uv=
     out["auc_3d_pa_0_50mm"] = auc(1000 * ej, 0.0, 50.0, 100)
     out["auc_3d_0_50mm"] = auc(1000 * np.linalg.norm(root_aligned(pj) - root_aligned(gj), axis=-1), 0.0, 50.0, 100)
     if fscore:
-        al = procrustes_align(pv, gv, allow_reflection)
+        al = similarity_align(pv, gv, allow_reflection)
         out["f_at_5mm"] = float(np.mean([f_score(a, g, 0.005) for a, g in zip(al, gv)]))
         out["f_at_15mm"] = float(np.mean([f_score(a, g, 0.015) for a, g in zip(al, gv)]))
     if pred_uv is not None and gt_uv is not None:

@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 from .augment import ROOT_SCALE_M, normalise
-from .geometry import apply_affine, crop_affine, project, recover_root, warp_crop
+from datagen.geometry.projection import project
+
+from .geometry import apply_affine, crop_affine, recover_root, warp_crop
 
 __all__ = ["predict_image", "write_ply", "write_obj", "draw_overlay", "shade_mesh", "draw_skeleton", "BONES", "main"]
 
@@ -65,6 +67,7 @@ def shade_mesh(image: np.ndarray, verts_cam: np.ndarray, faces, K, alpha: float 
     v = np.asarray(verts_cam, np.float64)
     if not np.all(v[:, 2] > 1e-3):
         return out
+    from datagen.geometry.normals import face_normals
     from datagen.geometry.raster import rasterize
 
     f = np.asarray(faces)
@@ -72,8 +75,7 @@ def shade_mesh(image: np.ndarray, verts_cam: np.ndarray, faces, K, alpha: float 
     mask = r.mask
     if not mask.any():
         return out
-    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    n = face_normals(v, f, unit=True)
     ray = v[f].mean(1)
     ray /= np.linalg.norm(ray, axis=1, keepdims=True)
     lam = np.abs((n * ray).sum(1))  # two-sided

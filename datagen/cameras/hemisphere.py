@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datagen.config import CameraConfig
+from datagen.geometry.projection import project
 
 POLES = {
     "egocentric": (0.0, -1.0, 0.0),
@@ -114,22 +115,6 @@ def views_for(cfg: CameraConfig, asset) -> Views:
     return hemisphere(cfg, np.zeros(3), asset.palm_centre)
 
 
-def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray):
-    """World points (..., 3) -> (pixels (..., 2), camera z (...))."""
-    cam = points @ R.T + t
-    z = cam[..., 2]
-    uv = cam[..., :2] / z[..., None] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-    return uv, z
-
-
-def unproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Pixels (..., 2) with camera depth z (...) -> world points (..., 3)."""
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], axis=-1)
-    return (cam - t) @ R
-
-
 def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarray:
     """(P, V) smallest distance in pixels between the projected hand and the image border.
 
@@ -150,7 +135,7 @@ def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarra
         V = prepared.dense_vertices(p)
         hull = V[ConvexHull(V).vertices]
         cam = np.einsum("vij,nj->vni", views.R, hull) + views.t[:, None, :]
-        uv = cam[..., :2] / cam[..., 2:3] * np.array([views.K[0, 0], views.K[1, 1]]) + views.K[:2, 2]
+        uv = project(cam, views.K)
         m = np.minimum.reduce([uv[..., 0], W - uv[..., 0], uv[..., 1], H - uv[..., 1]])
         margins[p] = m.min(axis=1)
     return margins

@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from datagen.dataset import shards as S
+from datagen.geometry.projection import project
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
 
@@ -308,8 +309,7 @@ class Scan:
         err3 = np.abs(kp3 - expect3).max()
         if err3 > TOL_3D_M:
             raise ItemError(f"keypoints_3d_cam differ from meshes/pose_{pose:05d}.npz keypoints by {err3 * 1e3:.3f} mm")
-        Kv = inp.views["K"][view]
-        proj = expect3[:, :2] / expect3[:, 2:] * Kv[[0, 1], [0, 1]] + Kv[:2, 2]
+        proj = project(expect3, inp.views["K"][view])
         err2 = np.abs(kp2 - proj).max()
         if err2 > TOL_2D_PX:
             raise ItemError(f"keypoints_2d differ from the projection of the 3D keypoints by {err2:.3f} px")

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from datagen.dataset import shards as S
+from datagen.geometry.projection import project
 
 # The visibility contract, from the render run (manifest render_run.visibility); these defaults
 # apply when a dataset does not state it.
@@ -239,7 +240,7 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
         v = int(c["view_id"][row])
         K, R, t = tables["K"][v], tables["R"][v], tables["t"][v]
         cam = tables["keypoints"][pose_row[int(c["pose_id"][row])]].astype(np.float64) @ R.T + t
-        uv = cam[:, :2] / cam[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+        uv = project(cam, K)
         kp = c["keypoints_2d"][row].astype(np.float64)
         err = np.abs(uv - kp).max()
         if err > TOL_2D_PX:

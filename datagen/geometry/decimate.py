@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from datagen.geometry.normals import cross, face_normals, triangle_normals
+
 __all__ = ["collapse_to", "boundary_edges", "DecimationError"]
 
 
@@ -104,8 +106,8 @@ def collapse_to(
         raise ValueError(f"n_vertices={n_vertices} must be in [1, {n_used}] (used vertices)")
 
     # ---- quadrics -------------------------------------------------------
-    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
-    cr = np.cross(b - a, c - a)
+    a = V[F[:, 0]]
+    cr = face_normals(V, F)
     dbl_area = np.linalg.norm(cr, axis=1)
     safe = np.maximum(dbl_area, 1e-300)
     fn = cr / safe[:, None]
@@ -127,7 +129,7 @@ def collapse_to(
         bi, bj = directed[is_b, 0], directed[is_b, 1]
         e = V[bj] - V[bi]
         en = np.linalg.norm(e, axis=1)
-        m = np.cross(e, fn[face_of[is_b]])
+        m = cross(e, fn[face_of[is_b]])
         m /= np.maximum(np.linalg.norm(m, axis=1), 1e-300)[:, None]
         bq = _plane_quadric(m, -np.einsum("ij,ij->i", m, V[bi]), boundary_weight * en**2)
         np.add.at(Q, bi, bq)
@@ -183,7 +185,7 @@ def collapse_to(
     guard = [min_quality > 0]
 
     def normals(T: np.ndarray) -> np.ndarray:
-        return np.cross(T[:, 1] - T[:, 0], T[:, 2] - T[:, 0])
+        return triangle_normals(T[:, 0], T[:, 1], T[:, 2])
 
     def quality(T: np.ndarray) -> float:
         """Worst 4 sqrt(3) area / sum(edge^2) over triangles T (k, 3, 3)."""

@@ -6,7 +6,7 @@ its centre's ray hits a triangle, and its depth is that hit's camera z.  No anti
 sampling noise, identical on every machine.  The Blender test checks that Cycles renders the
 same silhouette and depth.
 
-Pixel convention (also datagen/cameras.py): continuous image coordinates, pixel (row i,
+Pixel convention (also datagen/geometry/projection.py): continuous image coordinates, pixel (row i,
 column j) spans [j, j+1) x [i, i+1), so its centre is (j + 0.5, i + 0.5).
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from datagen.geometry.projection import project
 
 
 @dataclass
@@ -27,14 +29,12 @@ class Raster:
         return self.face >= 0
 
 
-def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(N, 3) camera-space points -> (N, 2) continuous pixel coordinates."""
-    z = points_cam[:, 2:3]
-    return (points_cam[:, :2] / z) * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-
-
 def rasterize(points_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int) -> Raster:
-    """Rasterise triangles given in camera coordinates (OpenCV: x right, y down, z forward)."""
+    """Rasterise triangles given in camera coordinates (OpenCV: x right, y down, z forward).
+
+    points_cam: (N, 3) metres, every z > 1e-6 (else ValueError); faces: (F, 3) integer ids;
+    K: (3, 3) intrinsics (pixels, `datagen.geometry.projection`); width, height: pixels.
+    """
     pts = np.asarray(points_cam, dtype=np.float64)
     if np.any(pts[:, 2] <= 1e-6):
         raise ValueError("mesh crosses the camera plane; every vertex must have z > 0")
@@ -86,31 +86,3 @@ def rasterize(points_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: i
     depth[pix[win]] = z[win]
     face[pix[win]] = face_ids[win]
     return Raster(depth.reshape(height, width), face.reshape(height, width))
-
-
-def ray_crossings(points_cam: np.ndarray, faces: np.ndarray, targets_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each target, the surface crossings on the segment from the camera centre to it.
-
-    Returns (count (T,), nearest hit distance along the segment as a fraction (T,), 1 if
-    none).  Möller-Trumbore against every triangle; T is small (keypoints), so this is cheap.
-    """
-    v0 = points_cam[faces[:, 0]]
-    e1 = points_cam[faces[:, 1]] - v0
-    e2 = points_cam[faces[:, 2]] - v0
-    counts = np.zeros(len(targets_cam), np.int64)
-    nearest = np.ones(len(targets_cam))
-    for i, d in enumerate(np.asarray(targets_cam, dtype=np.float64)):
-        p = np.cross(d, e2)
-        det = np.einsum("ij,ij->i", e1, p)
-        ok = np.abs(det) > 1e-15
-        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-        s = -v0  # origin (camera centre) minus v0
-        u = np.einsum("ij,ij->i", s, p) * inv
-        q = np.cross(s, e1)
-        v = (q @ d) * inv
-        t = np.einsum("ij,ij->i", e2, q) * inv
-        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9) & (t < 1.0)
-        counts[i] = int(hit.sum())
-        if counts[i]:
-            nearest[i] = float(t[hit].min())
-    return counts, nearest

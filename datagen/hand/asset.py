@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from datagen.geometry.triangle_crossings import ray_triangle
+
 from .base import FINGERS, KEYPOINT_NAMES, HandModel, anatomical_frame, forward_kinematics
 from .subdivision import subdivide, triangulate
 
@@ -156,19 +158,10 @@ def _fingertip(dense_vertices, dense_faces, head, tail) -> tuple[int, np.ndarray
     """Where the ray head->tail (beyond the tail) leaves the surface: (triangle, barycentric)."""
     d = tail - head
     d = d / np.linalg.norm(d)
-    v0 = dense_vertices[dense_faces[:, 0]]
-    e1 = dense_vertices[dense_faces[:, 1]] - v0
-    e2 = dense_vertices[dense_faces[:, 2]] - v0
-    p = np.cross(d, e2)
-    det = np.einsum("ij,ij->i", e1, p)
-    ok = np.abs(det) > 1e-15
-    inv = np.where(ok, 1 / np.where(ok, det, 1), 0)
-    s = head - v0
-    u = np.einsum("ij,ij->i", s, p) * inv
-    q = np.cross(s, e1)
-    v = (q @ d) * inv
-    t = np.einsum("ij,ij->i", e2, q) * inv
-    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    F = np.asarray(dense_faces)
+    V = dense_vertices
+    t, u, v, inside = ray_triangle(head, d, V[F[:, 0]], V[F[:, 1]], V[F[:, 2]])
+    hit = inside & (t > 0)
     if not hit.any():
         raise ValueError("fingertip ray does not meet the surface")
     # The farthest exit along the axis is the fingertip (the ray starts inside the finger).

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datagen.geometry.normals import face_normals
+
 # Bones of the 21-keypoint skeleton (FreiHAND order) and one colour per finger (RGB).
 SKELETON = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
             (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
@@ -40,9 +42,7 @@ def shade_mesh(vertices, faces, R, t, K, width, height, face_colours=None, light
 
     cam = vertices @ R.T + t
     r = rasterize(cam, faces, K, width, height)
-    tri = cam[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    n = face_normals(cam, faces, unit=True)
     lvec = np.asarray(light, dtype=np.float64)
     lvec /= np.linalg.norm(lvec)
     lambert = np.clip(n @ lvec, 0, 1) * 0.75 + 0.25

@@ -1,7 +1,7 @@
 """Per-item labels: exact silhouette and depth, 2D/3D keypoints, visibility, the label record.
 
 Everything is computed from the labelled dense mesh and the labelled camera (K, R, t) with
-`datagen.raster` - nothing is read back from the path tracer - so labels are exact and
+`datagen.geometry` - nothing is read back from the path tracer - so labels are exact and
 identical on every machine; tests/test_render.py checks that Cycles renders the same
 silhouette and depth.
 
@@ -35,7 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.geometry.raster import project, rasterize
+from datagen.geometry.projection import project
+from datagen.geometry.raster import rasterize
+from datagen.geometry.triangle_crossings import segment_crossings
 
 SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)
 SURFACE_TOLERANCE_M = 0.004
@@ -64,53 +66,6 @@ class ItemLabels:
         if xs.size == 0:
             return None
         return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-
-
-def segment_crossings(points_cam: np.ndarray, faces: np.ndarray, targets_cam: np.ndarray,
-                      tolerance_m: np.ndarray | float = 0.0, K: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Per target, how many triangles the segment camera centre -> target crosses, not counting
-    crossings closer than `tolerance_m` (per target or scalar) to the target, and the distance
-    from the target back to the nearest counted crossing (inf when none).
-
-    Same test as `datagen.raster.ray_crossings` (Möller-Trumbore), but only against the
-    triangles whose projected bounding box contains the target's projection - a triangle in
-    front of the camera can only cut the segment there - so it costs a few milliseconds.
-    """
-    pts = np.asarray(points_cam, dtype=np.float64)
-    tg = np.asarray(targets_cam, dtype=np.float64)
-    if K is None:
-        K = np.eye(3)
-    uv = project(pts, K)
-    tuv = project(tg, K)
-    tri = uv[faces]
-    lo, hi = tri.min(axis=1) - 1e-6, tri.max(axis=1) + 1e-6
-    cand_t, cand_f = np.nonzero((tuv[:, None, 0] >= lo[None, :, 0]) & (tuv[:, None, 0] <= hi[None, :, 0])
-                                & (tuv[:, None, 1] >= lo[None, :, 1]) & (tuv[:, None, 1] <= hi[None, :, 1]))
-    counts = np.zeros(len(tg), np.int64)
-    nearest = np.full(len(tg), np.inf)
-    if cand_f.size == 0:
-        return counts, nearest
-    f = faces[cand_f]
-    v0 = pts[f[:, 0]]
-    e1 = pts[f[:, 1]] - v0
-    e2 = pts[f[:, 2]] - v0
-    d = tg[cand_t]
-    p = np.cross(d, e2)
-    det = np.einsum("ij,ij->i", e1, p)
-    ok = np.abs(det) > 1e-15
-    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = -v0
-    u = np.einsum("ij,ij->i", s, p) * inv
-    q = np.cross(s, e1)
-    v = np.einsum("ij,ij->i", q, d) * inv
-    t = np.einsum("ij,ij->i", e2, q) * inv
-    tol = np.broadcast_to(np.asarray(tolerance_m, dtype=np.float64), (len(tg),))[cand_t]
-    seg_len = np.linalg.norm(d, axis=1)
-    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9) & (t < 1.0) & ((1.0 - t) * seg_len > tol)
-    np.add.at(counts, cand_t[hit], 1)
-    np.minimum.at(nearest, cand_t[hit], ((1.0 - t) * seg_len)[hit])
-    return counts, nearest
 
 
 def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray,

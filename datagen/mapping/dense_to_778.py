@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from datagen.geometry.closest_point import closest_barycentric
-from scipy.spatial import cKDTree
-
+from datagen.geometry.closest_point import closest_points
+from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
+from datagen.geometry.normals import face_normals, triangle_normals, vertex_normals
 from datagen.hand.base import KEYPOINT_NAMES
 
 TOPOLOGIES = ("open778", "mano")
@@ -51,6 +51,11 @@ MAPPING_VERSION = 1
 COLLAPSE_AREA_RATIO = 0.05
 COLLAPSE_QUALITY = 0.02
 POSE_CHUNK = 128
+# The fitted open778 joint regressor (datagen.geometry.joint_regressor): each row on the 32
+# nearest rest vertices; a joint whose convex fit stays more than 0.5 mm (rms over the poses)
+# off - the wrist keypoint, in the wrist opening - gets a signed row.
+REGRESSOR_SUPPORT = 32
+SIGNED_ROWS_ABOVE_MM = 0.5
 
 # Points sampled on each triangle for surface distances (barycentric): the centroid, the edge
 # midpoints and three inner points; the corners are added for the maxima.
@@ -60,105 +65,12 @@ _FACE_SAMPLES = np.array([
     [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3],
 ])
 
-__all__ = ["Mapping", "build_mapping", "closest_points", "surface_distances", "vertex_normals",
-           "fit_joint_regressor", "TOPOLOGIES"]
+__all__ = ["Mapping", "build_mapping", "surface_distances", "TOPOLOGIES", "REGRESSOR_SUPPORT", "SIGNED_ROWS_ABOVE_MM"]
 
 
 # --------------------------------------------------------------------------------------------
-# geometry
+# surface distances
 # --------------------------------------------------------------------------------------------
-def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Cross product over the last axis (numpy's np.cross is several times slower)."""
-    out = np.empty(np.broadcast_shapes(u.shape, v.shape), dtype=np.result_type(u, v))
-    out[..., 0] = u[..., 1] * v[..., 2] - u[..., 2] * v[..., 1]
-    out[..., 1] = u[..., 2] * v[..., 0] - u[..., 0] * v[..., 2]
-    out[..., 2] = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-    return out
-
-
-def face_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """Unnormalised face normals (twice the area), (..., F, 3) for V (..., N, 3)."""
-    a, b, c = V[..., F[:, 0], :], V[..., F[:, 1], :], V[..., F[:, 2], :]
-    return _cross(b - a, c - a)
-
-
-def vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (N, 3)."""
-    fn = face_normals(V, F)
-    n = np.zeros_like(V, dtype=np.float64)
-    for k in range(3):
-        np.add.at(n, F[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
-
-
-def closest_points(V: np.ndarray, F: np.ndarray, Q: np.ndarray, normals: np.ndarray | None = None,
-                   min_cos: float = 0.0, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact closest point on the triangle mesh (V, F) for each query point Q (n, 3).
-
-    The distance d0 to the nearest mesh vertex bounds the answer, so only triangles whose
-    centroid lies within d0 + (largest centroid-to-corner radius) can hold it; those are
-    tested exactly (point-triangle regions) and the nearest wins.
-
-    With `normals` (n, 3), only triangles whose unit normal has cos >= `min_cos` with the
-    query's normal are admitted (a point on one finger does not snap to its neighbour across
-    a gap); such queries search all triangles if needed, and a query with no admissible
-    triangle at all falls back to the unrestricted closest point.
-
-    Returns (face index (n,), barycentric (n, 3), distance (n,)).
-    """
-    V = np.asarray(V, dtype=np.float64)
-    F = np.asarray(F, dtype=np.int64)
-    Q = np.asarray(Q, dtype=np.float64).reshape(-1, 3)
-    A, B, C = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
-    cen = (A + B + C) / 3
-    r_t = np.sqrt(np.max(np.stack([((X - cen) ** 2).sum(1) for X in (A, B, C)]), axis=0))
-    rad = float(r_t.max())
-    used = np.unique(F)
-    d0, _ = cKDTree(V[used]).query(Q)
-    tree = cKDTree(cen)
-    fn = face_normals(V, F)
-    fn = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
-    nq = None if normals is None else np.asarray(normals, dtype=np.float64).reshape(-1, 3)
-
-    n = len(Q)
-    face = np.full(n, -1, dtype=np.int64)
-    bary = np.zeros((n, 3))
-    dist = np.full(n, np.inf)
-
-    def solve(qidx: np.ndarray, cand: list, bound: bool = True) -> None:
-        qi = np.repeat(qidx, [len(c) for c in cand])
-        ti = np.concatenate([np.asarray(c, dtype=np.int64) for c in cand]) if len(cand) else np.zeros(0, np.int64)
-        if bound:  # a triangle farther than the nearest vertex cannot hold the closest point
-            ok = np.linalg.norm(cen[ti] - Q[qi], axis=1) - r_t[ti] <= d0[qi] * (1 + 1e-9) + 1e-12
-            qi, ti = qi[ok], ti[ok]
-        if nq is not None:
-            ok = np.einsum("ij,ij->i", fn[ti], nq[qi]) >= min_cos
-            qi, ti = qi[ok], ti[ok]
-        if not len(qi):
-            return
-        w = closest_barycentric(Q[qi], A[ti], B[ti], C[ti])
-        pts = w[:, :1] * A[ti] + w[:, 1:2] * B[ti] + w[:, 2:] * C[ti]
-        d = np.linalg.norm(pts - Q[qi], axis=1)
-        order = np.lexsort((ti, d, qi))  # per query: nearest first, ties by face id
-        first = order[np.unique(qi[order], return_index=True)[1]]
-        face[qi[first]], bary[qi[first]], dist[qi[first]] = ti[first], w[first], d[first]
-
-    for s in range(0, n, chunk):
-        qidx = np.arange(s, min(s + chunk, n))
-        cand = tree.query_ball_point(Q[qidx], d0[qidx] + rad * (1 + 1e-9) + 1e-12)
-        solve(qidx, list(cand))
-    if nq is not None:
-        lost = np.flatnonzero(~np.isfinite(dist))
-        for s in range(0, len(lost), max(1, chunk * 16 // max(len(F), 1))):
-            qidx = lost[s:s + max(1, chunk * 16 // max(len(F), 1))]
-            solve(qidx, [np.arange(len(F))] * len(qidx), bound=False)
-        lost = ~np.isfinite(dist)
-        if lost.any():
-            f2, b2, d2 = closest_points(V, F, Q[lost])
-            face[lost], bary[lost], dist[lost] = f2, b2, d2
-    return face, bary, dist
-
-
 def _sample_surface(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fixed samples on every face (F, 7, 3) and the face areas (F,)."""
     tri = V[F]  # (F, 3, 3)
@@ -220,7 +132,7 @@ def face_health(faces: np.ndarray, X: np.ndarray, N: np.ndarray) -> np.ndarray:
 def _face_health_raw(faces: np.ndarray, X: np.ndarray, N: np.ndarray) -> np.ndarray:
     """(P, F) health per pose; pose 0 is the rest pose (the area reference)."""
     a, b, c = X[:, faces[:, 0]], X[:, faces[:, 1]], X[:, faces[:, 2]]
-    n = _cross(b - a, c - a)
+    n = triangle_normals(a, b, c)
     r = N[:, faces[:, 0]] + N[:, faces[:, 1]] + N[:, faces[:, 2]]
     nn = np.linalg.norm(n, axis=-1)
     cos = np.einsum("pfc,pfc->pf", n, r) / np.maximum(nn * np.linalg.norm(r, axis=-1), 1e-30)
@@ -233,7 +145,7 @@ def _face_health_raw(faces: np.ndarray, X: np.ndarray, N: np.ndarray) -> np.ndar
 def _rest_quality(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
     a, b, c = V[faces[:, 0]], V[faces[:, 1]], V[faces[:, 2]]
     s2 = ((b - a) ** 2).sum(1) + ((c - b) ** 2).sum(1) + ((a - c) ** 2).sum(1)
-    return 2 * np.sqrt(3) * np.linalg.norm(_cross(b - a, c - a), axis=1) / np.maximum(s2, 1e-300)
+    return 2 * np.sqrt(3) * np.linalg.norm(triangle_normals(a, b, c), axis=1) / np.maximum(s2, 1e-300)
 
 
 def _relax_on(faces: np.ndarray, X: np.ndarray, N: np.ndarray, home: np.ndarray,
@@ -469,7 +381,7 @@ class Mapping:
 
     def joints(self, mapped_vertices: np.ndarray) -> np.ndarray:
         """(..., 778, 3) -> (..., 21, 3) joints by the regressor (FreiHAND order)."""
-        return np.einsum("jv,...vc->...jc", self.joint_regressor, mapped_vertices)
+        return apply_joint_regressor(self.joint_regressor, mapped_vertices)
 
     # ---- persistence ----
     def save(self, path: str | Path) -> None:
@@ -505,52 +417,6 @@ def rest_geometry(prepared) -> dict:
     return {"vertices": V, "faces": np.asarray(a.dense_faces, dtype=np.int64), "cap": cap,
             "open_faces": open_dense_faces(a.dense_faces, cap),
             "keypoints": a.keypoints(np.asarray(a.rest_heads, dtype=np.float64), V)}
-
-
-def fit_joint_regressor(mapped: np.ndarray, keypoints: np.ndarray, rest_vertices: np.ndarray,
-                        rest_keypoints: np.ndarray, k: int = 32, signed_above_mm: float = 0.5,
-                        ridge: float = 1e-4) -> tuple[np.ndarray, list[str]]:
-    """(21, V) regressor fitted to the rig keypoints over many poses.
-
-    Each joint's row uses its k nearest rest vertices.  First a convex combination
-    (non-negative weights summing to 1, so translation-equivariant and never amplifying
-    noise) by non-negative least squares over all given poses,
-        min_w sum_p ||sum_i w_i V_p,i - K_p||^2,  the sum-to-one row weighted heavily.
-    A joint whose convex fit stays off by more than `signed_above_mm` (rms) lies outside the
-    hull of its support - the wrist keypoint sits in the wrist opening, below the ring - and
-    is refitted with signed weights: equality-constrained (sum 1) ridge least squares,
-    ridge = `ridge` x mean diagonal of the normal matrix.
-
-    mapped: (P, V, 3) mapped vertices; keypoints: (P, 21, 3); rest_*: choose the support.
-    Returns (R, names of the joints that got signed rows).
-    """
-    from scipy.optimize import nnls
-
-    X = np.asarray(mapped, dtype=np.float64)
-    Kp = np.asarray(keypoints, dtype=np.float64)
-    R = np.zeros((Kp.shape[1], X.shape[1]))
-    tree = cKDTree(rest_vertices)
-    signed = []
-    for j in range(Kp.shape[1]):
-        _, nn = tree.query(rest_keypoints[j], k=min(k, X.shape[1]))
-        nn = np.sort(nn)
-        A = X[:, nn, :].transpose(0, 2, 1).reshape(-1, len(nn))  # (P*3, k)
-        b = Kp[:, j, :].reshape(-1)
-        big = 1e3 * np.sqrt(len(b)) * max(float(np.abs(A).max()), 1e-3)
-        w, _ = nnls(np.vstack([A, big * np.ones((1, len(nn)))]), np.concatenate([b, [big]]),
-                    maxiter=100 * len(nn))
-        w = w / w.sum()
-        rms = lambda w_: 1e3 * np.sqrt(((A @ w_ - b) ** 2).reshape(-1, 3).sum(1).mean())  # noqa: E731
-        if rms(w) > signed_above_mm:
-            G = A.T @ A
-            G += ridge * np.trace(G) / len(nn) * np.eye(len(nn))
-            kkt = np.block([[2 * G, np.ones((len(nn), 1))], [np.ones((1, len(nn))), np.zeros((1, 1))]])
-            ws = np.linalg.solve(kkt, np.concatenate([2 * A.T @ b, [1.0]]))[:-1]
-            if rms(ws) < rms(w):
-                w = ws
-                signed.append(KEYPOINT_NAMES[j])
-        R[j, nn] = w
-    return R, signed
 
 
 def _quality_tri(fn: np.ndarray, V: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -599,7 +465,7 @@ def measure_poses(prepared, M: sp.csr_matrix, faces: np.ndarray, regressor: np.n
         min_cos = np.minimum(min_cos, cos.min(0))
         min_ratio = np.minimum(min_ratio, ratio.min(0))
         min_q = np.minimum(min_q, q.min(0))
-        J = np.einsum("jv,pvc->pjc", regressor, mapped)
+        J = apply_joint_regressor(regressor, mapped)
         err = 1e3 * np.linalg.norm(J - prepared.keypoints[ids].astype(np.float64), axis=-1)
         joint_pp[ids] = err.mean(1)
         jerr_sum += err.sum(0)
@@ -656,10 +522,11 @@ def _input_key(prepared, topology: str, mano_sha: str | None) -> str:
                 a.rest_heads, a.joint_bones, a.tip_faces, a.tip_barycentric,
                 prepared.base_vertices, prepared.keypoints):
         h.update(np.ascontiguousarray(arr).tobytes())
-    from datagen.geometry import decimate
+    from datagen.geometry import alignment, closest_point, decimate, joint_regressor, normals
     from datagen.mapping import mano, open778
 
-    for module in (sys.modules[__name__], open778, decimate) + ((mano,) if topology == "mano" else ()):
+    kernel = (normals, closest_point, decimate, joint_regressor)
+    for module in (sys.modules[__name__], open778) + kernel + ((mano, alignment) if topology == "mano" else ()):
         h.update(Path(module.__file__).read_bytes())
     if topology == "mano":
         import importlib.metadata
@@ -675,7 +542,6 @@ def dense_posed_arrays(prepared, chunk: int = POSE_CHUNK) -> tuple[np.ndarray, n
     D = a.dense_matrix.tocsr()
     Fd = np.asarray(a.dense_faces, dtype=np.int64)
     nd = a.n_dense
-    inc = sp.csr_matrix((np.ones(Fd.size), (Fd.ravel(), np.repeat(np.arange(len(Fd)), 3))), shape=(nd, len(Fd)))
     base = np.concatenate([np.asarray(a.rest_base_vertices, dtype=np.float32)[None],
                            np.asarray(prepared.base_vertices, dtype=np.float32)])
     pos = np.empty((len(base), nd, 3), np.float32)
@@ -683,12 +549,9 @@ def dense_posed_arrays(prepared, chunk: int = POSE_CHUNK) -> tuple[np.ndarray, n
     for s in range(0, len(base), chunk):
         b = base[s:s + chunk].astype(np.float64)
         c = len(b)
-        dense = np.asarray(D @ b.transpose(1, 0, 2).reshape(b.shape[1], -1)).reshape(nd, c, 3)
-        fn = face_normals(dense.transpose(1, 0, 2), Fd)
-        vn = np.asarray(inc @ fn.transpose(1, 0, 2).reshape(len(Fd), -1)).reshape(nd, c, 3)
-        vn /= np.maximum(np.linalg.norm(vn, axis=-1, keepdims=True), 1e-300)
-        pos[s:s + c] = dense.transpose(1, 0, 2)
-        nrm[s:s + c] = vn.transpose(1, 0, 2)
+        dense = np.asarray(D @ b.transpose(1, 0, 2).reshape(b.shape[1], -1)).reshape(nd, c, 3).transpose(1, 0, 2)
+        pos[s:s + c] = dense
+        nrm[s:s + c] = vertex_normals(dense, Fd)
     return pos, nrm
 
 
@@ -727,7 +590,9 @@ def _build_open778(prepared, rest: dict):
         raise AssertionError("open778 rows are not one-hot on the kept dense vertices")
     posed = (pos[1:, kept], nrm[1:, kept])  # == map_posed(M, pos, nrm) without the rest pose
     del pos, nrm
-    R, signed = fit_joint_regressor(posed[0], prepared.keypoints, rest["vertices"][kept], rest["keypoints"])
+    R, signed_rows = fit_joint_regressor(posed[0], prepared.keypoints, rest["vertices"][kept], rest["keypoints"],
+                                         k=REGRESSOR_SUPPORT, signed_above_mm=SIGNED_ROWS_ABOVE_MM)
+    signed = [KEYPOINT_NAMES[j] for j in signed_rows]
     extra = {"projection_max_mm": 1e3 * float(dist.max()), "relax": relax}
     source = {"topology": "open778", "decimation": o.params, "pose_relaxation": relax,
               "hand_key": prepared.key,

@@ -294,19 +294,6 @@ class Registration:
     history: list  # (stage, loss) per outer step
 
 
-def umeyama(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity s, R, t minimising ||s R X + t - Y||^2 (rows are points)."""
-    mx, my = X.mean(0), Y.mean(0)
-    Xc, Yc = X - mx, Y - my
-    U, S, Vt = np.linalg.svd(Yc.T @ Xc / len(X))
-    E = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        E[2, 2] = -1
-    R = U @ E @ Vt
-    s = float(np.trace(np.diag(S) @ E) / (Xc ** 2).sum(1).mean())
-    return s, R, my - s * R @ mx
-
-
 def register(model: ManoModel, dense_vertices: np.ndarray, dense_faces: np.ndarray,
              open_faces: np.ndarray, keypoints: np.ndarray, outer_steps: int = 12,
              keypoint_weight: float = 0.05, pose_prior: float = 0.01, shape_prior: float = 0.01,
@@ -332,7 +319,9 @@ def _register(model, dense_vertices, dense_faces, open_faces, keypoints, outer_s
     import torch
     from scipy.spatial.transform import Rotation
 
-    from datagen.mapping.dense_to_778 import closest_points, vertex_normals
+    from datagen.geometry.alignment import umeyama
+    from datagen.geometry.closest_point import closest_points
+    from datagen.geometry.normals import vertex_normals
 
     dt = torch.float64
     layer = mano_layer(model)
@@ -354,6 +343,7 @@ def _register(model, dense_vertices, dense_faces, open_faces, keypoints, outer_s
         J0 = layer(betas=torch.zeros(1, nb, dtype=dt), global_orient=torch.zeros(1, 3, dtype=dt),
                    hand_pose=torch.zeros(1, 45, dtype=dt)).joints[0, 0].numpy()
     s, Rm, tp = umeyama(mano_regressor21(model) @ V0, np.asarray(keypoints))
+    s = float(s)
     # smplx rotates about the root joint: s (R (v - J0) + J0) + t = s R v + tp
     t0 = tp - s * (J0 - Rm @ J0)
     p = {"betas": torch.zeros(1, nb, dtype=dt), "go": torch.as_tensor(Rotation.from_matrix(Rm).as_rotvec()[None], dtype=dt),
@@ -437,14 +427,14 @@ def build_mano_mapping(mano_path, prepared, rest: dict):
     """
     from scipy.spatial import cKDTree
 
+    from datagen.geometry.closest_point import closest_points
+    from datagen.geometry.normals import vertex_normals
     from datagen.mapping.dense_to_778 import (
         barycentric_matrix,
-        closest_points,
         dense_posed_arrays,
         map_posed,
         relax_for_poses,
         surface_distances,
-        vertex_normals,
     )
     from datagen.mapping.open778 import boundary_loop
 
@@ -565,7 +555,8 @@ def standin_arrays(vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarra
     """
     import torch
 
-    from datagen.mapping.dense_to_778 import fit_joint_regressor
+    from datagen.geometry.joint_regressor import fit_joint_regressor
+    from datagen.mapping.dense_to_778 import REGRESSOR_SUPPORT, SIGNED_ROWS_ABOVE_MM
 
     rng = np.random.default_rng(seed)
     V = np.asarray(vertices, dtype=np.float64)
@@ -585,7 +576,8 @@ def standin_arrays(vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarra
     inv[order] = np.arange(len(order))
     V, Fc, part = V[order], inv[Fc], np.asarray(part)[order]
     # regressor (16 x 778) fitted at rest
-    Jr, _ = fit_joint_regressor(V[None], mano21[None, :16], V, mano21[:16])
+    Jr, _ = fit_joint_regressor(V[None], mano21[None, :16], V, mano21[:16], k=REGRESSOR_SUPPORT,
+                                signed_above_mm=SIGNED_ROWS_ABOVE_MM)
     # weights: part 0 -> root; finger part -> nearest of its three segments
     chains = {1: [13, 14, 15, 20], 2: [1, 2, 3, 16], 3: [4, 5, 6, 17], 4: [10, 11, 12, 19], 5: [7, 8, 9, 18]}
     W = np.zeros((len(V), N_JOINTS))

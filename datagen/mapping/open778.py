@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from datagen.geometry.decimate import boundary_edges, collapse_to
+from datagen.geometry.normals import face_normals
 
 N_VERTICES = 778
 WRIST_RING = 16
@@ -84,10 +85,6 @@ def boundary_loop(faces: np.ndarray) -> np.ndarray:
     return np.asarray(loop, dtype=np.int64)
 
 
-def _face_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    return np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
-
-
 def coarsen_boundary(vertices: np.ndarray, faces: np.ndarray, n_ring: int) -> tuple[np.ndarray, np.ndarray]:
     """Collapse boundary vertices along the (single) boundary loop until `n_ring` remain.
 
@@ -120,7 +117,7 @@ def coarsen_boundary(vertices: np.ndarray, faces: np.ndarray, n_ring: int) -> tu
             raise ValueError("boundary too coarse for the requested ring size")
         keep_pos.append(i)
     keep_pos.sort()
-    n0 = _face_normals(V, F)
+    n0 = face_normals(V, F)
     # Target of every removed loop position: the nearer kept neighbour along the loop.
     target_of: dict[int, int] = {}
     removed_order: list[int] = []
@@ -144,7 +141,7 @@ def coarsen_boundary(vertices: np.ndarray, faces: np.ndarray, n_ring: int) -> tu
         alive &= ~shared
         moving = np.flatnonzero(has_u & ~shared)
         F[moving] = np.where(F[moving] == u, v, F[moving])
-        nn = _face_normals(V, F[moving])
+        nn = face_normals(V, F[moving])
         if np.any(np.einsum("ij,ij->i", nn, n0[moving]) <= 0) or np.any(np.linalg.norm(nn, axis=1) < 1e-14):
             raise ValueError(f"boundary collapse {u}->{v} would flip or degenerate a face")
     out = F[alive]

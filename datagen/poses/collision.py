@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from datagen.geometry.closest_point import closest_barycentric
+from datagen.geometry.normals import triangle_normals
 
 JUNCTION_M = 0.006  # rest-pose distance under which two parts count as joined
 BROAD_PHASE_M = 0.015  # only vertices this close to B's vertices can be inside B
@@ -140,7 +141,7 @@ class PenetrationChecker:
             region = (w <= 0).sum(axis=1)  # 0 inside the face, 1 on an edge, 2 at a vertex
             diff = pts[rows] - q
             d = np.einsum("ij,ij->i", diff, diff)
-            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            normal = triangle_normals(tri[:, 0], tri[:, 1], tri[:, 2])
             sign = np.einsum("ij,ij->i", diff, normal)
             on_border = pb.face_on_border[fidx] & (region > 0)
             order = np.lexsort((d, rows))

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from datagen.geometry.normals import vertex_normals
+
 A0 = np.array([0.72, 0.50, 0.38])  # melanin-free, bloodless albedo
 EM = np.array([2.67, 2.96, 3.19])  # melanin extinction (at m = 1)
 EH = np.array([0.0, 0.32, 0.22])  # blood extinction (at h = 1)
@@ -134,15 +136,6 @@ def draw_skin(skin_cfg, rng: np.random.Generator) -> SkinParams:
 def _smoothstep(x, lo, hi):
     t = np.clip((np.asarray(x) - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3 - 2 * t)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area weighted
-    n = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-20)
 
 
 def vertex_weights(rest_vertices: np.ndarray, faces: np.ndarray, finger_joints: np.ndarray) -> dict[str, np.ndarray]:
