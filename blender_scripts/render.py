@@ -34,9 +34,11 @@ import time
 import traceback
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# Blender runs this file as a script: put the repository on sys.path before importing datagen
+# (which then provides REPO_ROOT itself).
+_here = str(Path(__file__).resolve().parent.parent)
+if _here not in sys.path:
+    sys.path.insert(0, _here)
 
 
 def _in_blender_binary() -> bool:
@@ -108,6 +110,7 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 from datagen import atomic  # noqa: E402
+from datagen.config import DEVICES, REPO_ROOT  # noqa: E402
 from datagen.poses.tables import PreparedMissing
 from datagen.render.selection import SelectionError, parse_item_line, read_items_file, select
 from datagen.render.layout import is_done
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--items-file", default=None, help="file listing the items (replaces --poses/--views)")
     ap.add_argument("--stdin", action="store_true", help="worker mode: read items from stdin, answer on stdout")
     ap.add_argument("--limit", type=int, default=None, help="render at most this many (unfinished) items")
-    ap.add_argument("--device", default=None, help="CPU (default from config), CUDA, OPTIX, HIP, ONEAPI, METAL")
+    ap.add_argument("--device", default=None, help=f"Cycles device: {', '.join(DEVICES)} (default from config)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (0 = all; default from config)")
     ap.add_argument("--cache", default=None, help="prepared-cache folder (default: cache/ at the repo root)")
     ap.add_argument("--prepare-only", action="store_true", help="build the prepared cache (venv) and exit")
@@ -221,7 +224,7 @@ def _hms(s: float) -> str:
 
 
 def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
-    from datagen.labels.visibility import JOINT_FLESH_M, SURFACE_KEYPOINTS, SURFACE_TOLERANCE_M
+    from datagen.labels.visibility import visibility_contract
 
     cfg_dict = json.loads(json.dumps(cfg.to_dict(), default=list))
     return {
@@ -239,8 +242,7 @@ def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
         "hdris": [dict(h.record(), **renderer.hdri_stats[i]) for i, h in enumerate(hdris)],
         "hdri_warnings": warnings,
         "render": renderer.render_settings(),
-        "visibility": {"surface_keypoints": list(SURFACE_KEYPOINTS), "surface_tolerance_m": SURFACE_TOLERANCE_M,
-                       "joint_flesh_m": [float(x) for x in JOINT_FLESH_M]},
+        "visibility": visibility_contract(),
     }
 
 
@@ -289,8 +291,8 @@ def setup(args):
         cfg = load_config(args.config)
     except ConfigError as exc:
         raise UsageError(f"config: {exc}") from None
-    if args.device and args.device.upper() not in ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL"):
-        raise UsageError(f"--device {args.device!r}: use CPU, CUDA, OPTIX, HIP, ONEAPI or METAL")
+    if args.device and args.device.upper() not in DEVICES:
+        raise UsageError(f"--device {args.device!r}: use one of {', '.join(DEVICES)}")
     if args.threads is not None and args.threads < 0:
         raise UsageError("--threads must be >= 0")
     from blender_scripts import compat

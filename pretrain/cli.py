@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from datagen.config import REPO_ROOT
 from train.augment import AugmentParams
 from train.config import add_config_args, parse_cli
 from train.data import MixedDataset, ShardSource, build_sources
@@ -27,7 +27,6 @@ from train.metrics import auc
 from train.model_io import ENCODER_FORMAT, Encoder2D, save_atomic
 from train.schema import PRETRAIN_SCHEMA
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "configs/pretrain.toml"
 PRETRAIN_FORMAT = "handsynth-pretrain"
 
@@ -104,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "python -m train --pretrained, OUT/last.pt (exact resume), OUT/config.toml, OUT/metrics.jsonl, "
                     "OUT/tb.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(ap, PRETRAIN_SCHEMA, str(REPO / DEFAULT_CONFIG) if (REPO / DEFAULT_CONFIG).exists() else None)
+    add_config_args(ap, PRETRAIN_SCHEMA, str(REPO_ROOT / DEFAULT_CONFIG) if (REPO_ROOT / DEFAULT_CONFIG).exists() else None)
     return ap
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
+
+from datagen.config import REPO_ROOT
 
 from .augment import AugmentParams
 from .config import add_config_args, parse_cli
@@ -23,7 +24,6 @@ from .losses import con2d_loss, con3d_loss, edge_length_loss, mesh_l1, normal_lo
 from .model_io import FORMAT, build_from_config, load_pretrained_encoder, save_atomic, unwrap
 from .schema import TRAIN_SCHEMA
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "configs/train.toml"
 
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--nproc_per_node N -m train ... . Outputs: OUT/last.pt (exact resume), OUT/model.pt, "
                     "OUT/config.toml, OUT/metrics.jsonl, OUT/tb (TensorBoard).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(ap, TRAIN_SCHEMA, str(REPO / DEFAULT_CONFIG) if (REPO / DEFAULT_CONFIG).exists() else None)
+    add_config_args(ap, TRAIN_SCHEMA, str(REPO_ROOT / DEFAULT_CONFIG) if (REPO_ROOT / DEFAULT_CONFIG).exists() else None)
     return ap
 
 

@@ -34,11 +34,10 @@ import scipy.sparse as sp
 
 from datagen.dataset import shards as S
 from datagen.geometry.projection import project
+from datagen.labels.visibility import visibility_contract
 
-# The visibility contract, from the render run (manifest render_run.visibility); these defaults
-# apply when a dataset does not state it.
-DEFAULT_VISIBILITY = {"surface_keypoints": [0, 4, 8, 12, 16, 20], "surface_tolerance_m": 0.004,
-                      "joint_flesh_m": [0.0] + [0.04, 0.025, 0.02, 0.0] + [0.04, 0.02, 0.02, 0.0] * 4}
+# The visibility contract comes from the render run (manifest render_run.visibility); the
+# labeller's own constants (`visibility_contract`) apply when a dataset does not state it.
 SLACK_M = 0.002  # depth at a pixel centre vs. at the keypoint's exact ray (one pixel of slope)
 SLACK_PX = 1.5  # a keypoint on the silhouette's edge may fall in the next pixel
 TOL_2D_PX = 0.02
@@ -205,7 +204,7 @@ def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | Non
 
 
 def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: dict | None = None) -> None:
-    contract = {**DEFAULT_VISIBILITY, **(contract or {})}
+    contract = {**visibility_contract(), **(contract or {})}
     name = r.path.name
     H, W = r.height, r.width
     c = r.columns

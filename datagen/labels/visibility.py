@@ -48,6 +48,13 @@ DEPTH_MARGIN_M = 0.003
 LABEL_VERSION = 1
 
 
+def visibility_contract() -> dict:
+    """The visibility constants as the render run records them (run.json and the dataset
+    manifest's render_run.visibility) and `datagen.dataset.verify` checks them."""
+    return {"surface_keypoints": list(SURFACE_KEYPOINTS), "surface_tolerance_m": SURFACE_TOLERANCE_M,
+            "joint_flesh_m": [float(x) for x in JOINT_FLESH_M]}
+
+
 @dataclass
 class ItemLabels:
     depth: np.ndarray  # (H, W) float32, camera z metres, 0 = background

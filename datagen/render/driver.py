@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from datagen.config import REPO_ROOT
+from datagen.config import DEVICES, REPO_ROOT
 from datagen.render.jobs import (
     Job,
     JobLock,
@@ -49,7 +49,6 @@ from datagen.render.gpus import GPU_DEVICES, GpuError, assign, parse_gpus, visib
 from datagen.render.layout import RenderDirError, check_writable, run_conflict
 from datagen.render.workers import Outcome, Policy, WorkerSpec
 
-DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 BYTES_PER_ITEM_256 = 360_000  # measured at 256x256: PNG ~80 kB, depth 262 kB, JSON 6 kB, mask 1 kB
 
 EPILOG = """\
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "1-thread workers, docs/SCALING.md; with GPUs the CPUs shared evenly between the GPU workers)")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the blocks as Ray tasks (no ADDRESS: RAY_ADDRESS or a local Ray runtime)")
-    g.add_argument("--device", default=None, help="Cycles device: CPU (config default), CUDA, OPTIX, HIP, ONEAPI, METAL")
+    g.add_argument("--device", default=None, help=f"Cycles device: {', '.join(DEVICES)} (default from config)")
     g.add_argument("--gpus", default=None, metavar="IDS",
                    help="with a GPU --device: the GPU ids to use, e.g. 0,1,3 - one worker per GPU, each seeing only "
                         "its own device (default: all visible - CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES if set, "
