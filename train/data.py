@@ -84,39 +84,28 @@ def split_keys(sample_pose_id, sample_pose_group, pose_table: dict, split_by: st
         return grp
     if not {"pose_id", "pose_a", "pose_b"} <= set(pose_table):
         raise ValueError("no pose provenance (pose_a, pose_b) in tables.h5; split_by='chain' needs it")
-    group_of = dict(zip(pid.tolist(), grp.tolist()))
-    parent: dict = {}
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(x, y):
-        rx, ry = find(x), find(y)
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-
-    base = set()
-    for p, a, b in zip(pose_table["pose_id"].tolist(), pose_table["pose_a"].tolist(), pose_table["pose_b"].tolist()):
-        if p not in group_of:  # a pose of the table with no sample
-            continue
-        g = ("g", group_of[p])
-        if a == b:
-            base.add(g)
-        else:
-            union(g, ("c", min(a, b), max(a, b)))
-    comp_min: dict = {}
-    for g in {("g", v) for v in group_of.values()}:
-        r = find(g)
-        comp_min[r] = min(comp_min.get(r, g[1]), g[1])
-    out = np.empty(len(pid), np.int64)
-    for i, g in enumerate(grp.tolist()):
-        key = ("g", g)
-        out[i] = g if key in base else (1 << 20) + comp_min[find(key)]
-    return out
+    # Graph nodes: the pose groups (0..G-1), then the chains (base pairs a < b, G..G+C-1);
+    # an edge joins a sampled interior pose's group to its chain.
+    groups, grp_node = np.unique(grp, return_inverse=True)
+    node_of_pose = dict(zip(pid.tolist(), grp_node.tolist()))
+    tp, ta, tb = (np.asarray(pose_table[k], np.int64) for k in ("pose_id", "pose_a", "pose_b"))
+    sampled = np.array([p in node_of_pose for p in tp.tolist()], bool)  # table poses with a sample
+    tp, ta, tb = tp[sampled], ta[sampled], tb[sampled]
+    node = np.array([node_of_pose[p] for p in tp.tolist()], np.int64)
+    is_base = np.zeros(len(groups), bool)
+    is_base[node[ta == tb]] = True
+    inner = ta != tb
+    chains, chain_node = np.unique(np.stack([np.minimum(ta, tb), np.maximum(ta, tb)], 1)[inner], axis=0,
+                                   return_inverse=True)
+    n = len(groups) + len(chains)
+    edges = coo_matrix((np.ones(int(inner.sum())), (node[inner], len(groups) + chain_node.ravel())), shape=(n, n))
+    _, component = connected_components(edges, directed=False)
+    comp_min = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(comp_min, component[:len(groups)], groups)  # each component's smallest pose group
+    return np.where(is_base[grp_node], grp, (1 << 20) + comp_min[component[grp_node]])
 
 
 class ShardSource:
