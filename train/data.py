@@ -29,6 +29,8 @@ import h5py
 import numpy as np
 import torch
 
+from datagen import atomic
+
 from .augment import AugmentParams, make_view
 
 __all__ = ["split_keys", "ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
@@ -185,9 +187,7 @@ def _load_json_array(path: Path, dtype=np.float32) -> np.ndarray:
     arr = np.asarray(json.loads(path.read_text()), dtype)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, cache)
+        atomic.save_npy(cache, arr)
     except OSError:
         pass
     return arr

@@ -8,12 +8,13 @@ weights under the same names as in :class:`mobrecon.model.MobRecon`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from datagen import atomic
 
 from .data import Template
 
@@ -66,9 +67,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_atomic(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic.write_with(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -29,6 +29,8 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from datagen import atomic
+
 SCHEMA_VERSION = 1
 LIBVER = ("v110", "v110")  # readable by HDF5 >= 1.10; fixed so a library upgrade cannot change the bytes
 MANIFEST = "manifest.json"
@@ -310,9 +312,8 @@ def attr_json(obj, key, default=None):
 
 
 def fsync_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    """`atomic.commit` with fsync, then the folder's entry too (a finished shard survives power loss)."""
+    atomic.commit(tmp, final, fsync=True)
     try:
         fd = os.open(final.parent, os.O_RDONLY)
         try:

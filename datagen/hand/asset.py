@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from datagen import atomic
 from datagen.geometry.triangle_crossings import ray_triangle
 
 from .base import FINGERS, KEYPOINT_NAMES, HandModel, anatomical_frame, forward_kinematics
@@ -101,9 +102,7 @@ class HandAsset:
             bone_names=np.asarray(self.bone_names),
             licence=np.asarray(repr(self.licence)), versions=np.asarray(repr(self.versions)),
         )
-        tmp = Path(str(path) + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        atomic.save_npz(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "HandAsset":

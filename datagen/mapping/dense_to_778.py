@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from datagen import atomic
 from datagen.geometry.closest_point import closest_points
 from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
 from datagen.geometry.normals import face_normals, triangle_normals, vertex_normals
@@ -388,13 +388,11 @@ class Mapping:
         M = self.matrix.tocsr()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, topology=np.asarray(self.topology), indptr=M.indptr, indices=M.indices,
-                 data=M.data, shape=np.asarray(M.shape), faces=self.faces,
-                 joint_regressor=self.joint_regressor, key=np.asarray(self.key),
-                 quality=np.asarray(json.dumps(self.quality)), source=np.asarray(json.dumps(self.source)),
-                 **{f"per_pose_{k}": v for k, v in self.per_pose.items()})
-        os.replace(tmp, path)
+        atomic.save_npz(path, topology=np.asarray(self.topology), indptr=M.indptr, indices=M.indices,
+                        data=M.data, shape=np.asarray(M.shape), faces=self.faces,
+                        joint_regressor=self.joint_regressor, key=np.asarray(self.key),
+                        quality=np.asarray(json.dumps(self.quality)), source=np.asarray(json.dumps(self.source)),
+                        **{f"per_pose_{k}": v for k, v in self.per_pose.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "Mapping":

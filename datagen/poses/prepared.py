@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datagen import atomic
 from datagen.config import REPO_ROOT, Config
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
@@ -94,11 +95,9 @@ def save_prepared(p: Prepared, cache_dir: Path) -> None:
     asset_path, poses_path = prepared_paths(cache_dir, p.key)
     asset_path.parent.mkdir(parents=True, exist_ok=True)
     p.asset.save(asset_path)
-    tmp = Path(str(poses_path) + ".tmp.npz")
-    np.savez(tmp, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
-             finger_state=p.finger_state, canonical=p.canonical,
-             base_vertices=p.base_vertices, keypoints=p.keypoints)
-    tmp.replace(poses_path)
+    atomic.save_npz(poses_path, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
+                    finger_state=p.finger_state, canonical=p.canonical,
+                    base_vertices=p.base_vertices, keypoints=p.keypoints)
 
 
 def load_prepared_files(asset_path: Path, poses_path: Path, key: str) -> Prepared:
