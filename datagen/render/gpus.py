@@ -25,9 +25,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from datagen.config import DEVICES
+
 log = logging.getLogger(__name__)
 
-GPU_DEVICES = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
+GPU_DEVICES = tuple(d for d in DEVICES if d != "CPU")  # the Cycles devices of datagen.config but the CPU
 VISIBILITY_ENV = {"CUDA": "CUDA_VISIBLE_DEVICES", "OPTIX": "CUDA_VISIBLE_DEVICES", "HIP": "HIP_VISIBLE_DEVICES",
                   "ONEAPI": "ONEAPI_DEVICE_SELECTOR", "METAL": None}
 
