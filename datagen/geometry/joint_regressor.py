@@ -82,20 +82,21 @@ def fit_joint_regressor(vertices: np.ndarray, joints: np.ndarray, support_vertic
         w, _ = nnls(np.vstack(rows + [big * np.ones((1, len(nn)))]), np.concatenate(rhs + [[big]]),
                     maxiter=100 * len(nn))
         w = w / w.sum()
-        if signed_above_mm is not None:
-            def rms_mm(w_: np.ndarray) -> float:
-                return 1e3 * np.sqrt(((A @ w_ - b) ** 2).reshape(-1, 3).sum(1).mean())
-
-            if rms_mm(w) > signed_above_mm:
-                G = A.T @ A
-                G += ridge * np.trace(G) / len(nn) * np.eye(len(nn))
-                kkt = np.block([[2 * G, np.ones((len(nn), 1))], [np.ones((1, len(nn))), np.zeros((1, 1))]])
-                ws = np.linalg.solve(kkt, np.concatenate([2 * A.T @ b, [1.0]]))[:-1]
-                if rms_mm(ws) < rms_mm(w):
-                    w = ws
-                    signed.append(j)
+        if signed_above_mm is not None and _rms_mm(A, b, w) > signed_above_mm:
+            G = A.T @ A
+            G += ridge * np.trace(G) / len(nn) * np.eye(len(nn))
+            kkt = np.block([[2 * G, np.ones((len(nn), 1))], [np.ones((1, len(nn))), np.zeros((1, 1))]])
+            ws = np.linalg.solve(kkt, np.concatenate([2 * A.T @ b, [1.0]]))[:-1]
+            if _rms_mm(A, b, ws) < _rms_mm(A, b, w):
+                w = ws
+                signed.append(j)
         R[j, nn] = w
     return R, signed
+
+
+def _rms_mm(A: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    """Rms distance (mm) between the fitted joint A @ w and the target b, both (P*3,) metres."""
+    return 1e3 * np.sqrt(((A @ w - b) ** 2).reshape(-1, 3).sum(1).mean())
 
 
 def apply_joint_regressor(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
