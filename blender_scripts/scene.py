@@ -6,8 +6,8 @@ skin material, an HDRI world and a camera; `render_item(spec, out_dir)` then onl
   pose-major), and writes that pose's mesh file once,
 - sets the hand/camera transform, the world's HDRI image and strength, the skin's values and
   the Cycles seed,
-- computes the labels (datagen.labels, pure numpy), renders, and writes the item's files
-  atomically, the label JSON last.
+- computes the labels (the run's label passes, datagen.labels.passes, pure numpy), renders,
+  and writes the item's files atomically, the label JSON last.
 
 A long-lived worker can call `render_item` for any list of items without rebuilding anything
 (blender_scripts/render.py's --items-file and --stdin modes do).
@@ -36,7 +36,8 @@ from datagen import atomic
 from datagen.scene.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
 from datagen.scene.items import ItemSpec
 from datagen.render.layout import item_paths, mesh_path
-from datagen.labels.visibility import compute_labels, label_record
+from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
+from datagen.labels.visibility import compute_labels
 from datagen.scene.skin import (
     PALM_MELANIN,
     PALM_REDNESS,
@@ -95,7 +96,8 @@ def _versions(tables) -> dict:
         project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
     except (OSError, KeyError, ValueError):
         project = "unknown"
-    return {"bpy": bpy.app.version_string, "anny": str(tables.versions.get("anny", "unknown")),
+    # The hand model's own package versions (anny: {"anny": ...}), as hand.npz recorded them.
+    return {"bpy": bpy.app.version_string, **{str(k): str(v) for k, v in tables.versions.items()},
             "project": project}
 
 
@@ -627,9 +629,12 @@ class SceneRenderer:
         v = self.views
         labels = compute_labels(dense, self.tables.dense_faces, self.tables.keypoints[spec.pose_id],
                                 v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height)
-        record = label_record(spec, labels, v.K, v.R[spec.view_id], v.t[spec.view_id],
-                              self.hdri_record(spec, M, eff, side), dict(self.render_settings(), cycles_seed=spec.cycles_seed),
-                              self.versions)
+        # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
+        passes = passes_for(self.cfg.render.label_passes)
+        values = compute_passes(passes, ItemContext(
+            spec, labels, dense, self.tables, v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
+            hdri=self.hdri_record(spec, M, eff, side),
+            render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions))
         t2 = time.perf_counter()
         tmp_rgb = atomic.temp_path(paths.rgb)
         try:
@@ -639,9 +644,7 @@ class SceneRenderer:
         except BaseException:
             tmp_rgb.unlink(missing_ok=True)
             raise
-        atomic.write_png(paths.mask, labels.mask.astype(np.uint8) * 255, level=6, fsync=self.fsync)
-        atomic.save_npy(paths.depth, labels.depth.astype(np.float32), fsync=self.fsync)
-        atomic.write_json(paths.label, record, fsync=self.fsync)
+        write_passes(passes, values, out_dir, spec.pose_id, spec.view_id, self.fsync)  # the labels JSON last
         t4 = time.perf_counter()
         return {"scene_s": t1 - t0, "labels_s": t2 - t1, "render_s": render_s,
                 "save_png_s": t3 - t2 - render_s, "write_s": t4 - t3, "total_s": t4 - t0,

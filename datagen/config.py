@@ -2,8 +2,9 @@
 
 Every value a run depends on lives here, so a config file plus a seed fully determines the
 labels.  Validation happens at load time and names the offending key, so a typo never
-surfaces hours into a render.  Only the standard library is used: this module is imported
-inside Blender's own Python too.
+surfaces hours into a render.  Only the standard library is imported with this module (it is
+imported inside Blender's own Python too); validation asks the registries (datagen.registry)
+for the known hand models, camera samplers and label passes, importing them (numpy) then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "default.toml"
 
+# The default hand model's (anny's) phenotypes; a hand model's registry entry lists its own.
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 POLE_PRESETS = ("egocentric", "frontal", "dorsal", "palmar")
 DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
@@ -36,7 +38,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class HandConfig:
-    model: str = "anny"
+    model: str = "anny"  # a name in datagen.hand.HAND_MODELS
     phenotype: dict[str, float] = field(default_factory=lambda: {k: 0.5 for k in PHENOTYPES})
     subdivision_levels: int = 1
 
@@ -60,6 +62,11 @@ class CameraConfig:
     width: int = 256
     height: int = 256
     focal_px: float = 373.3511425  # the released complement data's K
+    # The camera sampler (datagen.cameras.CAMERA_SAMPLERS); the fields above from longitudes to
+    # pole are the hemisphere's.  Other samplers take their own parameters from [cameras.options]
+    # (their entry declares the names and defaults); K, the image size and the radius are shared.
+    sampler: str = "hemisphere"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,9 @@ class RenderConfig:
     view_transform: str = "AgX"
     threads: int = 0  # 0 = all cores
     png_compression: int = 15  # percent; Blender's default
+    # Label passes written next to the four every item has (image, mask, depth, labels): names
+    # in datagen.labels.passes.LABEL_PASSES.  Packed, verified and read like the built-in ones.
+    label_passes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,11 +116,28 @@ class Config:
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the whole config or of some sections (cache keys)."""
-        data = self.to_dict()
+        data = canonical_dict(self.to_dict())
         if sections:
             data = {k: data[k] for k in sections}
         blob = json.dumps(data, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Keys added after the first run.json format, with the value that means "as before they existed".
+# At that value they are left out of digests and run compatibility checks: a RENDER_DIR whose
+# run.json predates a key was made with that value, and must stay resumable.
+LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): []}
+
+
+def canonical_dict(cfg_dict: dict) -> dict:
+    """A config dict (Config.to_dict() or run.json's) in JSON types, without the `LATER_KEYS`
+    at their original meaning: what digests and compatibility checks compare."""
+    d = json.loads(json.dumps(cfg_dict, default=list))
+    for (section, key), value in LATER_KEYS.items():
+        sec = d.get(section)
+        if isinstance(sec, dict) and key in sec and sec[key] == value:
+            del sec[key]
+    return d
 
 
 def _check_range(key: str, value: float, lo: float, hi: float) -> None:
@@ -161,15 +188,98 @@ def _build(cls, raw: dict[str, Any], prefix: str):
     return dataclasses.replace(defaults, **values)
 
 
+def _hand_model(name: Any):
+    """The registry entry of hand model `name` (ConfigError naming hand.model if unknown)."""
+    from datagen.hand import HAND_MODELS
+    from datagen.registry import UnknownName
+
+    if not isinstance(name, str):
+        raise ConfigError(f"hand.model must be a name, got {name!r}")
+    try:
+        return HAND_MODELS.get(name)
+    except UnknownName as exc:
+        raise ConfigError(f"hand.model = {name!r}: {exc}") from None
+
+
+def _camera_sampler(name: Any):
+    from datagen.cameras import CAMERA_SAMPLERS
+    from datagen.registry import UnknownName
+
+    if not isinstance(name, str):
+        raise ConfigError(f"cameras.sampler must be a name, got {name!r}")
+    try:
+        return CAMERA_SAMPLERS.get(name)
+    except UnknownName as exc:
+        raise ConfigError(f"cameras.sampler = {name!r}: {exc}") from None
+
+
+def _sampler_options(c: CameraConfig) -> dict[str, Any]:
+    """[cameras.options] checked against the sampler's declared options, defaults filled in."""
+    sampler = _camera_sampler(c.sampler)
+    if not isinstance(c.options, dict):
+        raise ConfigError("cameras.options must be a table of option = value")
+    declared = dict(sampler.options)
+    unknown = sorted(set(c.options) - set(declared))
+    if unknown:
+        raise ConfigError(f"cameras.options.{unknown[0]}: not an option of camera sampler {c.sampler!r}; "
+                          f"known: {', '.join(declared) or 'none'}")
+    out = {}
+    for k, default in declared.items():
+        v = c.options.get(k, default)
+        key = f"cameras.options.{k}"
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{key} must be true or false, got {v!r}")
+        elif isinstance(default, (int, float)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or (isinstance(default, int) and
+                                                                         not isinstance(v, int)):
+                raise ConfigError(f"{key} must be {'an integer' if isinstance(default, int) else 'a number'}, "
+                                  f"got {v!r}")
+            v = type(default)(v)
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise ConfigError(f"{key} must be a string, got {v!r}")
+        elif isinstance(default, (list, tuple)):
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{key} must be a list, got {v!r}")
+            v = list(v)
+        out[k] = v
+    if sampler.validate is not None:
+        try:
+            sampler.validate(dataclasses.replace(c, options=out))
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"cameras (sampler {c.sampler!r}): {exc}") from None
+    return out
+
+
+def _label_passes(names: tuple) -> tuple[str, ...]:
+    from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES
+
+    seen = set()
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"render.label_passes: {name!r} is not a label pass name")
+        if name in BUILTIN_PASSES:
+            raise ConfigError(f"render.label_passes: {name!r} is written for every item anyway; list only "
+                              f"passes beyond {', '.join(BUILTIN_PASSES)}")
+        if name not in LABEL_PASSES:
+            raise ConfigError(f"render.label_passes: {LABEL_PASSES.unknown_message(name)}")
+        if name in seen:
+            raise ConfigError(f"render.label_passes: {name!r} is listed twice")
+        seen.add(name)
+    return tuple(names)
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
-    if h.model not in ("anny",):
-        raise ConfigError(f"hand.model = {h.model!r}: known hand models: 'anny'")
+    entry = _hand_model(h.model)
     if not isinstance(h.phenotype, dict):
         raise ConfigError("hand.phenotype must be a table of phenotype = value")
     for k, v in h.phenotype.items():
-        if k not in PHENOTYPES:
-            raise ConfigError(f"hand.phenotype.{k}: unknown phenotype; known: {', '.join(PHENOTYPES)}")
+        if k not in entry.phenotypes:
+            raise ConfigError(f"hand.phenotype.{k}: unknown phenotype of hand model {h.model!r}; known: "
+                              f"{', '.join(entry.phenotypes) or 'none'}")
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ConfigError(f"hand.phenotype.{k} must be a number in [0, 1], got {v!r}")
         _check_range(f"hand.phenotype.{k}", float(v), 0.0, 1.0)
@@ -205,6 +315,7 @@ def _validate(cfg: Config) -> Config:
     for key in ("width", "height"):
         _check_range(f"cameras.{key}", getattr(c, key), 16, 8192)
     _check_range("cameras.focal_px", c.focal_px, 1.0, 1e6)
+    cfg = dataclasses.replace(cfg, cameras=dataclasses.replace(cfg.cameras, options=_sampler_options(cfg.cameras)))
 
     d = cfg.hdri
     if not d.sources or not all(isinstance(s, str) for s in d.sources):
@@ -228,6 +339,7 @@ def _validate(cfg: Config) -> Config:
                           f"(which of them a Blender version has: datagen/render/blender_versions.py)")
     _check_range("render.threads", r.threads, 0, 1024)
     _check_range("render.png_compression", r.png_compression, 0, 100)
+    _label_passes(r.label_passes)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed = {cfg.seed!r}: must be a non-negative integer")
     return cfg
@@ -256,12 +368,14 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         section = raw.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table")
-        if name == "hand" and "phenotype" in section:
+        if name == "hand":
+            # Every phenotype the model knows, at 0.5 unless given (the model decides the names).
             section = dict(section)
-            pheno = {k: 0.5 for k in PHENOTYPES}
-            if not isinstance(section["phenotype"], dict):
+            given = section.get("phenotype", {})
+            if not isinstance(given, dict):
                 raise ConfigError("hand.phenotype must be a table of phenotype = value")
-            pheno.update(section["phenotype"])
+            pheno = {k: 0.5 for k in _hand_model(section.get("model", HandConfig.model)).phenotypes}
+            pheno.update(given)
             section["phenotype"] = pheno
         values[name] = _build(cls, section, name + ".")
     return _validate(Config(**values))

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
+from datagen.cameras.samplers import Views, register_camera_sampler
 from datagen.config import CameraConfig
 from datagen.geometry.projection import project
 
@@ -41,21 +41,6 @@ POLES = {
     "dorsal": (0.0, 0.0, -1.0),
     "palmar": (0.0, 0.0, 1.0),
 }
-
-
-@dataclass(frozen=True)
-class Views:
-    K: np.ndarray  # (3, 3)
-    R: np.ndarray  # (V, 3, 3) world-to-camera rotations
-    t: np.ndarray  # (V, 3)
-    centres: np.ndarray  # (V, 3) camera centres, hand frame
-    longitude_deg: np.ndarray  # (V,)
-    latitude_deg: np.ndarray  # (V,)
-    width: int
-    height: int
-
-    def __len__(self) -> int:
-        return len(self.R)
 
 
 def intrinsics(cfg: CameraConfig) -> np.ndarray:
@@ -105,14 +90,23 @@ def hemisphere(cfg: CameraConfig, centre: np.ndarray, aim: np.ndarray) -> Views:
             cs.append(c)
             lons.append(np.degrees(lon))
             lats.append(np.degrees(lat))
-    return Views(intrinsics(cfg), np.stack(Rs), np.stack(ts), np.stack(cs), np.asarray(lons), np.asarray(lats),
-                 cfg.width, cfg.height)
+    return Views(intrinsics(cfg), np.stack(Rs), np.stack(ts), np.stack(cs), cfg.width, cfg.height,
+                 {"longitude_deg": np.asarray(lons), "latitude_deg": np.asarray(lats)})
+
+
+@register_camera_sampler("hemisphere", description="the paper's 216-view hemisphere (the default)")
+def sample_hemisphere(cfg: CameraConfig, hand) -> Views:
+    """The sphere is centred on the wrist keypoint, which is the origin of the hand frame by
+    construction (datagen.hand.asset.build_asset), and aimed at the palm centre."""
+    return hemisphere(cfg, np.zeros(3), hand.palm_centre)
 
 
 def views_for(cfg: CameraConfig, asset) -> Views:
-    """The dataset's views for a prepared hand: the sphere is centred on the wrist keypoint,
-    which is the origin of the hand frame by construction (datagen.hand.asset.build_asset)."""
-    return hemisphere(cfg, np.zeros(3), asset.palm_centre)
+    """The dataset's views for a prepared hand, from the sampler the config selects
+    (datagen.cameras.samplers.views_for; kept here for existing callers)."""
+    from datagen.cameras.samplers import views_for as sampled
+
+    return sampled(cfg, asset)
 
 
 def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarray:
@@ -155,18 +149,20 @@ def main(argv=None) -> int:
     prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
     views = views_for(cfg.cameras, prepared.asset)
     if args.export:
-        np.savez(args.export, K=views.K, R=views.R, t=views.t, centres=views.centres,
-                 longitude_deg=views.longitude_deg, latitude_deg=views.latitude_deg)
+        np.savez(args.export, K=views.K, R=views.R, t=views.t, centres=views.centres, **views.columns)
         print(f"wrote {args.export}")
     if args.report or not args.export:
         m = framing_margins(prepared, views, progress=True)
         p, v = np.unravel_index(np.argmin(m), m.shape)
-        per_lat = m.reshape(len(prepared.ids), cfg.cameras.latitudes, cfg.cameras.longitudes).min(axis=(0, 2))
-        print(f"{'latitude':>9s} {'worst margin px':>16s}")
-        for i, val in enumerate(per_lat):
-            print(f"{cfg.cameras.latitude_start_deg + i * cfg.cameras.latitude_step_deg:9.1f} {val:16.1f}")
+        where = ""
+        if cfg.cameras.sampler == "hemisphere":
+            per_lat = m.reshape(len(prepared.ids), cfg.cameras.latitudes, cfg.cameras.longitudes).min(axis=(0, 2))
+            print(f"{'latitude':>9s} {'worst margin px':>16s}")
+            for i, val in enumerate(per_lat):
+                print(f"{cfg.cameras.latitude_start_deg + i * cfg.cameras.latitude_step_deg:9.1f} {val:16.1f}")
+            where = f" (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})"
         print(f"radius {cfg.cameras.radius_m} m, f {cfg.cameras.focal_px} px, {cfg.cameras.width}x{cfg.cameras.height}")
-        print(f"worst: pose {p} view {v} (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})")
+        print(f"worst: pose {p} view {v}{where}")
         print(f"views={len(views)} worst_margin_px={m.min():.1f}")
     return 0
 

@@ -2,10 +2,13 @@
 
     python -m datagen.pack RENDER_DIR OUT_DIR [--shard-size-mb 1024] [--topology open778|mano --mano PATH]
                                               [--skip-bad] [--image-codec ...] [--depth-codec ...]
+                                              [--codec PASS=CODEC ...]
 
 Steps:
 1. Load the run-wide inputs (run.json, hand.npz, poses.npz, views.npz) and scan items/: every
-   item must have its four files and labels that agree with the pose and view tables.  Every
+   item must have the file of each of the run's label passes (datagen.labels.passes: image,
+   mask, depth, labels and any the run's config added) and labels that agree with the pose and
+   view tables.  Every
    problem is listed; packing stops before writing anything unless --skip-bad is given, in
    which case the bad items are left out and recorded in the manifest.
 2. Pack the good items in item-id order into shards of about --shard-size-mb each.  A shard is
@@ -37,9 +40,11 @@ from datagen.dataset import shards as S
 from datagen.geometry.projection import project
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
+from datagen.labels.passes import LabelPass, PassError, passes_for, run_passes
+from datagen.registry import UnknownName
 
-ITEM_FILES = {"png": "image", "mask.png": "mask", "depth.npy": "depth", "json": "labels"}
-ITEM_RE = re.compile(r"^v(\d+)\.(png|mask\.png|depth\.npy|json)$")
+# An item's files: v<view><suffix>, one suffix per label pass of the run.
+ITEM_NAME = re.compile(r"^v(\d+)(\..+)$")
 # Item JSON keys that become columns or are checked against the tables; any other key is kept
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
@@ -78,10 +83,16 @@ class Inputs:
     height: int
     hdris: list[dict]
     digests: dict = field(default_factory=dict)
+    passes: list[LabelPass] = field(default_factory=passes_for)  # the run's label passes, writing order
 
     @property
     def n_views(self) -> int:
         return len(self.views["R"])
+
+    @property
+    def array_passes(self) -> list[LabelPass]:
+        """The passes stored as encoded arrays in the shards (all but the labels JSON)."""
+        return [p for p in self.passes if p.kind == "array"]
 
 
 def _load_npz(path: Path) -> dict:
@@ -126,7 +137,11 @@ def load_inputs(render_dir: Path) -> Inputs:
     if views["K"].ndim == 2:
         views["K"] = np.broadcast_to(views["K"], (len(views["R"]), 3, 3)).copy()
     digests = {name: S.sha256_file(root / name) for name in ("run.json", "hand.npz", "poses.npz", "views.npz")}
-    return Inputs(root, run, asset, poses, views, width, height, hdri_records(run), digests)
+    try:
+        passes = run_passes(run)
+    except UnknownName as exc:
+        raise PackError(f"{root / 'run.json'} lists a label pass this process does not know: {exc}") from None
+    return Inputs(root, run, asset, poses, views, width, height, hdri_records(run), digests, passes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +149,8 @@ def load_inputs(render_dir: Path) -> Inputs:
 # ---------------------------------------------------------------------------------------------
 
 
-class ItemError(ValueError):
-    pass
+class ItemError(PassError):
+    """An item's files or labels are unusable (a label pass's PassError counts the same)."""
 
 
 def _arr(labels: dict, key: str, shape, dtype=np.float64) -> np.ndarray:
@@ -179,6 +194,8 @@ class Scan:
             raise PackError(f"{items_dir} is missing: nothing has been rendered")
         found: list[tuple[int, int]] = []
         pose_ids = set(int(p) for p in inp.poses["ids"])
+        suffixes = [p.suffix for p in inp.passes]
+        record = next(p.suffix for p in inp.passes if p.kind == "record")
         for d in sorted(items_dir.iterdir()):
             if d.name.startswith("."):
                 continue
@@ -188,8 +205,8 @@ class Scan:
             pose = int(d.name)
             files: dict[int, set[str]] = {}
             for e in os.scandir(d):
-                m = ITEM_RE.match(e.name)
-                if m:
+                m = ITEM_NAME.match(e.name)
+                if m and m.group(2) in suffixes:
                     files.setdefault(int(m.group(1)), set()).add(m.group(2))
                 elif S.PARTIAL in e.name or ".tmp" in e.name:
                     self.warnings.append(f"items/{d.name}/{e.name}: temporary file left by a killed writer")
@@ -201,9 +218,9 @@ class Scan:
                     self._problem(rel, f"pose {pose} is not in poses.npz", pose, view)
                 elif view >= inp.n_views:
                     self._problem(rel, f"view {view} is not in views.npz ({inp.n_views} views)", pose, view)
-                elif missing := [k for k in ITEM_FILES if k not in files[view]]:
-                    what = "labels (JSON) missing: render interrupted" if "json" in missing else "missing"
-                    self._problem(rel, f"incomplete: {what}: " + ", ".join(f"v{view:03d}.{k}" for k in missing),
+                elif missing := [k for k in suffixes if k not in files[view]]:
+                    what = "labels (JSON) missing: render interrupted" if record in missing else "missing"
+                    self._problem(rel, f"incomplete: {what}: " + ", ".join(f"v{view:03d}{k}" for k in missing),
                                   pose, view)
                 else:
                     found.append((pose, view))
@@ -379,37 +396,19 @@ def _numbers(d: dict) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_item_arrays(root: Path, pose: int, view: int, height: int, width: int) -> dict:
-    import cv2
-
-    base = root / "items" / f"{pose:05d}" / f"v{view:03d}"
-    src = Path(str(base) + ".png").read_bytes()
-    img = cv2.imdecode(np.frombuffer(src, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ItemError("image PNG cannot be decoded")
-    if img.shape != (height, width, 3) or img.dtype != np.uint8:
-        raise ItemError(f"image is {img.shape} {img.dtype}, expected ({height}, {width}, 3) uint8")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    m = cv2.imread(str(base) + ".mask.png", cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise ItemError("mask PNG cannot be decoded")
-    if m.shape != (height, width) or m.dtype != np.uint8:
-        raise ItemError(f"mask is {m.shape} {m.dtype}, expected ({height}, {width}) uint8")
-    if not ((m == 0) | (m == 255)).all():
-        raise ItemError("mask holds values other than 0 and 255")
-    try:
-        depth = np.load(str(base) + ".depth.npy", allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ItemError(f"depth .npy cannot be read: {exc}") from None
-    if depth.shape != (height, width) or depth.dtype != np.float32:
-        raise ItemError(f"depth is {depth.shape} {depth.dtype}, expected ({height}, {width}) float32")
-    if not np.isfinite(depth).all() or (depth < 0).any():
-        raise ItemError("depth holds NaN, inf or negative values")
-    mask = m > 0
-    bad = int(np.count_nonzero(mask != (depth > 0)))
-    if bad:
-        raise ItemError(f"silhouette and depth disagree at {bad} pixels (depth must be > 0 exactly on the mask)")
-    return {"image": img, "image_source": src, "mask": mask, "depth": depth}
+def load_item_arrays(root: Path, pose: int, view: int, height: int, width: int,
+                     passes: list[LabelPass] | None = None) -> dict:
+    """The arrays of an item's array passes (default: image, mask, depth), each file read and
+    checked by its pass, then every pass's check of the whole sample (mask = depth > 0, ...)."""
+    passes = [p for p in (passes or passes_for()) if p.kind == "array"]
+    out: dict = {}
+    for p in passes:
+        out.update(p.load_arrays(p.path(root, pose, view), height, width))
+    for p in passes:
+        problems = p.problems(out)
+        if problems:
+            raise ItemError(problems[0][1])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,8 +472,17 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     out_dir = Path(out_dir)
     codecs = {**S.DEFAULT_CODECS, **(codecs or {})}
     for f, n in codecs.items():
-        S.codec(f, n)
+        try:
+            S.codec(f, n)
+        except ValueError as exc:  # an unknown pass (UnknownName) or codec
+            raise PackError(str(exc)) from None
     inputs = load_inputs(Path(render_dir))
+    # Passes the run added beyond image/mask/depth take their registered default codec.
+    codecs.update({p.name: p.default_codec for p in inputs.array_passes if p.name not in codecs})
+    stray = sorted(set(codecs) - {p.name for p in inputs.array_passes})
+    if stray:
+        raise PackError(f"codec given for {', '.join(stray)}, which {inputs.root} does not hold (its label passes: "
+                        f"{', '.join(p.name for p in inputs.passes)})")
     scan = Scan(inputs, progress=progress)
     for w in scan.warnings[:20]:
         log(f"warning: {w}")
@@ -504,9 +512,9 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     def load(i):
         pose, view = scan.items[i]
         try:
-            arrays = load_item_arrays(inputs.root, pose, view, inputs.height, inputs.width)
+            arrays = load_item_arrays(inputs.root, pose, view, inputs.height, inputs.width, inputs.passes)
             return mask_stats_agree(arrays, labels["bbox_xyxy"][i], labels["mask_area_px"][i])
-        except (ItemError, OSError) as exc:
+        except (PassError, OSError) as exc:  # a pass file unreadable or inconsistent
             return exc
 
     bar = None
@@ -696,9 +704,11 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
 
         g = f.create_group("views")
         S.write_array(g, "view_id", np.arange(inputs.n_views, dtype=np.int32))
-        for k in ("K", "R", "t", "centres", "longitude_deg", "latitude_deg"):
+        for k in ("K", "R", "t", "centres"):
             if k in inputs.views:
                 S.write_array(g, k, np.asarray(inputs.views[k], np.float64))
+        for k, v in view_columns(inputs.views).items():  # the camera sampler's per-view metadata
+            S.write_array(g, k, np.asarray(v, np.float64) if v.dtype.kind == "f" else v)
 
         g = f.create_group("hand")
         S.write_array(g, "dense_faces", a.dense_faces.astype(np.int32))
@@ -747,6 +757,13 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
         raise
     S.fsync_rename(tmp, final)
     return final
+
+
+def view_columns(views: dict) -> dict[str, np.ndarray]:
+    """views.npz's per-view metadata columns (the camera sampler's: longitude_deg, ...), in file order."""
+    n = len(views["R"])
+    return {k: np.asarray(v) for k, v in views.items()
+            if k not in ("K", "R", "t", "centres", "width", "height") and np.ndim(v) >= 1 and len(v) == n}
 
 
 def pose_groups(poses: dict) -> np.ndarray:
@@ -829,13 +846,22 @@ def main(argv=None) -> int:
     ap.add_argument("--image-codec", choices=list(S.IMAGE_CODECS), default=S.DEFAULT_CODECS["image"])
     ap.add_argument("--depth-codec", choices=list(S.DEPTH_CODECS), default=S.DEFAULT_CODECS["depth"])
     ap.add_argument("--mask-codec", choices=list(S.MASK_CODECS), default=S.DEFAULT_CODECS["mask"])
+    ap.add_argument("--codec", action="append", default=[], metavar="PASS=CODEC",
+                    help="codec of a further label pass (default: the pass's own default)")
     ap.add_argument("--workers", type=int, default=2, help="threads reading and decoding render files")
     ap.add_argument("--cache", default=None, help="cache folder for the mapping (default: cache/)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    codecs = {"image": args.image_codec, "depth": args.depth_codec, "mask": args.mask_codec}
+    for spec in args.codec:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            print(f"pack: --codec {spec!r}: use PASS=CODEC", file=sys.stderr)
+            return 2
+        codecs[name] = value
     try:
         pack(args.render_dir, args.out_dir, args.shard_size_mb, args.topology, args.mano, args.skip_bad,
-             {"image": args.image_codec, "depth": args.depth_codec, "mask": args.mask_codec},
+             codecs,
              progress=not args.no_progress, workers=args.workers, cache_dir=args.cache)
     except PackError as exc:
         print(f"pack: {exc}", file=sys.stderr)

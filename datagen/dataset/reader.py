@@ -23,6 +23,10 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
 | skin | float32 (S,) | skin parameters, names in `skin_names` |
 | dense_vertices_cam | float32 (Nd, 3) | only when asked for in `fields`: the dense render mesh |
+| <pass name> | the pass's (datagen.labels.passes) | every further label pass the dataset holds |
+| view_<column> | the column's | only with `view_columns` in `fields`: the camera sampler's per-view metadata (hemisphere: longitude_deg, latitude_deg) |
+
+`fields=None` (the default) means DEFAULT_FIELDS plus the dataset's further label passes.
 
 Workers: nothing HDF5 is opened in the constructor (the tables are read into numpy and closed),
 shards are opened on first use in each process and reopened after a fork, so the dataset is
@@ -40,11 +44,12 @@ import numpy as np
 import torch
 
 from datagen.dataset import shards as S
+from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "joints_cam",
                   "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin")
-ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam",)
+ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam", "view_columns")
 
 
 def split_hash(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -120,6 +125,8 @@ class Tables:
             self.keypoint_names = [s.decode() if isinstance(s, bytes) else s for s in f["hand/keypoint_names"][()]]
             self.hdri_names = [s.decode() if isinstance(s, bytes) else s for s in f["hdri/name"][()]]
         self.K32, self.R32, self.t32 = (self.views[k].astype(np.float32) for k in ("K", "R", "t"))
+        # The camera sampler's per-view metadata (datagen.cameras.samplers.Views.columns).
+        self.view_columns = {k: v for k, v in self.views.items() if k not in ("view_id", "K", "R", "t", "centres")}
         self.pose_row = np.full(int(self.pose_ids.max()) + 1, -1, np.int64)
         self.pose_row[self.pose_ids] = np.arange(len(self.pose_ids))
         self._f = None
@@ -145,15 +152,22 @@ class ShardDataset:
     """Numpy reader over a packed dataset; see the module docstring for the sample layout."""
 
     def __init__(self, root, split: str = "all", split_by: str = "pose", fractions=(0.8, 0.1, 0.1),
-                 split_seed: int = 0, fields=DEFAULT_FIELDS, image_float: bool = False):
+                 split_seed: int = 0, fields=None, image_float: bool = False):
         self.root = Path(root)
         manifest_path = self.root / S.MANIFEST
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} is missing: not a packed dataset (python -m datagen.pack)")
         self.manifest = json.loads(manifest_path.read_text())
-        unknown = set(fields) - set(ALL_FIELDS)
+        # The label passes stored in the shards (their codecs are listed in the manifest); a pass
+        # this process has not registered fails here, by name, rather than at the first read.
+        self.pass_names = tuple(ordered(self.manifest.get("encodings") or BUILTIN_PASSES[:3]))
+        self._passes = [LABEL_PASSES.get(n) for n in self.pass_names]
+        extra = tuple(n for n in self.pass_names if n not in BUILTIN_PASSES)
+        if fields is None:
+            fields = DEFAULT_FIELDS + extra
+        unknown = set(fields) - set(ALL_FIELDS) - set(extra)
         if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)}; known: {ALL_FIELDS}")
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {ALL_FIELDS + extra}")
         self.fields = tuple(fields)
         self.image_float = image_float
         self.tables = Tables(self.root)
@@ -173,7 +187,14 @@ class ShardDataset:
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_readers"] = {}
+        d["_passes"] = None  # entries hold codec functions; a spawned worker looks them up again
         return d
+
+    @property
+    def passes(self):
+        if self._passes is None:
+            self._passes = [LABEL_PASSES.get(n) for n in self.pass_names]
+        return self._passes
 
     def _reader(self, shard: int) -> S.ShardReader:
         if self._pid != os.getpid():  # forked: handles of the parent must not be used here
@@ -200,13 +221,10 @@ class ShardDataset:
         K, R, t = tb.K32[view], tb.R32[view], tb.t32[view]
         want = self.fields
         out: dict = {}
-        if "image" in want:
-            img = r.read("image", row, chw=True)
-            out["image"] = img.astype(np.float32) * np.float32(1 / 255) if self.image_float else img
-        if "mask" in want:
-            out["mask"] = r.read("mask", row)
-        if "depth" in want:
-            out["depth"] = r.read("depth", row, mask=out.get("mask"))
+        options = {"image_float": self.image_float}
+        for p in self.passes:  # image, mask, depth, further passes: each returned as its entry says
+            if p.name in want:
+                out[p.name] = p.read_sample(r, row, out, options)
         for k in ("keypoints_2d", "visible", "in_frame", "depth_gap_m"):
             if k in want:
                 out[k] = c[k][row].copy()
@@ -229,6 +247,9 @@ class ShardDataset:
                        hdri_strength=np.float32(c["hdri_strength"][row]))
         if "skin" in want:
             out["skin"] = c["skin"][row].copy()
+        if "view_columns" in want:
+            for k, v in tb.view_columns.items():
+                out["view_" + k] = v[view].copy()
         return out
 
     def close(self) -> None:

@@ -10,8 +10,10 @@ item) otherwise.  Checks:
   counts of the manifest, item ids strictly increasing across shards, the sample index of
   tables.h5 pointing at them, known poses and views; the 778-vertex mapping (rows sum to 1,
   faces in range, mapped vertices = matrix @ dense vertices);
-- labels (every sample, or N per shard with --labels N; none with --quick): images decode to
-  the stated size; silhouette = depth > 0; bbox and area agree with the silhouette; 2D
+- labels (every sample, or N per shard with --labels N; none with --quick): every label pass
+  of the shard decodes to its stated shape and passes its own check (datagen.labels.passes:
+  silhouette = depth > 0, and whatever a further pass checks); bbox and area agree with the
+  silhouette; 2D
   keypoints = projection of the camera-space joints; in_frame = inside the image; visible
   keypoints lie in the image and on the silhouette; at visible surface keypoints (wrist and
   fingertips) nothing lies in front of the keypoint by more than the run's surface tolerance,
@@ -34,6 +36,7 @@ import scipy.sparse as sp
 
 from datagen.dataset import shards as S
 from datagen.geometry.projection import project
+from datagen.labels.passes import LABEL_PASSES, ordered
 from datagen.labels.visibility import visibility_contract
 
 # The visibility contract comes from the render run (manifest render_run.visibility); the
@@ -208,24 +211,28 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
     name = r.path.name
     H, W = r.height, r.width
     c = r.columns
+    passes = ordered(r.codecs)  # every label pass stored in this shard
     pose_row = {int(p): i for i, p in enumerate(tables["pose_ids"])}
     for row in rows:
         where = f"{name} row {row} (item {int(c['item_id'][row])}, pose {int(c['pose_id'][row])}, " \
                 f"view {int(c['view_id'][row])})"
+        arrays = {}
         try:
-            img, mask, depth = r.read("image", row), r.read("mask", row), r.read("depth", row)
+            for field in passes:  # writing order: the mask before a depth stored on the silhouette
+                arrays[field] = r.read(field, row, mask=arrays.get("mask"))
         except Exception as exc:  # noqa: BLE001 - a damaged chunk must not stop the report
             rep.add("undecodable sample", f"{where}: {exc}")
             continue
-        if img.shape != (H, W, 3) or mask.shape != (H, W) or depth.shape != (H, W):
-            rep.add("schema", f"{where}: decoded shapes {img.shape}, {mask.shape}, {depth.shape}")
+        shapes = {f: arrays[f].shape for f in passes}
+        if any(shapes[f] != tuple(LABEL_PASSES.get(f).shape(H, W)) for f in passes):
+            rep.add("schema", f"{where}: decoded shapes " + ", ".join(f"{f} {v}" for f, v in shapes.items()))
             continue
-        if not np.isfinite(depth).all() or (depth < 0).any():
-            rep.add("depth", f"{where}: depth holds NaN/inf/negative values")
-            continue
-        if not np.array_equal(mask, depth > 0):
-            rep.add("silhouette vs depth", f"{where}: silhouette and depth > 0 differ at "
-                                           f"{int(np.count_nonzero(mask != (depth > 0)))} px")
+        problems = [pr for f in passes for pr in LABEL_PASSES.get(f).problems(arrays)]
+        for kind, message in problems:
+            rep.add(kind, f"{where}: {message}")
+        if any(kind == "depth" for kind, _ in problems):
+            continue  # the checks below read the depth map
+        mask, depth = arrays["mask"], arrays["depth"]
         area = int(mask.sum())
         if area != c["mask_area_px"][row]:
             rep.add("silhouette", f"{where}: silhouette area {area} px, label says {int(c['mask_area_px'][row])}")

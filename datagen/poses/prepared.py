@@ -1,6 +1,6 @@
 """Everything the renderer needs about the hand, computed once and cached on disk.
 
-Building the hand (anny + torch) and skinning 1520 poses takes seconds, but the renderer may
+Building the hand (anny + torch, or another registered model) and skinning 1520 poses takes seconds, but the renderer may
 run inside Blender's own Python where neither torch nor anny exist.  So the venv side writes
 two plain .npz files - the `HandAsset` and the posed base vertices of every pose - keyed by a
 hash of everything they depend on, and the renderer only ever loads them with numpy.
@@ -63,22 +63,29 @@ class Prepared:
 
 
 def _pose_space_digest(cfg: Config) -> str:
-    from datagen.poses import construction as poses
+    """The prepared-cache key: everything the hand and pose tables depend on.
 
+    The hand model's registry entry supplies its package versions (anny's: {"anny": version})
+    and, when it brings them, its own pose-angle tables; the payload is the one this key has
+    always hashed, so existing caches (and run.json prepared_key values) stay valid.
+    """
+    from datagen.hand import hand_model_entry
+    from datagen.poses.angles import DEFAULT_ANGLES
+
+    entry = hand_model_entry(cfg.hand.model)
+    angles = entry.pose_angles or DEFAULT_ANGLES
     payload = {
         "hand": cfg.hand.__dict__,
         "poses": cfg.poses.__dict__,
-        "extended": poses.EXTENDED,
-        "bent": poses.BENT,
-        "thumb": [poses.THUMB_EXTENDED, poses.THUMB_BENT],
+        **angles.key(),
         "version": POSE_SPACE_VERSION,
     }
-    try:
-        import importlib.metadata
-
-        payload["anny"] = importlib.metadata.version("anny")
-    except Exception:  # noqa: BLE001 - Blender's Python has no anny; the key is then only read
-        pass
+    # Blender's Python has no anny: the versions are then missing and the key is only read
+    # (datagen.poses.tables.ensure_tables follows the index file the venv side wrote).
+    for k, v in entry.package_versions().items():
+        if k in payload:
+            raise ValueError(f"hand model {entry.name!r}: version key {k!r} collides with the cache key's own")
+        payload[k] = v
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -114,7 +121,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     if asset_path.exists() and poses_path.exists():
         return load_prepared_files(asset_path, poses_path, key)
 
-    from datagen.hand import load_hand_model
+    from datagen.hand import hand_model_entry, load_hand_model
     from datagen.hand.asset import build_asset
     from datagen.poses.construction import build_pose_table, pose_meshes
 
@@ -123,7 +130,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
               f"(cached in {asset_path.parent}) ...", flush=True)
     hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
-    table = build_pose_table(hand, cfg.poses.interpolation_steps)
+    table = build_pose_table(hand, cfg.poses.interpolation_steps, hand_model_entry(cfg.hand.model).pose_angles)
     base, kps = pose_meshes(hand, asset, table)
     p = Prepared(asset=asset, ids=table.ids, pose_a=table.pose_a, pose_b=table.pose_b, t=table.t,
                  rotations=table.rotations, finger_state=table.finger_state, canonical=table.canonical,

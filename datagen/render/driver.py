@@ -175,7 +175,7 @@ class Plan:
 
 
 def prepare(args) -> Plan:
-    from datagen.cameras.hemisphere import views_for
+    from datagen.cameras import views_for
     from datagen.config import ConfigError, load_config
     from datagen.scene.hdri import HdriError, discover
     from datagen.poses.tables import PreparedMissing, ensure_tables

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# Files of the four label passes every item has (datagen.labels.passes); a further pass adds
+# its own suffix to the same stem.
+IMAGE_SUFFIX, MASK_SUFFIX, DEPTH_SUFFIX, LABELS_SUFFIX = ".png", ".mask.png", ".depth.npy", ".json"
+
+
 @dataclass(frozen=True)
 class ItemPaths:
     rgb: Path
@@ -21,10 +26,14 @@ class ItemPaths:
         return (self.rgb, self.mask, self.depth, self.label)
 
 
+def item_file(out_dir: str | Path, pose_id: int, view_id: int, suffix: str) -> Path:
+    """items/<pose, 5 digits>/v<view, 3 digits><suffix>: an item's file of one label pass."""
+    return Path(out_dir) / "items" / f"{pose_id:05d}" / f"v{view_id:03d}{suffix}"
+
+
 def item_paths(out_dir: str | Path, pose_id: int, view_id: int) -> ItemPaths:
-    d = Path(out_dir) / "items" / f"{pose_id:05d}"
-    stem = f"v{view_id:03d}"
-    return ItemPaths(d / f"{stem}.png", d / f"{stem}.mask.png", d / f"{stem}.depth.npy", d / f"{stem}.json")
+    return ItemPaths(*(item_file(out_dir, pose_id, view_id, s)
+                       for s in (IMAGE_SUFFIX, MASK_SUFFIX, DEPTH_SUFFIX, LABELS_SUFFIX)))
 
 
 def mesh_path(out_dir: str | Path, pose_id: int) -> Path:
@@ -52,8 +61,11 @@ def config_fingerprint(cfg_dict: dict) -> dict:
     """The config parts that must agree between runs writing into one RENDER_DIR.
 
     Device and thread count may differ: they change how fast an item renders, not what it is.
+    Keys newer than the run.json compare at their defaults (datagen.config.canonical_dict).
     """
-    d = json.loads(json.dumps(cfg_dict, default=list))
+    from datagen.config import canonical_dict
+
+    d = canonical_dict(cfg_dict)
     for k in ("device", "threads"):
         d.get("render", {}).pop(k, None)
     return d
