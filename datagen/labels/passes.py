@@ -188,6 +188,7 @@ def compute_passes(passes: list[LabelPass], ctx: ItemContext) -> dict[str, Any]:
 def write_passes(passes: list[LabelPass], values: dict[str, Any], out_dir: str | Path, pose_id: int, view_id: int,
                  fsync: bool = False) -> None:
     """Write the computed passes' files in order; the record pass is last in `passes`."""
+    Path(passes[0].path(out_dir, pose_id, view_id)).parent.mkdir(parents=True, exist_ok=True)
     for p in passes:
         if p.name in values:
             p.hook("save")(p.path(out_dir, pose_id, view_id), values[p.name], fsync)
