@@ -25,7 +25,8 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 

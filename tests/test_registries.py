@@ -216,7 +216,7 @@ def test_ring_sampler_views_and_columns(toy_tables):
         assert np.allclose(cam[:2], 0, atol=1e-9) and cam[2] == pytest.approx(cfg.cameras.radius_m)
     assert set(views.arrays()) == {"K", "R", "t", "centres", "azimuth_deg", "slot", "width", "height"}
     with pytest.raises(AttributeError, match="longitude_deg"):
-        views.longitude_deg
+        _ = views.longitude_deg
     hemi = views_for(config_from_dict({}).cameras, toy_tables)
     assert len(hemi) == 216 and list(hemi.columns) == ["longitude_deg", "latitude_deg"]
     assert set(CAMERA_SAMPLERS.names()) >= {"hemisphere", "ring"}

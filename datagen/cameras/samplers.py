@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from datagen.registry import Registry
 
-CAMERA_SAMPLERS: Registry["CameraSampler"] = Registry(
+CAMERA_SAMPLERS: Registry[CameraSampler] = Registry(
     "camera sampler", builtins="datagen.cameras.hemisphere",
     how_to_add="register one with datagen.cameras.register_camera_sampler; modules outside datagen load "
                "through the HANDSYNTH_PLUGINS environment variable")

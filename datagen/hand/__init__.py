@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from datagen.registry import Registry
 
@@ -26,7 +27,7 @@ from .base import FINGERS, KEYPOINT_NAMES, HandModel, HandRig, forward_kinematic
 
 log = logging.getLogger(__name__)
 
-HAND_MODELS: Registry["HandModelEntry"] = Registry(
+HAND_MODELS: Registry[HandModelEntry] = Registry(
     "hand model",
     how_to_add="register one with datagen.hand.register_hand_model; modules outside datagen load through "
                "the HANDSYNTH_PLUGINS environment variable")

@@ -29,7 +29,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from datagen.render.layout import DEPTH_SUFFIX, IMAGE_SUFFIX, LABELS_SUFFIX, MAS
 
 log = logging.getLogger(__name__)
 
-LABEL_PASSES: Registry["LabelPass"] = Registry(
+LABEL_PASSES: Registry[LabelPass] = Registry(
     "label pass",
     how_to_add="register one with datagen.labels.passes.register_label_pass; modules outside datagen load "
                "through the HANDSYNTH_PLUGINS environment variable")

@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     if args.sheet:
         write_pose_sheet(prepared, args.sheet)
         print(f"wrote {args.sheet}")
-    problems = check_limits()
+    from datagen.hand import hand_model_entry
+
+    problems = check_limits(hand_model_entry(cfg.hand.model).pose_angles)  # the model's own tables
     for p in problems:
         print("joint limit:", p)
     if args.report or not (args.export or args.sheet):
