@@ -390,3 +390,21 @@ def test_toy_plugins_render_pack_verify_read(tmp_path, cache_dir):
     _rehash(tmp_path / "ds", shard.name)
     bad = verify(tmp_path / "ds")
     assert "part vs silhouette" in bad.problems, bad.text()
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_toy_plugins_need_numpy_only_in_blenders_python(toy_tables, cache_dir, tmp_path):
+    """The plugins load where `blender -b -P render.py` runs: torch, scipy, cv2, anny unimportable."""
+    from test_render import BLENDER_PATH_CHECK
+
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text('[hand]\nmodel = "toy"\n[cameras]\nsampler = "ring"\nwidth = 64\nheight = 64\n'
+                   'focal_px = 93.33778562\n[cameras.options]\nviews = 4\n[hdri]\nsources = ["builtin"]\n'
+                   '[render]\nsamples = 1\ndenoise = false\nthreads = 2\nlabel_passes = ["part"]\n')
+    out = tmp_path / "b"
+    r = subprocess.run([sys.executable, "-c", BLENDER_PATH_CHECK, str(REPO), "--config", str(cfg), "--out", str(out),
+                        "--poses", "2", "--views", "3", "--cache", str(cache_dir)], capture_output=True, text=True,
+                       env=plugin_env(), cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "items/00002/v003.part.png").exists() and (out / "items/00002/v003.json").exists()
