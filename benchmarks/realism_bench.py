@@ -206,6 +206,71 @@ def per_keypoint(records: list[dict]) -> list[dict]:
     return rows
 
 
+def paired_compare(mine: list[dict], base: list[dict], n_boot: int = 10000, seed: int = 0) -> dict:
+    """Paired comparison of two runs over the same items (matched by (pose_id, view_id)).
+
+    Detection: discordant counts (detected here only / in the base only) and the exact two-sided
+    McNemar p-value (binomial test of the discordant split at 1/2).  PCK@0.1 on the items both
+    runs detected (same keypoints, so directly paired), and a paired bootstrap over items
+    (`n_boot` resamples, seeded) of the differences mine - base of detect_rate, pck01 (each run's
+    own detected items, as in the summary) and pck01_all, as 95% percentile intervals.
+    """
+    key = lambda r: (int(r["pose_id"]), int(r["view_id"]))  # noqa: E731
+    b_by = {key(r): r for r in base}
+    pairs = [(r, b_by[key(r)]) for r in mine if key(r) in b_by]
+    if not pairs:
+        raise BenchError("paired comparison: no items in common")
+    n = len(pairs)
+    da = np.array([a["detected"] for a, _ in pairs], bool)
+    db = np.array([b["detected"] for _, b in pairs], bool)
+    only_mine, only_base = int(np.sum(da & ~db)), int(np.sum(~da & db))
+    k, m = min(only_mine, only_base), only_mine + only_base
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m) if m else 1.0
+
+    def ok_vis(r):
+        vis = np.asarray(r["visible"], bool)
+        if not r["detected"]:
+            return 0, int(vis.sum())
+        return int(np.sum(np.asarray(r["correct"], bool) & vis)), int(vis.sum())
+
+    oa = np.array([ok_vis(a) for a, _ in pairs])  # (n, 2): correct, visible
+    ob = np.array([ok_vis(b) for _, b in pairs])
+    both = da & db
+    pck_both = (float(oa[both, 0].sum() / oa[both, 1].sum()) if oa[both, 1].sum() else None,
+                float(ob[both, 0].sum() / ob[both, 1].sum()) if ob[both, 1].sum() else None)
+
+    def stats(idx):
+        def one(o, d):
+            dv = o[idx, 1][d[idx]].sum()
+            return d[idx].mean(), (o[idx, 0][d[idx]].sum() / dv if dv else np.nan), o[idx, 0].sum() / max(1, o[idx, 1].sum())
+        a, b = one(oa, da), one(ob, db)
+        return np.array(a) - np.array(b)
+
+    point = stats(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boot = np.array([stats(rng.integers(0, n, n)) for _ in range(n_boot)])
+    lo, hi = np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0)
+    names = ("detect_rate", "pck01", "pck01_all")
+    return {"items": n, "detected_only_here": only_mine, "detected_only_base": only_base,
+            "detected_both": int(both.sum()), "mcnemar_exact_p": p,
+            "pck01_both_detected": {"here": pck_both[0], "base": pck_both[1], "items": int(both.sum())},
+            "diff": {nm: {"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]}
+                     for i, nm in enumerate(names)},
+            "bootstrap": {"resamples": n_boot, "seed": seed}}
+
+
+def format_compare(c: dict, base_path) -> str:
+    pb = c["pck01_both_detected"]
+    lines = [f"paired comparison with {base_path} ({c['items']} common items; differences = this run - base, "
+             f"95% paired bootstrap CI, {c['bootstrap']['resamples']} resamples)",
+             f"  detection: both {c['detected_both']}, only this run {c['detected_only_here']}, only base "
+             f"{c['detected_only_base']}; exact McNemar p = {c['mcnemar_exact_p']:.3f}",
+             f"  PCK@0.1 on the {pb['items']} items both detect: this run {_f(pb['here'])}, base {_f(pb['base'])}"]
+    for nm, d in c["diff"].items():
+        lines.append(f"  d_{nm:<11s} {d['value']:+.3f}  [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- config / grid
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -550,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sheet-max", type=int, default=150, help="at most this many tiles per sheet section")
     ap.add_argument("--mp-venv", type=Path, default=DEFAULT_MP_VENV,
                     help="MediaPipe venv (created on first use; default .venv-mediapipe/)")
+    ap.add_argument("--compare", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="also compare item by item with another run's results.json (same sample): "
+                         "McNemar on detections, paired bootstrap CIs of the differences")
     args = ap.parse_args(argv)
     try:
         return run(args)
@@ -677,6 +745,15 @@ def run(args) -> int:
         "contact_sheet": str(sheet_path),
         "items": [{k: v for k, v in r.items() if k != "gt_2d"} for r in records],
     }
+    if args.compare is not None:
+        try:
+            base_items = json.loads(args.compare.read_text())["items"]
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise BenchError(f"--compare {args.compare}: not a results.json of this benchmark ({exc})") from None
+        comp = paired_compare(results["items"], base_items)
+        comp["base"] = str(args.compare)
+        results["paired_compare"] = comp
+        print(format_compare(comp, args.compare))
     res_path = out / "results.json"
     tmp = res_path.with_name(f".{res_path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(results, indent=1))

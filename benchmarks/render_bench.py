@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/render_bench.py              # default settings (~2-4 min)
     .venv/bin/python benchmarks/render_bench.py --study      # + samples/adaptive/denoise/bounces grid
-                                                              #   with PSNR against a high-sample reference
+                                                              #   with PSNR/SSIM against a high-sample reference
+    .venv/bin/python benchmarks/render_bench.py --study --study-samples 1,2,4,8,16 --study-items 8
+                                                              # only sample counts (OIDN on): the samples study
+    .venv/bin/python benchmarks/render_bench.py --config configs/quality-high.toml   # another config's cost
 
 Every image is rendered by the real renderer (blender_scripts/scene.py SceneRenderer: the same
 `render_item` the dataset runs use - scene update, labels, Cycles, PNG, mask, depth, JSON) into
@@ -73,14 +76,40 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def image_quality(out: Path, ref: Path, specs) -> tuple[float, float]:
-    """Mean PSNR (dB) over items: whole image, and the hand (silhouette dilated by 2 px)."""
+def luminance(img_bgr: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma (0-255, float64) of an 8-bit BGR image (OpenCV's channel order)."""
+    b, g, r = (img_bgr[..., i].astype(np.float64) for i in range(3))
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Per-pixel SSIM (Wang et al. 2004) of two 2D images on a 0-255 scale.
+
+    Gaussian window sigma 1.5 truncated at 3.5 sigma (the paper's 11x11 window), K1 = 0.01,
+    K2 = 0.03, L = 255; borders by reflection.  Mean of the map = the usual SSIM.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    f = lambda x: gaussian_filter(x, sigma, truncate=3.5, mode="reflect")  # noqa: E731
+    mu_a, mu_b = f(a), f(b)
+    var_a = f(a * a) - mu_a ** 2
+    var_b = f(b * b) - mu_b ** 2
+    cov = f(a * b) - mu_a * mu_b
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+
+
+def image_quality(out: Path, ref: Path, specs) -> tuple[float, float, float, float]:
+    """Mean over items of PSNR (dB) and SSIM (luma) against the reference: whole image, and the
+    hand (silhouette dilated by 2 px; SSIM = mean of the SSIM map over those pixels)."""
     import cv2
     from scipy.ndimage import binary_dilation
 
     from datagen.render.layout import item_paths
 
-    full, hand = [], []
+    full, hand, sfull, shand = [], [], [], []
     for s in specs:
         a = cv2.imread(str(item_paths(out, s.pose_id, s.view_id).rgb))
         b = cv2.imread(str(item_paths(ref, s.pose_id, s.view_id).rgb))
@@ -88,25 +117,37 @@ def image_quality(out: Path, ref: Path, specs) -> tuple[float, float]:
         m = binary_dilation(m, iterations=2)
         full.append(psnr(a, b))
         hand.append(psnr(a, b, np.repeat(m[..., None], 3, axis=2)))
-    return float(np.mean(full)), float(np.mean(hand))
+        sm = ssim_map(luminance(a), luminance(b))
+        sfull.append(float(sm.mean()))
+        shand.append(float(sm[m].mean()))
+    return float(np.mean(full)), float(np.mean(hand)), float(np.mean(sfull)), float(np.mean(shand))
 
 
 def fmt_row(name, m, quality=None) -> str:
     over = m["total_s"] - m["render_s"]
     share = over / m["total_s"]
     core_h = m["total_cpu_s"] * FULL_IMAGES / 3600
-    q = f"{quality[0]:7.2f} {quality[1]:7.2f}" if quality else f"{'-':>7s} {'-':>7s}"
+    q = (f"{quality[0]:7.2f} {quality[1]:7.2f} {quality[2]:7.4f} {quality[3]:7.4f}" if quality
+         else f"{'-':>7s} {'-':>7s} {'-':>7s} {'-':>7s}")
     return (f"{name:<40s} {m['total_s']:7.3f} {m['render_s']:7.3f} {over:7.3f} {share:7.1%} "
             f"{m['labels_s']:7.3f} {m['total_cpu_s']:7.3f} {core_h:9.0f} {q}")
 
 
 HEADER = (f"{'setting':<40s} {'s/img':>7s} {'cycles':>7s} {'other':>7s} {'other%':>7s} "
-          f"{'labels':>7s} {'cpu_s':>7s} {'core_h':>9s} {'PSNR':>7s} {'PSNRh':>7s}")
+          f"{'labels':>7s} {'cpu_s':>7s} {'core_h':>9s} {'PSNR':>7s} {'PSNRh':>7s} {'SSIM':>7s} {'SSIMh':>7s}")
 
 
-def study_rows(rc, ref_samples: int):
-    """(name, SceneRenderer kwargs, configure kwargs) of the settings study, reference first."""
+def study_rows(rc, ref_samples: int, samples_only=None):
+    """(name, SceneRenderer kwargs, configure kwargs) of the settings study, reference first.
+
+    samples_only: a list of sample counts - then the study is only those counts, each with the
+    config's adaptive threshold and OIDN on (the samples study of docs/RENDERING.md)."""
     rows = [(f"reference s={ref_samples} ad=0 dn=on", {}, dict(samples=ref_samples, adaptive_threshold=0.0, denoise=True))]
+    if samples_only:
+        for s in samples_only:
+            rows.append((f"s={s} ad={rc.adaptive_threshold:g} dn=on", {},
+                         dict(samples=s, adaptive_threshold=rc.adaptive_threshold, denoise=True)))
+        return rows
     for s in (8, 16, 32):
         for a in (0.05, 0.0):
             for d in (True, False):
@@ -137,7 +178,7 @@ def run_study(args, cfg, tables, views, hdris, out, warm, specs_for) -> None:
 
     study_specs = specs_for(pick_items(tables.n_poses, len(views), args.study_items, seed=11))
     ref = out / "reference"
-    for i, (name, scene_kw, conf) in enumerate(study_rows(cfg.render, args.ref_samples)):
+    for i, (name, scene_kw, conf) in enumerate(study_rows(cfg.render, args.ref_samples, args.study_samples)):
         renderer = SceneRenderer(cfg, tables, views, hdris, threads=args.threads, **scene_kw)
         renderer.configure(**conf)
         o = ref if i == 0 else out / "study" / name.replace(" ", "_").replace("=", "")
@@ -152,6 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="override the config's render.threads")
     ap.add_argument("--study", action="store_true", help="also run the settings study with PSNR")
     ap.add_argument("--study-items", type=int, default=4)
+    ap.add_argument("--study-samples", type=lambda t: [int(x) for x in t.split(",")], default=None,
+                    metavar="N,N,...", help="with --study: only these sample counts (config's adaptive "
+                    "threshold, OIDN on), e.g. 1,2,4,8,16")
     ap.add_argument("--ref-samples", type=int, default=512)
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
     args = ap.parse_args(argv)
@@ -197,7 +241,7 @@ def main(argv=None) -> int:
           f"{first_s:.2f} s wall ({first_cpu:.2f} CPU)")
     print("columns: wall seconds per image (total, Cycles' render call, everything else, its share, of which "
           "labels), CPU seconds per image, CPU core-hours for 328,320 images, PSNR vs reference (dB; "
-          "whole image / hand region)")
+          "whole image / hand region), SSIM of the luma vs reference (whole image / hand region)")
     print(HEADER)
     default_name = (f"default s={rc.samples} ad={rc.adaptive_threshold:g} "
                     f"dn={'on' if rc.denoise else 'off'}")

@@ -98,10 +98,11 @@ class RenderChoice:
     """What the renderer applies for the config's [render] section in this Blender, and the
     fallbacks that took (apply_view / apply_cycles add theirs)."""
 
-    def __init__(self, view: bv.ViewChoice, denoise: bool, fallbacks: list[Fallback]):
+    def __init__(self, view: bv.ViewChoice, denoise: bool, fallbacks: list[Fallback], samples: int):
         self.view_transform = view.view_transform
         self.look = view.look
         self.denoise = denoise
+        self.samples = samples
         self.fallbacks = fallbacks
 
     def records(self) -> list[dict]:
@@ -118,11 +119,15 @@ def check_config(cfg, scene=None) -> RenderChoice:
     sink: list[Fallback] = []
     note(view.fallback, sink)
     denoise = bool(rc.denoise)
+    samples = int(rc.samples)
     if denoise:
         fb = bv.denoise_fallback(True, has_openimagedenoise(scene))
         note(fb, sink)
         denoise = fb is None
-    return RenderChoice(view, denoise, sink)
+        if not denoise:
+            note(bv.samples_fallback(samples, rc.samples_without_denoiser), sink)
+            samples = max(samples, int(rc.samples_without_denoiser))
+    return RenderChoice(view, denoise, sink, samples)
 
 
 def apply_view(scene, choice: RenderChoice) -> None:

@@ -191,7 +191,7 @@ class SceneRenderer:
         scene.view_settings.exposure = 0.0
         scene.view_settings.gamma = 1.0
         scene.display_settings.display_device = "sRGB"
-        c.samples = rc.samples
+        c.samples = self._choice.samples
         c.use_adaptive_sampling = rc.adaptive_threshold > 0
         if rc.adaptive_threshold > 0:
             c.adaptive_threshold = rc.adaptive_threshold
@@ -218,7 +218,7 @@ class SceneRenderer:
     def render_settings(self) -> dict:
         rc = self.cfg.render
         # What was applied in this Blender (config values that fell back are in "fallbacks").
-        out = {"engine": "CYCLES", "device": self.device, "samples": rc.samples,
+        out = {"engine": "CYCLES", "device": self.device, "samples": self._choice.samples,
                "adaptive_threshold": rc.adaptive_threshold, "denoise": self._choice.denoise,
                "view_transform": self._choice.view_transform, "look": self._choice.look,
                "png_compression": rc.png_compression, "subsurface_method": self.subsurface_method}

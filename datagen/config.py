@@ -90,7 +90,10 @@ class SkinConfig:
 @dataclass(frozen=True)
 class RenderConfig:
     device: str = "CPU"
-    samples: int = 16
+    samples: int = 2  # + OIDN: as good as 16 on the realism benchmark at ~1/3 the CPU (docs/RENDERING.md)
+    # Used instead when the Blender build cannot denoise (Debian's blender has no OpenImageDenoise):
+    # 2 undenoised samples are grainy; 16 is the old default's noise level before denoising.
+    samples_without_denoiser: int = 16
     adaptive_threshold: float = 0.05  # 0 disables adaptive sampling
     denoise: bool = True
     view_transform: str = "AgX"
@@ -126,7 +129,8 @@ class Config:
 # Keys added after the first run.json format, with the value that means "as before they existed".
 # At that value they are left out of digests and run compatibility checks: a RENDER_DIR whose
 # run.json predates a key was made with that value, and must stay resumable.
-LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): []}
+LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): [],
+              ("render", "samples_without_denoiser"): 16}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -333,6 +337,7 @@ def _validate(cfg: Config) -> Config:
     if r.device not in DEVICES:
         raise ConfigError(f"render.device = {r.device!r}: use one of {DEVICES}")
     _check_range("render.samples", r.samples, 1, 65536)
+    _check_range("render.samples_without_denoiser", r.samples_without_denoiser, 1, 65536)
     _check_range("render.adaptive_threshold", r.adaptive_threshold, 0.0, 1.0)
     if r.view_transform not in VIEW_TRANSFORMS:
         raise ConfigError(f"render.view_transform = {r.view_transform!r}: use one of {VIEW_TRANSFORMS} "

@@ -92,6 +92,8 @@ def check() -> int:
         class render:
             view_transform = "AgX"
             denoise = True
+            samples = 2
+            samples_without_denoiser = 16
 
     choice = compat.check_config(Cfg, scene)
     compat.apply_view(scene, choice)

@@ -36,7 +36,7 @@ def write_config(path: Path, extra: str = "") -> Path:
     """64 px, 1 sample: labels do not depend on the image, the test should be fast."""
     path.write_text(f"[cameras]\nwidth = 64\nheight = 64\nfocal_px = {373.3511425 * 64 / 256}\n"
                     f"[hdri]\nsources = [\"builtin\"]\n"
-                    f"[render]\nsamples = 1\nthreads = 2\n{extra}")
+                    f"[render]\nsamples = 1\nsamples_without_denoiser = 2\nthreads = 2\n{extra}")
     return path
 
 
@@ -135,6 +135,8 @@ def test_blender_binary_records_what_it_applied(both_renders):
         assert ("render.view_transform" in keys) == (choice.fallback is not None)
         if not rec["denoise"]:  # no OpenImageDenoise in this build (Debian's): said, and nothing recorded
             assert "render.denoise" in keys
+            # ... and more samples instead (render.samples_without_denoiser), recorded as applied
+            assert "render.samples" in keys and rec["samples"] == 2
             assert not any(k.startswith("denoising_") or k == "denoiser" for k in rec)
         if version < (4, 2):
             assert "denoising_quality" not in rec
@@ -348,3 +350,11 @@ def test_blender_worker_command_sets_python_exit_code():
     cmd = WorkerSpec(out="o", blender="/usr/bin/blender").command()
     i = cmd.index("--python-exit-code")
     assert cmd[i + 1] != "0" and cmd.index("-P") > i
+
+
+def test_without_a_denoiser_more_samples_are_used_and_said():
+    from datagen.render.blender_versions import samples_fallback
+
+    fb = samples_fallback(2, 16)
+    assert fb.key == "render.samples" and fb.requested == 2 and fb.used == 16
+    assert samples_fallback(32, 16) is None  # already more than the floor: unchanged

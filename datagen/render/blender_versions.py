@@ -219,6 +219,15 @@ def specular_from_ior(ior: float, level: float = 0.5) -> float:
     return f0 / 0.08
 
 
+def samples_fallback(samples: int, samples_without_denoiser: int) -> Fallback | None:
+    """More samples when the denoiser the default's 2 samples rely on is missing (they are grainy
+    without it; `render.samples_without_denoiser`, default 16, is the old default)."""
+    if samples_without_denoiser > samples:
+        return Fallback("render.samples", samples, samples_without_denoiser,
+                        "no denoiser in this build: render.samples_without_denoiser applies")
+    return None
+
+
 def denoise_fallback(requested: bool, has_oidn: bool) -> Fallback | None:
     """The fallback when denoising is asked for but the build has no OpenImageDenoise (Debian's
     3.4.1: every render failed with "Build without OpenImageDenoiser")."""
