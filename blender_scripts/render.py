@@ -15,12 +15,16 @@ into a long-lived worker: it reads one item per line from stdin (same syntax as 
 file) and answers each with one stdout line ``@@handsynth {"item_id": ..., "status": ...}``.
 
 One process builds the scene once and renders all its items pose-major; a re-run skips items
-whose label JSON exists; every file is written atomically.  Exit status: 0 all done, 1 some
-items failed (logged in RENDER_DIR/failures.log), 2 bad arguments/config/inputs (nothing
-rendered), 130 interrupted.  Inside `blender -b -P` too: Blender itself ignores a script's
-exceptions and exits 0, so this file runs main() - imports included - under a guard that
-turns every failure into a status (`_run_as_script`).  Blender 3.4 .. 5.0 are supported;
-what differs between them is in blender_scripts/compat.py and datagen/render/blender_versions.py.
+whose label JSON exists; every file is checked and written atomically.  Before rendering, the
+selected items' framing is checked: a camera that crops the hand is refused (--allow-cropped
+renders anyway, with a warning).  A full disk stops the run at the first file that does not
+fit (nothing partial is left under a final name).  Exit status: 0 all done, 1 some items
+failed (logged in RENDER_DIR/failures.log) or the run stopped (disk full), 2 bad
+arguments/config/inputs (nothing rendered), 130 interrupted.  Inside `blender -b -P` too:
+Blender itself ignores a script's exceptions and exits 0, so this file runs main() - imports
+included - under a guard that turns every failure into a status (`_run_as_script`).  Blender
+3.4 .. 5.0 are supported; what differs between them is in blender_scripts/compat.py and
+datagen/render/blender_versions.py.
 """
 
 from __future__ import annotations
@@ -142,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard", default=None, help="k/N: render the k-th of N contiguous slices of the selection")
     ap.add_argument("--items-file", default=None, help="file listing the items (replaces --poses/--views)")
     ap.add_argument("--stdin", action="store_true", help="worker mode: read items from stdin, answer on stdout")
-    ap.add_argument("--limit", type=int, default=None, help="render at most this many (unfinished) items")
+    ap.add_argument("--limit", type=int, default=None, help="render at most this many (unfinished) items (>= 1)")
+    ap.add_argument("--allow-cropped", action="store_true",
+                    help="render even where the camera crops the hand (default: refuse; a warning either way)")
     ap.add_argument("--device", default=None, help=f"Cycles device: {', '.join(DEVICES)} (default from config)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (0 = all; default from config)")
     ap.add_argument("--cache", default=None, help="prepared-cache folder (default: cache/ at the repo root)")
@@ -155,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 class UsageError(Exception):
     """Bad arguments or inputs: reported in one line, exit status 2, nothing rendered."""
+
+
+def say(msg: str) -> None:
+    """A line on stderr; never raises (stderr may be a log file on a full disk)."""
+    try:
+        print(msg, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -270,12 +284,19 @@ class Failures:
         self.count = 0
 
     def log(self, spec, exc: BaseException) -> str:
+        """Append the failure (one line, then the traceback unless it is a write error that
+        names its file); never raises - on a full disk the entry goes to stderr instead."""
         self.count += 1
         msg = f"{type(exc).__name__}: {exc}"
-        with open(self.path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pose {spec.pose_id} view {spec.view_id} "
-                    f"(item {spec.item_id}): {msg}\n")
-            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        entry = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} pose {spec.pose_id} view {spec.view_id} "
+                 f"(item {spec.item_id}): {msg}\n")
+        if not isinstance(exc, atomic.WriteError):
+            entry += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            with open(self.path, "a") as f:
+                f.write(entry)
+        except OSError as err:
+            say(f"warning: cannot append to {self.path} ({err.strerror or err}); the failure: {entry.rstrip()}")
         return msg
 
 
@@ -295,6 +316,8 @@ def setup(args):
         raise UsageError(f"--device {args.device!r}: use one of {', '.join(DEVICES)}")
     if args.threads is not None and args.threads < 0:
         raise UsageError("--threads must be >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be >= 1 (omit it to render every selected item)")
     from blender_scripts import compat
 
     try:  # values this Blender cannot honour, even with a fallback: before any work
@@ -346,13 +369,42 @@ def setup(args):
     return cfg, tables, views, hdris, warnings, items
 
 
+def protocol_reply(obj: dict) -> None:
+    """One protocol line on stdout (worker mode); BrokenPipeError/OSError when the driver is gone."""
+    sys.stdout.write(PROTOCOL_PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def usage_error(args, msg: str) -> int:
+    """Report a bad input (exit 2): on stderr, and in worker mode also on the protocol, so the
+    driver can show it even when the worker's log cannot be written (a full disk)."""
+    say(f"error: {msg}")
+    if getattr(args, "stdin", False):
+        try:
+            protocol_reply({"status": "error", "fatal": True, "error": msg})
+        except (OSError, ValueError):
+            pass
+    return 2
+
+
+def check_framing(tables, views, items, allow: bool) -> None:
+    """Refuse (UsageError) items whose camera crops the hand; with `allow`, warn instead."""
+    from datagen.cameras.hemisphere import framing_problem
+
+    problem = framing_problem(tables, views, items)
+    if problem is None:
+        return
+    if not allow:
+        raise UsageError(problem + "; or pass --allow-cropped to render them anyway")
+    say(f"warning: {problem} (rendering anyway: --allow-cropped)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(script_args(argv))
     try:
         cfg, tables, views, hdris, warnings, items = setup(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(args, str(exc))
     if args.prepare_only:
         print(f"prepared tables ready: {tables.hand_file} {tables.poses_file}")
         return 0
@@ -370,13 +422,18 @@ def main(argv: list[str] | None = None) -> int:
             todo = todo[: args.limit]
         print(f"{len(items)} items selected, {skipped} already done, {len(todo)} to render -> {out}",
               file=sys.stderr, flush=True)
+        try:
+            check_framing(tables, views, todo, args.allow_cropped)
+        except UsageError as exc:
+            return usage_error(args, str(exc))
     try:
         renderer = SceneRenderer(cfg, tables, views, hdris, device=args.device, threads=args.threads,
                                  fsync=args.fsync)
         write_run_files(out, run_record(cfg, tables, views, hdris, warnings, renderer), tables, views, args.fsync)
+    except atomic.WriteError as exc:  # the run files do not fit: nothing can be rendered here
+        return usage_error(args, str(exc))
     except (HdriError, UsageError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(args, str(exc))
     for folder in {out / "items" / f"{p:05d}" for p, _ in (todo or [])} | {out, out / "meshes"}:
         atomic.remove_stale_temps(folder)
 
@@ -387,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     rendered = 0
     t_start = time.time()
     interrupted = False
+    stopped = None
     # Within a pose, group items by HDRI: switching the environment costs Cycles an
     # importance-map rebuild, the order does not change any item (each has its own seed).
     specs = sorted((make_spec(cfg, len(hdris), p, v, n_v) for p, v in todo),
@@ -401,60 +459,103 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(f"pose {p} view {v}")
             except KeyboardInterrupt:
                 raise
+            except atomic.DiskFullError as exc:  # every further item would fail the same way: stop
+                failures.log(spec, exc)
+                stopped = str(exc)
+                progress.update("failed")
+                break
             except Exception as exc:  # noqa: BLE001 - log, continue with the next item
                 msg = failures.log(spec, exc)
-                print(f"\nitem pose {p} view {v} failed: {msg}", file=sys.stderr, flush=True)
+                say(f"\nitem pose {p} view {v} failed: {msg}")
                 progress.update("failed")
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
     dt = time.time() - t_start
-    print(f"summary: rendered={rendered} skipped={skipped} failed={failures.count}"
-          f"{' interrupted' if interrupted else ''} in {dt:.1f}s"
-          f"{f' ({dt / rendered:.2f} s/item)' if rendered else ''}"
-          f"{f'; see {failures.path}' if failures.count else ''}", file=sys.stderr, flush=True)
+    say(f"summary: rendered={rendered} skipped={skipped} failed={failures.count}"
+        f"{' interrupted' if interrupted else ''}{' stopped' if stopped else ''} in {dt:.1f}s"
+        f"{f' ({dt / rendered:.2f} s/item)' if rendered else ''}"
+        f"{f'; see {failures.path}' if failures.count and not stopped else ''}")
+    if stopped:
+        say(f"error: {stopped}")
+        say(f"stopped after {rendered} item(s); {len(specs) - rendered} not rendered - run the same command again "
+            f"once there is space (finished items are kept, the rest is rendered)")
     if interrupted:
         return 130
     return 1 if failures.count else 0
 
 
+class DriverGone(Exception):
+    """The driver closed our stdout (it was killed): nobody reads the answers any more."""
+
+
 def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
-    """Worker mode: one item per stdin line, one protocol line per item on stdout."""
+    """Worker mode: one item per stdin line, one protocol line per item on stdout.
+
+    An item's answer is sent after its files are written and outside the item's error
+    handling: a driver that died meanwhile (broken pipe) ends the worker quietly and never
+    turns a finished item into a "failure".  A full disk answers "failed" with "stop": true
+    and ends the worker (status 1): the driver stops the job instead of retrying.
+    """
     failures = Failures(out)
     n_p, n_v = tables.n_poses, len(views)
     counts = {"rendered": 0, "skipped": 0, "failed": 0}
+    framing_ok: set[tuple[int, int]] = set()
 
     def reply(obj):
-        sys.stdout.write(PROTOCOL_PREFIX + json.dumps(obj) + "\n")
-        sys.stdout.flush()
+        try:
+            protocol_reply(obj)
+        except (OSError, ValueError):
+            raise DriverGone() from None
 
-    reply({"status": "ready", "n_poses": n_p, "n_views": n_v})
-    for line in sys.stdin:
-        try:
-            item = parse_item_line(line, n_p, n_v)
-        except SelectionError as exc:
-            reply({"status": "error", "error": str(exc), "line": line.strip()})
-            continue
-        if item is None:
-            continue
-        p, v = item
-        spec = make_spec(cfg, len(renderer.hdris), p, v, n_v)
-        if is_done(out, p, v):
-            counts["skipped"] += 1
-            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "skipped"})
-            continue
-        try:
-            atomic.remove_stale_temps(out / "items" / f"{p:05d}")
-            with quiet_stdout(not args.verbose):
-                t = renderer.render_item(spec, out)
+    try:
+        reply({"status": "ready", "n_poses": n_p, "n_views": n_v})
+        for line in sys.stdin:
+            try:
+                item = parse_item_line(line, n_p, n_v)
+            except SelectionError as exc:
+                reply({"status": "error", "error": str(exc), "line": line.strip()})
+                continue
+            if item is None:
+                continue
+            p, v = item
+            spec = make_spec(cfg, len(renderer.hdris), p, v, n_v)
+            ids = {"item_id": spec.item_id, "pose_id": p, "view_id": v}
+            if is_done(out, p, v):
+                counts["skipped"] += 1
+                reply(dict(ids, status="skipped"))
+                continue
+            try:
+                if (p, v) not in framing_ok:
+                    check_framing(tables, views, [(p, v)], args.allow_cropped)
+                    framing_ok.add((p, v))
+                atomic.remove_stale_temps(out / "items" / f"{p:05d}")
+                with quiet_stdout(not args.verbose):
+                    t = renderer.render_item(spec, out)
+            except atomic.DiskFullError as exc:
+                counts["failed"] += 1
+                failures.log(spec, exc)
+                say(f"error: {exc}")
+                reply(dict(ids, status="failed", error=str(exc), stop=True))
+                reply(dict(status="done", **counts))
+                return 1
+            except Exception as exc:  # noqa: BLE001 - the item failed; the worker carries on
+                counts["failed"] += 1
+                reply(dict(ids, status="failed", error=failures.log(spec, exc)))
+                continue
             counts["rendered"] += 1
-            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "ok", "timings": t})
-        except Exception as exc:  # noqa: BLE001
-            counts["failed"] += 1
-            reply({"item_id": spec.item_id, "pose_id": p, "view_id": v, "status": "failed",
-                   "error": failures.log(spec, exc)})
-    reply(dict(status="done", **counts))
+            reply(dict(ids, status="ok", timings=t))
+        reply(dict(status="done", **counts))
+    except DriverGone:
+        # Keep the interpreter from complaining about the dead pipe at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        say(f"driver gone (stdout closed): worker stops after {counts['rendered']} rendered item(s)")
+        return 1
     return 1 if counts["failed"] else 0
 
 

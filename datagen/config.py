@@ -275,6 +275,31 @@ def _label_passes(names: tuple) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _check_distinct_views(c: CameraConfig) -> None:
+    """Refuse a camera grid that repeats views: a ring at a pole (all its longitudes coincide),
+    a zero latitude step, or longitudes that wrap around onto each other."""
+    for i in range(c.latitudes):
+        lat = c.latitude_start_deg + i * c.latitude_step_deg
+        if c.longitudes > 1 and abs(abs(lat) - 90.0) < 1e-6:
+            where = (f"ring {i} of cameras.latitudes = {c.latitudes} lies at latitude {lat:g} deg, the pole, where "
+                     f"all {c.longitudes} longitudes are one and the same view")
+            if i == 0:
+                raise ConfigError(f"cameras.latitude_start_deg = {c.latitude_start_deg:g}: {where}; start below the "
+                                  f"pole, or use cameras.longitudes = 1 for one view there")
+            fit = (90.0 - c.latitude_start_deg) / c.latitudes
+            raise ConfigError(f"cameras.latitude_step_deg = {c.latitude_step_deg:g}: {where}; keep every ring below "
+                              f"90 deg (e.g. cameras.latitude_step_deg = {fit:g}) or use fewer cameras.latitudes")
+    if c.latitudes > 1 and c.latitude_step_deg == 0:
+        raise ConfigError(f"cameras.latitude_step_deg = 0 with cameras.latitudes = {c.latitudes}: every ring would "
+                          f"repeat the first; use a step > 0 or cameras.latitudes = 1")
+    for d in range(1, c.longitudes):
+        turn = (d * c.longitude_step_deg) % 360.0
+        if min(turn, 360.0 - turn) < 1e-6:
+            raise ConfigError(f"cameras.longitude_step_deg = {c.longitude_step_deg:g} with cameras.longitudes = "
+                              f"{c.longitudes}: longitudes {d * c.longitude_step_deg:g} deg apart coincide (a full "
+                              f"turn), repeating views; use a step <= {360.0 / c.longitudes:g} or fewer longitudes")
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
     entry = _hand_model(h.model)
@@ -305,6 +330,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(
             f"cameras: latitudes span {c.latitude_start_deg}..{top} deg, must stay within -90..90"
         )
+    if c.sampler == "hemisphere":  # the grid keys are the hemisphere's (other samplers: [cameras.options])
+        _check_distinct_views(c)
     _check_range("cameras.radius_m", c.radius_m, 0.05, 100.0)
     if isinstance(c.pole, str):
         if c.pole not in POLE_PRESETS:

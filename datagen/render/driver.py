@@ -30,9 +30,11 @@ import threading
 import time
 from pathlib import Path
 
+from datagen import atomic
 from datagen.config import DEVICES, REPO_ROOT
 from datagen.render.jobs import (
     Job,
+    START_LOCK,
     JobLock,
     Ledger,
     collect_status,
@@ -41,6 +43,7 @@ from datagen.render.jobs import (
     job_key,
     plan_blocks,
     resolve_shard,
+    running_overlap,
     scan_done,
     shard_items,
     shard_tag,
@@ -79,10 +82,13 @@ examples:
   python -m datagen.render --status out/render
 
 a re-run of the same command continues the job (done items are skipped, failed ones retried);
-the job's ledger lives in OUT/job/, worker logs in OUT/logs/.
+the job's ledger lives in OUT/job/, worker logs in OUT/logs/.  Jobs whose selections overlap
+do not run at the same time in one OUT (the second is refused while the first runs); a camera
+that crops the hand is refused before anything renders (--allow-cropped overrides); a full disk
+stops the job at the first item that does not fit.
 
-exit status: 0 every selected item is done; 1 some items failed (see --status); 2 bad input
-(nothing rendered); 130 interrupted (143 on SIGTERM).
+exit status: 0 every selected item is done; 1 some items failed or the job stopped (see
+--status); 2 bad input (nothing rendered); 130 interrupted (143 on SIGTERM).
 """
 
 
@@ -127,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=None, help="render at most this many (unfinished) items")
     g.add_argument("--skip-failed", action="store_true", help="do not retry items a previous run of this job "
                                                               "gave up on")
+    g.add_argument("--allow-cropped", action="store_true",
+                   help="render even where the camera crops the hand (default: refuse before rendering)")
     g = ap.add_argument_group("where to render")
     g.add_argument("--workers", default="auto", help="local: worker processes; Ray: concurrent tasks "
                                                      "(default: CPUs // threads per worker)")
@@ -191,7 +199,7 @@ def prepare(args) -> Plan:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be >= 1")
+        raise UsageError(f"--limit {args.limit}: must be >= 1 (omit it to render every selected item)")
     if args.start_timeout <= 0 or args.max_worker_memory < 0:
         raise UsageError("--start-timeout must be > 0 and --max-worker-memory >= 0")
     if str(args.item_timeout).lower() == "auto":
@@ -301,14 +309,25 @@ def prepare(args) -> Plan:
     if args.limit is not None:
         todo = todo[:args.limit]
     P.todo = todo
+    from datagen.cameras.hemisphere import framing_problem
+
+    problem = framing_problem(tables, views, todo)
+    P.framing_warning = None
+    if problem and not args.allow_cropped:
+        raise UsageError(problem + "; or pass --allow-cropped to render them anyway")
+    P.framing_warning = problem
     n_hdris = len(hdris)
 
     def order(item):  # inside a pose: group by HDRI (an environment switch costs Cycles a map rebuild)
         return (make_spec(cfg, n_hdris, item[0], item[1], P.n_views).hdri_index, item[1])
 
     P.order = order
-    P.free_bytes = shutil.disk_usage(out).free
-    P.need_bytes = len(todo) * BYTES_PER_ITEM_256 * (views.width * views.height) / 256 ** 2
+    P.free_bytes = atomic.free_bytes(out) or shutil.disk_usage(out).free
+    P.item_bytes = BYTES_PER_ITEM_256 * (views.width * views.height) / 256 ** 2
+    P.need_bytes = len(todo) * P.item_bytes
+    if todo and P.free_bytes < 2 * P.item_bytes:
+        raise UsageError(f"{out}: no space left on device ({atomic.human_bytes(P.free_bytes)} free, an item needs "
+                         f"about {atomic.human_bytes(int(P.item_bytes))}); free some space or use another --out")
     return P
 
 
@@ -483,8 +502,10 @@ def run_job(args, P: Plan) -> int:
           f"{' (GPUs ' + ', '.join(str(g.gpu) for g in P.gpu_slots) + ', one per worker)' if P.gpu_slots else ''}"
           f"; {P.cpus} CPUs here", file=sys.stderr)
     if P.need_bytes > P.free_bytes:
-        print(f"warning: {P.out} has {P.free_bytes / 1e9:.1f} GB free; the {len(P.todo)} items need about "
-              f"{P.need_bytes / 1e9:.1f} GB", file=sys.stderr)
+        print(f"warning: {P.out} has {atomic.human_bytes(P.free_bytes)} free; the {len(P.todo)} items need about "
+              f"{atomic.human_bytes(int(P.need_bytes))} - the job stops when the disk is full", file=sys.stderr)
+    if P.framing_warning:
+        print(f"warning: {P.framing_warning} (rendering anyway: --allow-cropped)", file=sys.stderr)
     for w in P.hdri_warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.dry_run:
@@ -497,31 +518,37 @@ def run_job(args, P: Plan) -> int:
                   f"last {blocks[-1].name}", file=sys.stderr)
         return 0
     lock = JobLock(P.job.lock_path)
-    holder = lock.acquire()
-    if holder:
-        raise UsageError(f"job {P.key} is already running ({holder}); see --status {P.out}")
-    P.job.write(argv=sys.argv)
+    with JobLock(P.job.dir / START_LOCK).hold():  # one driver at a time between lock and record
+        holder = lock.acquire()
+        if holder:
+            raise UsageError(f"job {P.key} is already running ({holder}); see --status {P.out}")
+        clash = running_overlap(P.out, P.key, P.items, P.n_poses * P.n_views, P.n_views)
+        if clash:
+            lock.release()
+            raise UsageError(clash)
+        P.job.write(argv=sys.argv)
     ledger = Ledger(P.job.ledger_path)
     ledger.write("start", host=socket.gethostname(), pid=os.getpid(), backend=mode, workers=n_workers,
                  threads=threads, device=P.device, selected=len(P.selected), owned=len(P.items),
                  done=P.already_done, todo=len(P.todo), blocks=len(blocks), shard=list(P.shard) if P.shard else None)
     tracker = Tracker(ledger, P.n_views, len(P.items), P.already_done, not args.no_progress, args.progress_interval)
     spec = WorkerSpec(out=str(P.out), config=P.config_path, cache=P.cache, threads=threads, device=args.device,
-                      blender=args.blender, fsync=args.fsync)
+                      blender=args.blender, fsync=args.fsync, allow_cropped=args.allow_cropped)
     policy = Policy(retries=args.retries, item_timeout=P.item_timeout, start_timeout=args.start_timeout,
                     recycle_after=args.recycle_after, max_rss_mb=args.max_worker_memory)
     tag = shard_tag(P.shard)
     log_prefix = f"{tag}." if tag else ""
     stop = {"signals": 0, "signum": None}
     fatal = None
+    fatal_input = False
     try:
         if not blocks:
             pass
         elif ray_mode:
             from datagen.render.ray_backend import run_ray
 
-            fatal = run_ray(blocks, spec, policy, n_workers, tracker, P.out, stop, log_prefix, P.job.record_path,
-                            window=n_workers if P.workers else None)
+            fatal, fatal_input = run_ray(blocks, spec, policy, n_workers, tracker, P.out, stop, log_prefix,
+                                         P.job.record_path, window=n_workers if P.workers else None)
         else:
             from datagen.render.workers import LocalPool
 
@@ -555,6 +582,7 @@ def run_job(args, P: Plan) -> int:
                 for s, h in old.items():
                     signal.signal(s, h)
             fatal = pool.fatal
+            fatal_input = pool.fatal_input
     finally:
         if tracker.n:
             tracker.refresh(force=True)
@@ -565,7 +593,7 @@ def run_job(args, P: Plan) -> int:
         ledger.close()
         lock.release()
     print_summary(P, summ, pending, fatal, stop)
-    if fatal and summ["rendered"] == 0:
+    if fatal and fatal_input and summ["rendered"] == 0:
         return 2
     if stop["signals"]:
         return 128 + int(stop["signum"] or signal.SIGINT)

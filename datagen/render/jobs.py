@@ -25,6 +25,10 @@ Ledger (OUT/job/)
                             item done (worker, seconds), retry, failed (error, log path),
                             worker start/recycle/crash/timeout.
     ``<key>.lock``          held (flock) by the driver running the job.
+    ``start.lock``          held for a moment by a starting driver: it takes its job lock,
+                            refuses to run if a running job (lock held) overlaps its pending
+                            items, and writes its record - so two jobs never render one item
+                            at the same time.
     The item's label JSON (written last by the renderer) is the only truth of "done"; the
     ledger adds timings and failures.  Status is rebuilt from the directory: done from the
     label JSONs, failures from the ledgers or, without them, from OUT/failures.log (written by
@@ -34,12 +38,14 @@ Ledger (OUT/job/)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +59,7 @@ from datagen.render.selection import SelectionError, parse_shard, shard_slice
 JOB_DIR = "job"
 LOG_DIR = "logs"
 FAILURES_LOG = "failures.log"
+START_LOCK = "start.lock"
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -283,6 +290,41 @@ class JobLock:
             os.close(self.fd)
             self.fd = None
 
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the lock (waiting for it) for the duration of a `with` block."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks: proceed unlocked
+                pass
+            yield
+        finally:
+            os.close(fd)
+
+
+def running_overlap(out: Path, key: str, todo, n_items: int, n_views: int) -> str | None:
+    """Why this job must not start: another job in OUT is running (its lock is held) and its
+    selection contains items this one would render.  None when there is no such job."""
+    ids = np.asarray([p * n_views + v for p, v in todo], np.int64)
+    if not len(ids):
+        return None
+    for rec in job_records(out):
+        if rec.get("key") == key:
+            continue
+        holder = lock_holder(rec["_lock"])
+        if not holder:
+            continue
+        both = ids[ranges_mask(rec.get("items", []), n_items)[ids]]
+        if len(both):
+            i = int(both[0])
+            return (f"job {rec['key']} ({holder}) is rendering {len(both)} of the {len(ids)} items this job would "
+                    f"render in {out} (e.g. item {i}: pose {i // n_views} view {i % n_views}); two jobs would render "
+                    f"them twice - wait for it to finish, or select items outside it (--status {out} shows it)")
+    return None
+
 
 def lock_holder(path: Path) -> str | None:
     """Who holds a job lock now (None if nobody)."""
@@ -305,19 +347,34 @@ def lock_holder(path: Path) -> str | None:
 # ----------------------------------------------------------------------------- ledger
 
 class Ledger:
-    """Append-only JSON lines; one write(2) per event on an O_APPEND descriptor."""
+    """Append-only JSON lines; one write(2) per event on an O_APPEND descriptor.
+
+    A failed write (a full disk) never stops the job - the label JSONs are the truth - but is
+    reported once on stderr and remembered in `write_error`."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.lock = threading.Lock()
+        self.write_error: str | None = None
         size = os.fstat(self.fd).st_size
         if size:
             with open(self.path, "rb") as f:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":  # a torn line from a killed writer: terminate it
-                    os.write(self.fd, b"\n")
+                    self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        try:
+            n = os.write(self.fd, data)
+            if n != len(data):
+                raise OSError(28, f"short write ({n} of {len(data)} bytes)")
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = f"cannot append to {self.path}: {exc.strerror or exc}"
+                print(f"warning: {self.write_error} (the ledger misses events from now on; the items' label "
+                      f"files still record what is done)", file=sys.stderr, flush=True)
 
     def write(self, ev: str, **fields) -> None:
         rec = {"t": round(time.time(), 3), "ev": ev}
@@ -325,7 +382,7 @@ class Ledger:
         line = (json.dumps(rec, separators=(",", ":"), default=str) + "\n").encode()
         with self.lock:
             if self.fd is not None:
-                os.write(self.fd, line)
+                self._append(line)
 
     def close(self) -> None:
         with self.lock:

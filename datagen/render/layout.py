@@ -103,10 +103,18 @@ def check_writable(out: str | Path) -> None:
     from datagen import atomic
 
     out = Path(out)
+    probe = atomic.temp_path(out / "probe")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = atomic.temp_path(out / "probe")
         probe.write_bytes(b"ok")
-        probe.unlink()
     except OSError as exc:
+        if exc.errno in atomic.NO_SPACE_ERRNOS:
+            raise RenderDirError(f"output folder {out}: no space left on device "
+                                 f"({atomic.human_bytes(atomic.free_bytes(out))} free); free some space or "
+                                 f"use another --out") from None
         raise RenderDirError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass

@@ -31,7 +31,7 @@ import socket
 from pathlib import Path
 
 from datagen.render.jobs import JOB_DIR
-from datagen.render.workers import Outcome, Policy, Slot, WorkerSpec, WorkerStartError
+from datagen.render.workers import Outcome, Policy, RunStopped, Slot, WorkerSpec, WorkerStartError
 
 _SLOT: Slot | None = None
 _SLOT_KEY = None
@@ -80,7 +80,7 @@ def render_block(items, spec: WorkerSpec, policy_kw: dict, log_prefix: str, job_
     global _SLOT, _SLOT_KEY
     if not Path(job_record).exists():
         return {"fatal": f"{job_record} is not visible on node {socket.gethostname()}: OUT must be on a file system "
-                         f"shared by all nodes at the same path"}
+                         f"shared by all nodes at the same path", "fatal_input": True}
     key = (spec, tuple(sorted(policy_kw.items())))
     if _SLOT is None or _SLOT_KEY != key:
         if _SLOT is not None:
@@ -92,19 +92,27 @@ def render_block(items, spec: WorkerSpec, policy_kw: dict, log_prefix: str, job_
         _SLOT_KEY = key
     events = []
     _SLOT.events = lambda kind, **kw: events.append((kind, kw))
+    outcomes = []
+    res = {"events": events, "worker": _SLOT.name, "host": socket.gethostname()}
     try:
-        outcomes = [_SLOT.render(int(p), int(v)) for p, v in items]
+        for p, v in items:
+            outcomes.append(_SLOT.render(int(p), int(v)))
+    except RunStopped as exc:  # a full disk: stop the job, keep what this block finished
+        outcomes.append(exc.outcome)
+        res.update(fatal=f"on node {socket.gethostname()}: {exc}", fatal_input=False)
     except WorkerStartError as exc:
         if exc.fatal:
-            return {"fatal": f"on node {socket.gethostname()}: {exc}", "events": events}
-        raise  # Ray retries the task
-    return {"outcomes": [dataclasses.asdict(o) for o in outcomes], "events": events, "worker": _SLOT.name,
-            "host": socket.gethostname()}
+            res.update(fatal=f"on node {socket.gethostname()}: {exc}", fatal_input=True)
+        else:
+            raise  # Ray retries the task
+    res["outcomes"] = [dataclasses.asdict(o) for o in outcomes]
+    return res
 
 
 def run_ray(blocks, spec: WorkerSpec, policy: Policy, n_slots: int, tracker, out: Path, stop: dict,
-            log_prefix: str, job_record: Path, window: int | None = None) -> str | None:
-    """Submit the blocks as tasks, at most `window` in flight; returns a fatal error or None."""
+            log_prefix: str, job_record: Path, window: int | None = None) -> tuple[str | None, bool]:
+    """Submit the blocks as tasks, at most `window` in flight; returns (a fatal error or None,
+    whether it is a bad input rather than a stop such as a full disk)."""
     import ray
     from ray.exceptions import RayError, TaskCancelledError
 
@@ -117,6 +125,7 @@ def run_ray(blocks, spec: WorkerSpec, policy: Policy, n_slots: int, tracker, out
     pending = collections.deque(blocks)
     inflight: dict = {}
     fatal = None
+    fatal_input = False
 
     def on_signal(signum, frame):
         stop["signals"] += 1
@@ -152,18 +161,18 @@ def run_ray(blocks, spec: WorkerSpec, policy: Policy, n_slots: int, tracker, out
                     continue
                 for kind, kw in res.get("events", []):
                     tracker.event(kind, **kw)
+                for o in res.get("outcomes", []):
+                    tracker.outcome(Outcome(**o), res["worker"], extra={"host": res["host"]})
                 if res.get("fatal"):
-                    fatal = res["fatal"]
+                    if fatal is None:
+                        fatal, fatal_input = res["fatal"], bool(res.get("fatal_input"))
                     for r in list(inflight):
                         ray.cancel(r, force=False)
-                    continue
-                for o in res["outcomes"]:
-                    tracker.outcome(Outcome(**o), res["worker"], extra={"host": res["host"]})
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         ray.shutdown()
-    return fatal
+    return fatal, fatal_input
 
 
 def _block_failed(block, exc, tracker, out: Path) -> None:

@@ -5,7 +5,9 @@ always ordered pose-major (pose, then view) so a renderer changes the mesh only 
 changes.
 
 Selection syntax (command line):
-- ids: ``all``, ``7``, ``0-31`` (inclusive), lists ``0-3,10,200-215``;
+- ids: ``all``, ``7``, ``0-31`` (inclusive), lists ``0-3,10,200-215``; an empty or blank
+  selection is an error, never "everything" (an unset shell variable must not launch the
+  whole dataset);
 - shard ``k/N``: the k-th (0-based) of N contiguous, balanced slices of the ordered selection
   (contiguous keeps a pose's views together);
 - items file: one item per line - an item id (``70000``), ``pose view`` (``324 16``), or a JSON
@@ -28,9 +30,15 @@ class SelectionError(ValueError):
 
 
 def parse_ids(text: str, n: int, what: str) -> np.ndarray:
-    """'all' | '5' | '0-31' | '0-3,10,200-215' -> sorted unique ids in [0, n)."""
-    text = str(text).strip()
-    if text.lower() in ("all", "*", ""):
+    """'all' | '5' | '0-31' | '0-3,10,200-215' -> sorted unique ids in [0, n).
+
+    An empty selection is refused: ``--poses "$P"`` with P unset must not mean "all".
+    """
+    text = "" if text is None else str(text).strip()
+    if not text:
+        raise SelectionError(f"{what} ids: the selection is empty (an unset shell variable?); "
+                             f"give 'all' for every {what}, or ids such as 0-31")
+    if text.lower() in ("all", "*"):
         return np.arange(n)
     out: list[int] = []
     for tok in text.split(","):

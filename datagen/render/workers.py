@@ -13,10 +13,13 @@ failed / error / done).  Its stderr and any other stdout line go to its log file
 - recycling: the worker is replaced after N items, or when its resident memory exceeds a limit,
   between items (stdin closed: it finishes, answers "done" and exits);
 - start-up checks: a worker that exits with status 2 before it is ready hit a bad input
-  (config, HDRI, cache) - that is fatal for the job, not retried;
+  (config, HDRI, cache, no space) - that is fatal for the job, not retried; the worker also
+  sends its error on the protocol, so the message arrives even when its log cannot be written;
 - exit checks: a worker that ends without its "done" line failed, whatever its exit status
   (Blender exits 0 after a script's uncaught exception); the local pool then reports the job
-  as failed (exit status 1) even if every item was answered.
+  as failed (exit status 1) even if every item was answered;
+- a stop: an item answered "failed" with "stop": true (the disk is full) ends the job
+  (`RunStopped`) instead of failing every remaining item in turn.
 
 `LocalPool` runs one `Slot` per worker thread over a shared `BlockQueue`: a slot takes a whole
 block (the items of one pose), and when no block is left it takes the second half of the
@@ -57,6 +60,15 @@ class WorkerTimeout(RuntimeError):
     """No answer within the timeout; the worker was killed."""
 
 
+class RunStopped(RuntimeError):
+    """A worker reported an error that every further item would hit too (a full disk): the
+    job stops.  `outcome` is the failed item."""
+
+    def __init__(self, msg: str, outcome: "Outcome"):
+        super().__init__(msg)
+        self.outcome = outcome
+
+
 class WorkerStartError(RuntimeError):
     """A worker could not start.  `fatal` when it exited with status 2 (bad input)."""
 
@@ -79,6 +91,7 @@ class WorkerSpec:
     blender: str | None = None  # path of a Blender binary; None = this Python's bpy module
     python: str | None = None  # None: the interpreter of the process that starts the worker
     fsync: bool = False
+    allow_cropped: bool = False
     extra_env: tuple[tuple[str, str], ...] = ()
 
     def command(self) -> list[str]:
@@ -91,6 +104,8 @@ class WorkerSpec:
             args += ["--device", self.device]
         if self.fsync:
             args.append("--fsync")
+        if self.allow_cropped:
+            args.append("--allow-cropped")
         if self.blender:
             # render.py exits with its own status; --python-exit-code covers a script that cannot
             # even start (Blender otherwise exits 0 after printing the error).
@@ -175,6 +190,7 @@ class WorkerProcess:
         threading.Thread(target=self._reader, args=(self.proc, self.q), daemon=True,
                          name=f"reader-{self.name}").start()
         deadline = time.monotonic() + timeout
+        said = None  # the worker's own start-up error, sent on the protocol
         while True:
             got = self._next(deadline)
             if got is None:
@@ -187,8 +203,14 @@ class WorkerProcess:
                 self.log(f"worker {self.name} ready")
                 self.ready = True
                 return
+            if kind == "msg" and msg.get("status") == "error":
+                said = msg.get("error")
+                continue
             if kind == "exit":
                 code = msg
+                if said:
+                    raise WorkerStartError(f"worker {self.name} could not start: {said} ({describe_exit(code)}; "
+                                           f"log: {self.log_path})", fatal=code == 2)
                 tail = self.log_tail()
                 raise WorkerStartError(f"worker {self.name} exited with status {code} before it was ready "
                                        f"(log: {self.log_path}):\n{tail}", fatal=code == 2)
@@ -466,6 +488,9 @@ class Slot:
                                    log=self.log_rel)
                 error = msg.get("error") or f"worker answered {msg}"
                 w.log(f"item pose {pose} view {view}: {st}: {error}")
+                if msg.get("stop"):  # every further item would fail the same way (a full disk)
+                    self._retire("stopped")
+                    raise RunStopped(error, Outcome(pose, view, "failed", attempts, error=error, log=self.log_rel))
                 # a renderer exception may leave Blender in an odd state: continue on a fresh worker
                 self._retire("restart-after-failure")
             if attempts <= self.policy.retries and not self.stopping():
@@ -552,6 +577,7 @@ class LocalPool:
                                    events=tracker.event, stopping=self.is_stopping))
         self._stop = threading.Event()
         self.fatal: str | None = None
+        self.fatal_input = False  # the fatal error is a bad input (a worker exited 2 before it was ready)
         self.queue: BlockQueue | None = None
 
     def is_stopping(self) -> bool:
@@ -577,9 +603,15 @@ class LocalPool:
                     break
                 outcome = slot.render(*item)
                 self.tracker.outcome(outcome, slot.name)
+        except RunStopped as exc:
+            self.tracker.outcome(exc.outcome, slot.name)
+            if self.fatal is None:
+                self.fatal = str(exc)
+            self.stop()
         except WorkerStartError as exc:
             if exc.fatal:
-                self.fatal = str(exc)
+                if self.fatal is None:
+                    self.fatal, self.fatal_input = str(exc), True
                 self.stop()
             else:  # this slot cannot start workers; the others carry on
                 self.tracker.event("worker", worker=slot.name, what="slot-gave-up", error=str(exc).splitlines()[0])
