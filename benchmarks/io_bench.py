@@ -13,11 +13,15 @@ cache for both readers):
   1 and 2 workers;
 - the same samples read as individual files from the render directory (cv2 PNG decode of the
   image and the mask, the depth .npy, the label JSON; the pose mesh .npz + the mapping for the
-  778 vertices, cached per pose in each worker), the same DataLoader settings.
+  778 vertices, cached per pose in each worker), the same DataLoader settings;
+- the read cost of the corruption checks: the same set packed without HDF5's Fletcher32
+  checksums, read in one process (shards are checked on every read by default).
 --codecs also compares every image/depth/mask encoding (size on disk vs. decode time) on
 the same samples.  The last line is machine-readable:
 pack_samples_per_s=X read_samples_per_s=Y files_samples_per_s=Z bytes_per_sample=B
-(read/files: DataLoader with 2 workers).
+read_1proc_samples_per_s=R1 read_1proc_nochecksum_samples_per_s=R0 files_1proc_samples_per_s=F1
+checksum_us_per_sample=C (one line; read/files: DataLoader with 2 workers, *_1proc: one process,
+no DataLoader; R1 reads with checksums verified).
 """
 
 from __future__ import annotations
@@ -219,6 +223,14 @@ def main(argv=None) -> int:
         manifest = pack(render, ds_dir, mapping=mapping, progress=False, log=lambda *_: None)
         pack_rates.append(manifest["counts"]["samples"] / (time.perf_counter() - t0))
     pack_rate = statistics.median(pack_rates)
+    # -- the same set without checksums: what verifying them costs on read --
+    plain_dir = REPO / "out" / "io_bench" / "ds-nochecksum"
+    shutil.rmtree(plain_dir, ignore_errors=True)
+    S.CHECKSUM = False
+    try:
+        pack(render, plain_dir, mapping=mapping, progress=False, log=lambda *_: None)
+    finally:
+        S.CHECKSUM = True
 
     # -- bytes per sample by component --
     comp: dict[str, int] = {}
@@ -239,7 +251,10 @@ def main(argv=None) -> int:
     files_ds = FilesDataset(inputs, [(int(p), int(v)) for p, v in zip(shards_ds.tables.samples["pose_id"],
                                                                        shards_ds.tables.samples["view_id"])],
                             mapping)
+    if not shards_ds._reader(0).checksummed:
+        raise SystemExit(f"{ds_dir} was packed without checksums")
     rates = {("shards", 0): inprocess_rate(shards_ds, args.min_samples, args.repeats),
+             ("plain", 0): inprocess_rate(HandShards(plain_dir), args.min_samples, args.repeats),
              ("files", 0): inprocess_rate(files_ds, args.min_samples, args.repeats)}
     ready = ReadyMade(shards_ds[0], len(shards_ds))
     for w in (1, 2):
@@ -258,15 +273,18 @@ def main(argv=None) -> int:
         what = f" ({enc[k]['codec']})" if k in enc else ""
         print(f"| bytes/sample: {k}{what} | {comp[k] / n:,.0f} |")
     print(f"| bytes/sample: total on disk | {total / n:,.0f} (render files: {files_bytes / n:,.0f}) |")
-    rs, rf = rates[("shards", 0)], rates[("files", 0)]
-    print(f"| read in one process, no DataLoader, random order: shards | {rs:.0f} samples/s |")
+    rs, rf, rp = rates[("shards", 0)], rates[("files", 0)], rates[("plain", 0)]
+    check_us = 1e6 * (1 / rs - 1 / rp)
+    print(f"| read in one process, no DataLoader, random order: shards (checksums verified) | {rs:.0f} samples/s |")
+    print(f"| read in one process, no DataLoader, random order: shards packed without checksums | {rp:.0f} "
+          f"samples/s (the checks cost {check_us:.0f} us/sample, {100 * (rp / rs - 1):.0f}%) |")
     print(f"| read in one process, no DataLoader, random order: render files | {rf:.0f} samples/s "
-          f"(shards {rs / rf:.1f}x faster) |")
+          f"(shards {rs / rf:.1f}x faster, with checksums) |")
     for w in (1, 2):
-        rs, rf = rates[("shards", w)], rates[("files", w)]
-        print(f"| DataLoader, {w} worker(s), random order, batch 32: shards | {rs:.0f} samples/s |")
-        print(f"| DataLoader, {w} worker(s), random order, batch 32: render files | {rf:.0f} samples/s "
-              f"(shards {rs / rf:.1f}x faster) |")
+        ls, lf = rates[("shards", w)], rates[("files", w)]
+        print(f"| DataLoader, {w} worker(s), random order, batch 32: shards | {ls:.0f} samples/s |")
+        print(f"| DataLoader, {w} worker(s), random order, batch 32: render files | {lf:.0f} samples/s "
+              f"(shards {ls / lf:.1f}x faster) |")
         print(f"| DataLoader, {w} worker(s): ready-made tensors (its own ceiling here) | "
               f"{rates[('ready', w)]:.0f} samples/s |")
 
@@ -279,7 +297,9 @@ def main(argv=None) -> int:
             print(f"| {field} | {name} | {size:,.0f} | {dec:.3f} | {encms:.2f} | {e} | {desc} |")
     print()
     print(f"pack_samples_per_s={pack_rate:.1f} read_samples_per_s={rates[('shards', 2)]:.1f} "
-          f"files_samples_per_s={rates[('files', 2)]:.1f} bytes_per_sample={total / n:.0f}")
+          f"files_samples_per_s={rates[('files', 2)]:.1f} bytes_per_sample={total / n:.0f} "
+          f"read_1proc_samples_per_s={rs:.1f} read_1proc_nochecksum_samples_per_s={rp:.1f} "
+          f"files_1proc_samples_per_s={rf:.1f} checksum_us_per_sample={check_us:.1f}")
     return 0
 
 

@@ -6,7 +6,10 @@
 * Checkpoints (``OUT/last.pt``, atomic): model, optimiser, scheduler, torch/numpy/python RNG
   states, epoch, batch within the epoch, global step, config - a resumed run continues
   bit-identically (tested).  Written every ``checkpoint_every`` steps, at every epoch end and
-  when ``max_steps`` stops the run.
+  when ``max_steps`` stops the run; the one it replaces is kept as ``OUT/last.prev.pt``.
+  ``--resume auto`` takes ``last.pt``, or - when that one is damaged (a kill during a copy, a
+  full disk) - ``last.prev.pt``, saying so; a bad ``--resume PATH`` is refused naming the file
+  and what is wrong (:class:`~train.model_io.CheckpointError`).
 * TensorBoard scalars (``OUT/tb``), a tqdm bar over the whole run with ETA, per-epoch
   validation (``OUT/metrics.jsonl``).
 * Multi-process: launched with ``torchrun --nproc_per_node N -m train ...`` it runs DDP (gloo
@@ -30,9 +33,66 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import to_toml
-from .model_io import load_checkpoint, save_atomic, unwrap
+from .model_io import CheckpointError, load_checkpoint, previous_path, save_atomic, unwrap
 
-__all__ = ["Task", "fit", "dist_info", "pick_device"]
+__all__ = ["Task", "fit", "dist_info", "pick_device", "load_resume", "error_line"]
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "batch", "step", "rng")
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error, also one re-raised by a DataLoader worker (whose message carries
+    the worker's whole traceback: its last line is the original error)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and len(lines) > 1:  # "package.module.SomeError: message"
+        head, sep, rest = lines[-1].partition(": ")
+        return rest if sep and " " not in head else lines[-1]
+    return " ".join(lines)
+
+
+def load_resume(path, kind: str, map_location="cpu") -> dict:
+    """A training checkpoint that can resume a ``kind`` run; CheckpointError naming what is wrong."""
+    ck = load_checkpoint(path, map_location=map_location)
+    if ck.get("format") != kind:
+        raise CheckpointError(f"{path} is a {ck.get('format')!r} checkpoint, this run needs {kind!r}")
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if "model" in ck and "optimizer" in missing:
+        raise CheckpointError(f"{path} holds weights only (an inference checkpoint such as OUT/model.pt: no optimiser, "
+                              f"scheduler or position); --resume needs a run's OUT/last.pt")
+    if missing:
+        raise CheckpointError(f"{path}: incomplete training checkpoint, missing {missing}")
+    return ck
+
+
+def _auto_resume(out: Path, kind: str, device, rank: int):
+    """(checkpoint, path) for ``--resume auto``: OUT/last.pt, else OUT/last.prev.pt when last.pt is
+    damaged; (None, "") when neither exists; CheckpointError when both exist and are bad."""
+    errors = []
+    for p in (out / "last.pt", previous_path(out / "last.pt")):
+        if not p.exists():
+            continue
+        try:
+            ck = load_resume(p, kind, device)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            bad = p
+            continue
+        if errors:  # keep the damaged file for inspection, out of the way of the next save
+            aside = bad.with_name(bad.stem + ".damaged" + bad.suffix)
+            if rank == 0:
+                try:
+                    os.replace(bad, aside)
+                except OSError:
+                    aside = bad
+            _log(f"warning: {errors[0]}; resuming from the previous checkpoint {p} instead (the damaged file is "
+                 f"now {aside})", rank)
+        return ck, str(p)
+    if errors:
+        raise CheckpointError("--resume auto: " + "; ".join(errors) + " - delete them to start afresh, or pass "
+                              "--resume PATH")
+    return None, ""
 
 
 @dataclass
@@ -106,17 +166,22 @@ def fit(cfg: dict, task: Task, dataset, sizes: list[int]) -> dict:
     sched = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=opt_cfg["milestones"], gamma=opt_cfg["gamma"])
     epoch, batch0, step = 0, 0, 0
     resume = run["resume"]
+    ck = None
     if resume == "auto":
-        resume = str(out / "last.pt") if (out / "last.pt").exists() else ""
-    if resume:
-        ck = load_checkpoint(resume, map_location=device)
-        if ck.get("format") != task.kind:
-            raise ValueError(f"{resume} is a {ck.get('format')!r} checkpoint, this run needs {task.kind!r}")
-        unwrap(model).load_state_dict(ck["model"])
-        optim.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        epoch, batch0, step = ck["epoch"], ck["batch"], ck["step"]
-        _set_rng_state(ck["rng"])
+        ck, resume = _auto_resume(out, task.kind, device, rank)
+    elif resume:
+        ck = load_resume(resume, task.kind, device)
+    if ck is not None:
+        try:
+            unwrap(model).load_state_dict(ck["model"])
+            optim.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            epoch, batch0, step = int(ck["epoch"]), int(ck["batch"]), int(ck["step"])
+            _set_rng_state(ck["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{resume} does not fit this run ({type(exc).__name__}: "
+                                  f"{(str(exc).strip().splitlines() or [''])[0][:200]}); was it written with another "
+                                  f"model config?") from None
         _log(f"resumed {resume}: epoch {epoch}, batch {batch0}, step {step}", rank)
     if ddp:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -145,7 +210,7 @@ def fit(cfg: dict, task: Task, dataset, sizes: list[int]) -> dict:
             return
         save_atomic({"format": task.kind, "model": unwrap(model).state_dict(), "optimizer": optim.state_dict(),
                      "scheduler": sched.state_dict(), "epoch": ep, "batch": b, "step": step, "rng": _rng_state(),
-                     "config": cfg, "world_size": world, **task.extra}, out / "last.pt")
+                     "config": cfg, "world_size": world, **task.extra}, out / "last.pt", keep_previous=True)
 
     t_start = time.time()
     # Without a bar (logs, the demo) a line every progress_every_s keeps a long run from looking hung.

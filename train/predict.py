@@ -21,6 +21,13 @@ our renders, ~38 degrees) and the principal point at the image centre.  The foca
 the depth of the mesh; the overlay is consistent either way.  If the least-squares root puts
 the mesh behind the camera (a barely trained model), a weak-perspective fit is used instead and
 the JSON says so (``root_fallback_weak_perspective``).
+
+Image size: images larger than ``--max-side`` (default 1024 px) are downscaled first (the
+network sees a 128 px crop; the camera and the box are scaled with the image, so the mesh is
+the same and the 2D joints in the JSON are in the original image's pixels; the overlay is
+written at the reduced size).  Images under 32 px a side are refused, and a hand region that
+the network must upsample more than 2x gets a warning.  Exit status: 0 every image done, 1 some
+image could not be read or processed, 2 bad arguments or checkpoint.
 """
 from __future__ import annotations
 
@@ -43,6 +50,8 @@ __all__ = ["predict_image", "write_ply", "write_obj", "draw_overlay", "shade_mes
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
          (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
 FINGER_COLOURS = [(255, 80, 80), (255, 200, 40), (80, 220, 80), (60, 170, 255), (200, 90, 255)]  # RGB
+MIN_SIDE = 32  # smaller images cannot show a hand the network can read
+MAX_SIDE = 1024  # larger images are downscaled before anything else (memory grows with the pixels)
 
 
 def write_ply(path, verts: np.ndarray, faces: np.ndarray) -> None:
@@ -172,15 +181,45 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--principal", type=float, nargs=2, default=None, metavar=("CX", "CY"),
                     help="principal point in pixels (default: the image centre)")
     ap.add_argument("--format", choices=("ply", "obj", "both"), default="ply", help="mesh file format")
+    ap.add_argument("--max-side", type=int, default=MAX_SIDE,
+                    help="downscale larger images to this longer side first (memory; the crop is 128 px anyway)")
     ap.add_argument("--device", default="cpu", help="torch device")
     return ap
 
 
+def argument_error(args) -> str | None:
+    """What is wrong with the arguments (checked before the checkpoint is loaded), or None."""
+    if args.box is not None:
+        x0, y0, x1, y1 = args.box
+        if not np.all(np.isfinite(args.box)):
+            return f"--box {' '.join(f'{v:g}' for v in args.box)}: all four numbers must be finite"
+        if x1 <= x0 or y1 <= y0:
+            return (f"--box {' '.join(f'{v:g}' for v in args.box)}: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0 "
+                    f"(the hand's top-left and bottom-right corners in pixels)")
+    if args.scale is not None and not (np.isfinite(args.scale) and args.scale > 0):
+        return f"--scale {args.scale:g}: must be > 0"
+    if args.focal is not None and not (np.isfinite(args.focal) and args.focal > 0):
+        return f"--focal {args.focal:g}: must be > 0 pixels"
+    if args.principal is not None and not np.all(np.isfinite(args.principal)):
+        return "--principal: both numbers must be finite"
+    if args.max_side < MIN_SIDE:
+        return f"--max-side {args.max_side}: must be >= {MIN_SIDE}"
+    return None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .model_io import model_from_checkpoint
+    from .model_io import CheckpointError, model_from_checkpoint
 
-    model, tpl, ck = model_from_checkpoint(args.checkpoint, args.device)
+    problem = argument_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        model, tpl, ck = model_from_checkpoint(args.checkpoint, args.device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     scale = args.scale if args.scale is not None else ck["config"]["augment"]["scale"]
     crop = ck["config"]["data"]["crop_size"]
     out_dir = Path(args.out)
@@ -189,15 +228,48 @@ def main(argv=None) -> int:
     for path in args.images:
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
-            print(f"error: cannot read {path}", file=sys.stderr)
+            print(f"error: cannot read {path} (missing, or not an image OpenCV reads)", file=sys.stderr)
             status = 1
             continue
-        img = np.ascontiguousarray(bgr[..., ::-1])
-        h, w = img.shape[:2]
+        h, w = bgr.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            print(f"error: {path}: {w}x{h} pixels is too small to show a hand (need >= {MIN_SIDE} px a side); "
+                  f"skipped", file=sys.stderr)
+            status = 1
+            continue
+        if args.box is not None:
+            x0, y0, x1, y1 = args.box
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                print(f"error: {path}: --box {' '.join(f'{v:g}' for v in args.box)} lies outside the {w}x{h} image; "
+                      f"skipped", file=sys.stderr)
+                status = 1
+                continue
         f = args.focal if args.focal else 1.46 * max(h, w)
         cx, cy = args.principal if args.principal else (w / 2.0, h / 2.0)
-        K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
-        r = predict_image(model, img, K, args.box, scale, crop, args.device)
+        K0 = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
+        # downscale first: everything after (crop, overlay rasterisation) costs memory per pixel
+        s = min(1.0, args.max_side / max(h, w))
+        if s < 1.0:
+            size = (max(1, round(w * s)), max(1, round(h * s)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        sx, sy = bgr.shape[1] / w, bgr.shape[0] / h  # continuous pixel coordinates scale exactly
+        S = np.diag([sx, sy, 1.0])
+        img = np.ascontiguousarray(bgr[..., ::-1])
+        del bgr
+        K = S @ K0
+        box = None if args.box is None else [args.box[0] * sx, args.box[1] * sy, args.box[2] * sx, args.box[3] * sy]
+        region = (max(args.box[2] - args.box[0], args.box[3] - args.box[1]) * scale if args.box is not None
+                  else min(h, w)) * min(sx, sy)  # the crop's side in the pixels the network gets
+        if region < crop / 2:
+            print(f"warning: {path}: the hand region is {region:.0f} px, upsampled {crop / region:.1f}x to the "
+                  f"network's {crop} px crop - expect a poor prediction", file=sys.stderr)
+        try:
+            r = predict_image(model, img, K, box, scale, crop, args.device)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            print(f"error: {path}: prediction failed ({type(exc).__name__}: {exc}); skipped", file=sys.stderr)
+            status = 1
+            continue
+        uv_full = r["uv"] / np.array([sx, sy])
         stem = out_dir / Path(path).stem
         written = []
         if args.format in ("ply", "both"):
@@ -209,10 +281,11 @@ def main(argv=None) -> int:
         ov = draw_overlay(img, r["uv"], r["verts_cam"], tpl.faces, K)
         png = stem.parent / f"{stem.name}_overlay.png"
         cv2.imwrite(str(png), ov[..., ::-1])
-        meta = {"image": str(path), "K": K.tolist(), "crop_affine": r["A"].tolist(), "box": args.box,
-                "uv_px": r["uv"].tolist(), "joints_cam_m": r["joints_cam"].tolist(), "root_m": r["root"].tolist(),
-                "root_fallback_weak_perspective": r["root_fallback"],
-                "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K) - r["uv"], axis=-1).mean())}
+        meta = {"image": str(path), "image_size": [w, h], "K": K0.tolist(), "crop_affine": (r["A"] @ S).tolist(),
+                "box": args.box, "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
+                "root_m": r["root"].tolist(), "root_fallback_weak_perspective": r["root_fallback"],
+                "processed_size": [img.shape[1], img.shape[0]], "overlay_size": [ov.shape[1], ov.shape[0]],
+                "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K0) - uv_full, axis=-1).mean())}
         js = stem.with_suffix(".json")
         js.write_text(json.dumps(meta, indent=1))
         print(f"{path}: " + ", ".join(str(p) for p in written + [png, js]))

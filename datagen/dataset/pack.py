@@ -683,7 +683,8 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
         dsets = {}
         for k, nv in (("dense_vertices", nd), ("base_vertices", nb), ("mano_vertices", mapping.matrix.shape[0])):
             dsets[k] = g.create_dataset(k, shape=(n, nv, 3), dtype="float32", chunks=(1, nv, 3), compression="gzip",
-                                        compression_opts=4, shuffle=True, track_times=False)
+                                        compression_opts=4, shuffle=True, fletcher32=S.CHECKSUM,
+                                        track_times=False)
         kps = np.zeros((n, 21, 3), np.float32)
         mano_joints = np.zeros((n, 21, 3), np.float32)
         it = range(n)

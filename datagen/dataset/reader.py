@@ -31,6 +31,11 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 Workers: nothing HDF5 is opened in the constructor (the tables are read into numpy and closed),
 shards are opened on first use in each process and reopened after a fork, so the dataset is
 safe with any number of DataLoader workers and with fork or spawn.
+
+Damage: the constructor refuses a dataset whose files are missing or not the size the
+manifest lists (a truncated copy), naming the file; a sample whose bytes fail their checksum
+raises `datagen.dataset.shards.CorruptShardError` naming the shard and the sample (see
+datagen/dataset/shards.py).  Both are `DatasetError` (a ValueError).
 """
 
 from __future__ import annotations
@@ -105,11 +110,23 @@ def select_split(pose_id: np.ndarray, view_id: np.ndarray, split: str = "all", b
 class Tables:
     """tables.h5 in memory (all but the dense/base meshes, which are read per pose on demand)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, expected_bytes: int | None = None):
         self.path = Path(root) / S.TABLES
+        S.check_size(self.path, expected_bytes, "tables file")
+        try:
+            self._load()
+        except S.DatasetError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise S.CorruptShardError(f"{self.path}: damaged or incomplete ({S._h5_reason(exc)}); restore it or "
+                                      f"re-pack the dataset (python -m datagen.verify {self.path.parent})") from None
+        self._f = None
+        self._pid = None
+
+    def _load(self) -> None:
         with h5py.File(self.path, "r") as f:
             if int(f.attrs.get("schema_version", -1)) != S.SCHEMA_VERSION:
-                raise ValueError(f"{self.path}: schema version {f.attrs.get('schema_version')}, "
+                raise S.DatasetError(f"{self.path}: schema version {f.attrs.get('schema_version')}, "
                                  f"this reader knows {S.SCHEMA_VERSION}")
             self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
             self.samples = {k: f["samples"][k][()] for k in f["samples"]}
@@ -129,13 +146,15 @@ class Tables:
         self.view_columns = {k: v for k, v in self.views.items() if k not in ("view_id", "K", "R", "t", "centres")}
         self.pose_row = np.full(int(self.pose_ids.max()) + 1, -1, np.int64)
         self.pose_row[self.pose_ids] = np.arange(len(self.pose_ids))
-        self._f = None
-        self._pid = None
 
     def dense_vertices(self, pose_id: int) -> np.ndarray:
         if self._f is None or self._pid != os.getpid():
             self._f, self._pid = h5py.File(self.path, "r", rdcc_nbytes=0), os.getpid()
-        return self._f["poses/dense_vertices"][self.pose_row[pose_id]]
+        try:
+            return self._f["poses/dense_vertices"][self.pose_row[pose_id]]
+        except OSError as exc:
+            raise S.CorruptShardError(f"{self.path}: the dense mesh of pose {pose_id} cannot be read "
+                                      f"({S._h5_reason(exc)}); restore or re-pack the dataset") from None
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -157,7 +176,17 @@ class ShardDataset:
         manifest_path = self.root / S.MANIFEST
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} is missing: not a packed dataset (python -m datagen.pack)")
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            shards = self.manifest["shards"]
+            self.shard_files = [s["file"] for s in shards]
+            self.shard_bytes = [s.get("bytes") for s in shards]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise S.DatasetError(f"{manifest_path}: unreadable manifest ({type(exc).__name__}: {exc}); re-pack the "
+                                 f"dataset (python -m datagen.pack)") from None
+        # every file the size the manifest lists (a truncated copy is named here, not deep in h5py)
+        for f, n in zip(self.shard_files, self.shard_bytes):
+            S.check_size(self.root / f, n, "shard")
         # The label passes stored in the shards (their codecs are listed in the manifest); a pass
         # this process has not registered fails here, by name, rather than at the first read.
         self.pass_names = tuple(ordered(self.manifest.get("encodings") or BUILTIN_PASSES[:3]))
@@ -170,8 +199,7 @@ class ShardDataset:
             raise ValueError(f"unknown fields {sorted(unknown)}; known: {ALL_FIELDS + extra}")
         self.fields = tuple(fields)
         self.image_float = image_float
-        self.tables = Tables(self.root)
-        self.shard_files = [s["file"] for s in self.manifest["shards"]]
+        self.tables = Tables(self.root, (self.manifest.get("tables") or {}).get("bytes"))
         self.skin_names = self.manifest.get("skin_parameters") or []
         self.hdri_names = self.tables.hdri_names
         smp = self.tables.samples
@@ -201,7 +229,7 @@ class ShardDataset:
             self._readers, self._pid = {}, os.getpid()
         r = self._readers.get(shard)
         if r is None:
-            r = self._readers[shard] = S.ShardReader(self.root / self.shard_files[shard])
+            r = self._readers[shard] = S.ShardReader(self.root / self.shard_files[shard], self.shard_bytes[shard])
         return r
 
     def locate(self, i: int) -> tuple[int, int]:

@@ -14,12 +14,21 @@ Determinism: every file is written by one code path in one order, with `track_ti
 fixed `libver` bounds and attributes written in sorted order, so the same inputs give the same
 bytes.  Writers write to `<name>.partial`, fsync, then rename: a file under its final name is
 complete.
+
+Corruption is caught on read: every numeric dataset is chunked with HDF5's Fletcher32 checksum
+filter (per chunk: one sample's image/mask/depth, 64 KiB of a blob, a column), so a damaged
+byte fails the read of its chunk; the readers raise `CorruptShardError` naming the file, the
+sample (row, item, pose, view) and the field.  The filter is transparent to any HDF5 reader.
+Shards written before it (no filter) still read; their damage shows only where a decoder
+notices (a gzip/zlib stream) - `datagen.verify` (SHA-256) finds the rest.  A file shorter or
+longer than the manifest says is refused when it is opened (`ShardDataset`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -54,6 +63,19 @@ N_KEYPOINTS = 21
 # caller's buffer.
 READ_CACHE_BYTES = 0
 BLOB_CHUNK = 1 << 16  # 64 KiB chunks of the flat byte arrays holding encoded samples
+# Fletcher32 on every numeric dataset written from now on (read-side: see the module docstring).
+CHECKSUM = True
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """A packed dataset's file is missing, truncated, damaged or inconsistent; the message names
+    the file (and the sample) and says what to do."""
+
+
+class CorruptShardError(DatasetError):
+    """Bytes of a shard fail their checksum or do not decode."""
 
 # ---------------------------------------------------------------------------------------------
 # Per-sample columns (small, fixed size): stored whole, read whole when a shard is opened.
@@ -122,14 +144,19 @@ def create_file(path: Path) -> h5py.File:
     return h5py.File(path, "w", libver=LIBVER, rdcc_nbytes=0)
 
 
-def write_array(parent, name: str, data, compress: bool = True, chunks=None, attrs: dict | None = None):
+def write_array(parent, name: str, data, compress: bool = True, chunks=None, attrs: dict | None = None,
+                checksum: bool | None = None):
+    """A dataset written whole; numeric ones get the Fletcher32 checksum (chunked) by default."""
     data = np.asarray(data)
     kw = dict(track_times=False)
+    checksum = CHECKSUM if checksum is None else checksum
     if data.dtype.kind in "OU":
         data = data.astype(h5py.string_dtype())
     elif compress and data.size * data.itemsize > 4096:
         kw.update(compression="gzip", compression_opts=4, shuffle=data.itemsize > 1,
                   chunks=chunks if chunks is not None else True)
+    if checksum and data.dtype.kind not in "OU" and data.ndim and data.size:
+        kw.update(fletcher32=True, chunks=kw.get("chunks") or (chunks if chunks is not None else True))
     ds = parent.create_dataset(name, data=data, **kw)
     if attrs:
         set_attrs(ds, attrs)
@@ -166,10 +193,10 @@ class ShardWriter:
                 comp, opts, shuffle = c.filters if c.filters else (None, None, False)
                 self.f.create_dataset(field, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
                                       dtype=c.dtype, compression=comp, compression_opts=opts, shuffle=shuffle,
-                                      track_times=False)
+                                      fletcher32=CHECKSUM, track_times=False)
             else:
                 self.f.create_dataset(field + "_bytes", shape=(0,), maxshape=(None,), chunks=(BLOB_CHUNK,),
-                                      dtype="uint8", track_times=False)
+                                      dtype="uint8", fletcher32=CHECKSUM, track_times=False)
 
     def add(self, sample: dict) -> None:
         for k in SAMPLE_COLUMNS:
@@ -223,15 +250,37 @@ class ShardWriter:
 
 
 class ShardReader:
-    """Random access to one shard.  Small columns are read whole on open; images on demand."""
+    """Random access to one shard.  Small columns are read whole on open; images on demand.
 
-    def __init__(self, path: Path):
+    `expected_bytes` (the manifest's size): a file of another size is refused on open.  Every
+    failure - a truncated or unreadable file, a chunk failing its checksum, bytes that do not
+    decode - raises `DatasetError` / `CorruptShardError` naming the file and, on reads, the
+    sample.
+    """
+
+    def __init__(self, path: Path, expected_bytes: int | None = None):
         self.path = Path(path)
-        self.f = h5py.File(self.path, "r", rdcc_nbytes=READ_CACHE_BYTES)
+        check_size(self.path, expected_bytes, "shard")
+        try:
+            self.f = h5py.File(self.path, "r", rdcc_nbytes=READ_CACHE_BYTES)
+        except OSError as exc:
+            raise DatasetError(f"{self.path}: not a readable HDF5 shard ({_h5_reason(exc)}); re-pack the dataset "
+                               f"(python -m datagen.pack) or restore the file") from None
+        try:
+            self._open()
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self.f.close()
+            if isinstance(exc, DatasetError):
+                raise
+            raise CorruptShardError(f"{self.path}: damaged ({_h5_reason(exc)}) - its labels or layout cannot be "
+                                    f"read; re-pack the dataset or restore the file (python -m datagen.verify "
+                                    f"{self.path.parent} checks every file)") from None
+
+    def _open(self) -> None:
         f = self.f
         version = int(f.attrs.get("schema_version", -1))
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{self.path.name}: schema version {version}, this reader knows {SCHEMA_VERSION}")
+            raise DatasetError(f"{self.path}: schema version {version}, this reader knows {SCHEMA_VERSION}")
         self.count = int(f.attrs["count"])
         self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
         self.codecs = {k: codec(k, v) for k, v in attr_json(f, "codecs").items()}
@@ -241,14 +290,38 @@ class ShardReader:
         self.offsets = {k: f[k + "_offset_m"][()] for k, c in self.codecs.items() if c.offset}
         self.blob_offsets = {k: f[k + "_offsets"][()] for k, c in self.codecs.items() if c.kind == "blob"}
         self._ds = {k: f[k] if c.kind == "array" else f[k + "_bytes"] for k, c in self.codecs.items()}
+        self.checksummed = all(ds.fletcher32 for ds in self._ds.values())
+        if not self.checksummed:
+            log.debug("%s has no checksums (packed before they were added): damage may go unnoticed on read",
+                      self.path)
+
+    def where(self, row: int) -> str:
+        """'sample ROW (item I, pose P, view V)' for messages."""
+        c = getattr(self, "columns", {})
+        try:
+            return (f"sample {row} (item {int(c['item_id'][row])}, pose {int(c['pose_id'][row])}, "
+                    f"view {int(c['view_id'][row])})")
+        except (KeyError, IndexError, TypeError, ValueError):
+            return f"sample {row}"
+
+    def _corrupt(self, field: str, row: int, what: str) -> CorruptShardError:
+        return CorruptShardError(f"{self.path}: {self.where(row)}, {field}: {what} - the shard is damaged; "
+                                 f"restore or re-pack it (python -m datagen.verify {self.path.parent} lists "
+                                 f"every damaged file)")
 
     def raw(self, field: str, row: int):
         """The stored payload of one sample (array or bytes), as on disk after HDF5 filters."""
         c = self.codecs[field]
-        if c.kind == "array":
-            return self._ds[field][row]
-        o = self.blob_offsets[field]
-        return self._ds[field][o[row]:o[row + 1]].tobytes()
+        if not 0 <= row < self.count:
+            raise IndexError(f"{self.path}: row {row} out of range (the shard holds {self.count} samples)")
+        try:
+            if c.kind == "array":
+                return self._ds[field][row]
+            o = self.blob_offsets[field]
+            return self._ds[field][o[row]:o[row + 1]].tobytes()
+        except OSError as exc:
+            raise self._corrupt(field, row, f"the stored bytes fail their checksum or cannot be read "
+                                            f"({_h5_reason(exc)})") from None
 
     def read(self, field: str, row: int, chw: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
         """One decoded sample: image uint8 (H, W, 3) - (3, H, W) with chw=True -, mask bool
@@ -257,9 +330,15 @@ class ShardReader:
         c = self.codecs[field]
         payload = self.raw(field, row)
         off = self.offsets[field][row] if c.offset else None
-        if c.needs_mask:
-            return c.decode(payload, off, (self.height, self.width), self.read("mask", row) if mask is None else mask)
-        out = c.decode(payload, off, (self.height, self.width))
+        try:
+            if c.needs_mask:
+                return c.decode(payload, off, (self.height, self.width),
+                                self.read("mask", row) if mask is None else mask)
+            out = c.decode(payload, off, (self.height, self.width))
+        except CorruptShardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zlib.error, cv2.error, ValueError: the bytes are bad
+            raise self._corrupt(field, row, f"the stored bytes do not decode ({type(exc).__name__}: {exc})") from None
         if field == "image" and c.chw != chw:
             out = np.ascontiguousarray(out.transpose((1, 2, 0) if c.chw else (2, 0, 1)))
         return out
@@ -284,3 +363,29 @@ class ShardReader:
 def read_shard_attrs(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         return {k: attr_json(f, k) for k in f.attrs}
+
+
+def _h5_reason(exc: BaseException) -> str:
+    """h5py's message without its traceback noise: 'truncated file: eof = ..., stored_eof = ...'."""
+    msg = str(exc).strip() or type(exc).__name__
+    if "(" in msg and msg.endswith(")") and msg.startswith(("Unable to", "Can't")):
+        inner = msg[msg.index("(") + 1:-1]
+        return f"{msg[:msg.index('(')].strip()}: {inner}"
+    return msg
+
+
+def check_size(path: Path, expected_bytes: int | None, what: str = "file") -> None:
+    """Refuse a missing file, or one whose size is not the manifest's (truncated, replaced)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: the {what} is missing (listed in the manifest); restore it or re-pack the "
+                           f"dataset (python -m datagen.pack)") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if expected_bytes is not None and size != int(expected_bytes):
+        how = "truncated" if size < int(expected_bytes) else "longer than it should be"
+        raise DatasetError(f"{path}: {size:,} bytes, the manifest says {int(expected_bytes):,} - the {what} is {how} "
+                           f"(an interrupted copy or download?); copy it again or re-pack the dataset "
+                           f"(python -m datagen.verify {path.parent} checks every file)")

@@ -617,7 +617,10 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
         raise ValueError("mano_path is only used with topology='mano'")
     from datagen.poses.prepared import default_cache_dir
 
-    mano_sha = _sha256_file(mano_path) if topology == "mano" else None
+    try:
+        mano_sha = _sha256_file(mano_path) if topology == "mano" else None
+    except OSError as exc:
+        raise ValueError(f"MANO file {mano_path}: {exc.strerror or exc}") from None
     key = _input_key(prepared, topology, mano_sha)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "mapping" / f"{topology}_{key}.npz"
@@ -735,12 +738,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="config TOML (default: configs/default.toml)")
     ap.add_argument("--cache-dir", help="cache root (default: $HANDSYNTH_CACHE or <repo>/cache)")
     args = ap.parse_args(argv)
-    from datagen.config import load_config
+    from datagen.config import ConfigError, load_config
     from datagen.poses.prepared import prepare_poses
 
-    prepared = prepare_poses(load_config(args.config), cache_dir=args.cache_dir, progress=True)
-    m = build_mapping(prepared, topology="mano" if args.mano else "open778", mano_path=args.mano,
-                      cache_dir=args.cache_dir, progress=True)
+    try:
+        if args.mano:  # a bad file is reported at once, before the pose table is prepared
+            from datagen.mapping.mano import load_mano
+
+            load_mano(args.mano)
+        cfg = load_config(args.config)
+    except (ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
+    try:
+        m = build_mapping(prepared, topology="mano" if args.mano else "open778", mano_path=args.mano,
+                          cache_dir=args.cache_dir, progress=True)
+    except (ValueError, OSError) as exc:
+        print(f"error: cannot build the {'mano' if args.mano else 'open778'} mapping: {exc}", file=sys.stderr)
+        return 1
     print(format_report(m))
     return 0
 

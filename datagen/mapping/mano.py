@@ -210,10 +210,25 @@ def _plain(v):
 
 
 def load_mano(path: str | Path) -> ManoModel:
-    """Load a MANO right-hand model file safely (no chumpy, no arbitrary code)."""
+    """Load a MANO right-hand model file safely (no chumpy, no arbitrary code).
+
+    Every failure is a ValueError whose message names the file and what is wrong (missing,
+    unreadable, not a pickle, a refused global, missing keys, wrong shapes)."""
     path = Path(path)
-    data = path.read_bytes()
-    obj = restricted_load(data, str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"MANO file {path} does not exist (download MANO_RIGHT.pkl from "
+                         f"https://mano.is.tue.mpg.de and pass its path)") from None
+    except OSError as exc:
+        raise ValueError(f"MANO file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        obj = restricted_load(data, str(path))
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever foreign bytes make the unpickler raise
+        raise ValueError(f"{path}: not a MANO model file - it does not unpickle ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict of model arrays, got {type(obj).__name__}")
     d = {str(k): _plain(v) for k, v in obj.items()}
@@ -677,7 +692,11 @@ def main(argv=None) -> int:
                                                          prepared.asset.dense_part[m.matrix.indices]))
         print(f"wrote MANO-format stand-in (not MANO) to {args.write_standin}")
     if args.check:
-        m = load_mano(args.check)
+        try:
+            m = load_mano(args.check)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"{args.check}: sha256 {m.sha256}; v_template {m.v_template.shape}, f {m.faces.shape}, "
               f"J_regressor {m.J_regressor.shape} nnz {m.J_regressor.nnz}, shapedirs {m.shapedirs.shape}, "
               f"posedirs {m.posedirs.shape}, {m.extra}")
