@@ -526,7 +526,11 @@ def run_job(args, P: Plan) -> int:
         if clash:
             lock.release()
             raise UsageError(clash)
-        P.job.write(argv=sys.argv)
+        try:
+            P.job.write(argv=sys.argv)
+        except atomic.WriteError as exc:  # a full disk: nothing can be rendered here
+            lock.release()
+            raise UsageError(str(exc)) from None
     ledger = Ledger(P.job.ledger_path)
     ledger.write("start", host=socket.gethostname(), pid=os.getpid(), backend=mode, workers=n_workers,
                  threads=threads, device=P.device, selected=len(P.selected), owned=len(P.items),

@@ -25,7 +25,7 @@ Ledger (OUT/job/)
                             item done (worker, seconds), retry, failed (error, log path),
                             worker start/recycle/crash/timeout.
     ``<key>.lock``          held (flock) by the driver running the job.
-    ``start.lock``          held for a moment by a starting driver: it takes its job lock,
+    ``start-lock``          held for a moment by a starting driver: it takes its job lock,
                             refuses to run if a running job (lock held) overlaps its pending
                             items, and writes its record - so two jobs never render one item
                             at the same time.
@@ -59,7 +59,7 @@ from datagen.render.selection import SelectionError, parse_shard, shard_slice
 JOB_DIR = "job"
 LOG_DIR = "logs"
 FAILURES_LOG = "failures.log"
-START_LOCK = "start.lock"
+START_LOCK = "start-lock"  # not *.lock: those are the jobs' own locks
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -279,9 +279,12 @@ class JobLock:
             return holder or "another process"
         except OSError:  # a file system without locks (some NFS set-ups): run unlocked
             pass
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                  .encode(), 0)
+        try:  # who holds it, for the message of a refused second driver (best effort: a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        except OSError:
+            pass
         self.fd = fd
         return None
 

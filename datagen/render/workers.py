@@ -209,8 +209,8 @@ class WorkerProcess:
             if kind == "exit":
                 code = msg
                 if said:
-                    raise WorkerStartError(f"worker {self.name} could not start: {said} ({describe_exit(code)}; "
-                                           f"log: {self.log_path})", fatal=code == 2)
+                    raise WorkerStartError(f"worker {self.name} exited with status {code} before it was ready: "
+                                           f"{said} (log: {self.log_path})", fatal=code == 2)
                 tail = self.log_tail()
                 raise WorkerStartError(f"worker {self.name} exited with status {code} before it was ready "
                                        f"(log: {self.log_path}):\n{tail}", fatal=code == 2)
