@@ -419,6 +419,22 @@ def test_a_truncated_shard_is_named_on_open(packed, tmp_path):
         ShardDataset(d)
 
 
+def test_pack_on_a_full_disk_stops_in_one_line(packed, tmp_path, capsys, monkeypatch):
+    import datagen.dataset.pack as P
+    from test_pack import StubMapping
+
+    def full(self, sample):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(P, "build_mapping_for", lambda *a, **k: StubMapping())
+    monkeypatch.setattr(S.ShardWriter, "add", full)
+    out = tmp_path / "ds"
+    assert P.main([str(packed.parent / "render"), str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "no space left on device" in err and str(out) in err
+    assert list(out.iterdir()) == []  # no .partial, no shard
+
+
 def _train_args(ds, out, *extra):
     return ["--data", str(ds), "--out", str(out), "--encoder", "ghoststack", "--batch-size", "2", "--workers", "0",
             "--split-fractions", "1", "0", "0", "--milestones", "1", "--val-every", "0", "--threads", "1",

@@ -258,6 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit 0; 2 for a bad checkpoint or dataset (named, one line); 1 when a sample is damaged."""
+    from datagen.dataset.shards import CorruptShardError, DatasetError
+
+    from .engine import error_line
+    from .model_io import CheckpointError
+
+    try:
+        return _main(argv)
+    except CorruptShardError as exc:
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    except (CheckpointError, DatasetError) as exc:
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .model_io import build_from_config, model_from_checkpoint
 

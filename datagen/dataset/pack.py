@@ -867,6 +867,12 @@ def main(argv=None) -> int:
     except PackError as exc:
         print(f"pack: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk while writing shards, tables or the manifest
+        from datagen import atomic
+
+        print(f"pack: {atomic.as_write_error(exc, exc.filename or args.out_dir)}; the shards finished so far are "
+              f"kept - run the same command again to continue", file=sys.stderr)
+        return 1
     return 0
 
 

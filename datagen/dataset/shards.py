@@ -239,8 +239,20 @@ class ShardWriter:
                           "height": self.h, "width": self.w,
                           "codecs": {k: c.name for k, c in sorted(self.codecs.items())}})
         f.close()
+        self._check_written()
         fsync_rename(self.tmp, self.path)
         return self.path
+
+    def _check_written(self) -> None:
+        """The finished file reads back (header, count) before it gets its final name."""
+        try:
+            with h5py.File(self.tmp, "r") as g:
+                ok = int(g.attrs["count"]) == self.n and all(k in g for k in SAMPLE_COLUMNS)
+        except (OSError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise OSError(5, f"{self.path.name}: the shard just written does not read back (a full disk?); "
+                             f"it was not renamed into place", str(self.tmp))
 
     def abort(self) -> None:
         try:
