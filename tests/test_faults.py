@@ -532,7 +532,7 @@ def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def full_save(obj, f):
-        Path(f).write_bytes(b"PK\x03\x04partial")
+        f.write(b"PK\x03\x04partial")
         raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
 
     monkeypatch.setattr(torch, "save", full_save)
