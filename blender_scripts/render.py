@@ -387,11 +387,11 @@ def usage_error(args, msg: str) -> int:
     return 2
 
 
-def check_framing(tables, views, items, allow: bool) -> None:
+def check_framing(cfg, tables, views, items, allow: bool) -> None:
     """Refuse (UsageError) items whose camera crops the hand; with `allow`, warn instead."""
     from datagen.cameras.hemisphere import framing_problem
 
-    problem = framing_problem(tables, views, items)
+    problem = framing_problem(tables, views, items, cfg.cameras.sampler)
     if problem is None:
         return
     if not allow:
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(items)} items selected, {skipped} already done, {len(todo)} to render -> {out}",
               file=sys.stderr, flush=True)
         try:
-            check_framing(tables, views, todo, args.allow_cropped)
+            check_framing(cfg, tables, views, todo, args.allow_cropped)
         except UsageError as exc:
             return usage_error(args, str(exc))
     try:
@@ -528,7 +528,7 @@ def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
                 continue
             try:
                 if (p, v) not in framing_ok:
-                    check_framing(tables, views, [(p, v)], args.allow_cropped)
+                    check_framing(cfg, tables, views, [(p, v)], args.allow_cropped)
                     framing_ok.add((p, v))
                 atomic.remove_stale_temps(out / "items" / f"{p:05d}")
                 with quiet_stdout(not args.verbose):

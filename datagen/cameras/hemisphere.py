@@ -163,7 +163,7 @@ def item_margins(prepared, views: Views, items) -> np.ndarray:
     return out
 
 
-def framing_problem(prepared, views: Views, items) -> str | None:
+def framing_problem(prepared, views: Views, items, sampler: str = "hemisphere") -> str | None:
     """None when the hand is whole in every item's image; else one line saying where it is not
     and which config keys to change (the renderer refuses such items unless told otherwise)."""
     items = list(items)
@@ -176,9 +176,12 @@ def framing_problem(prepared, views: Views, items) -> str | None:
     k = int(bad[np.argmin(m[bad])])
     p, v = items[k]
     worst = "behind the camera" if not np.isfinite(m[k]) else f"{-m[k]:.1f} px outside"
+    lat = views.columns.get("latitude_deg")
+    at = f" at latitude {lat[v]:.0f} deg" if lat is not None else ""
+    distance = (f"cameras.radius_m (distance {np.linalg.norm(views.centres[v]):.3f} m)" if sampler == "hemisphere"
+                else f"the camera distance of sampler {sampler!r} ([cameras.options])")
     return (f"the camera crops the hand in {len(bad)} of {len(items)} item(s) (worst: pose {p} view {v}, "
-            f"{worst} the {views.width}x{views.height} image at latitude {views.latitude_deg[v]:.0f} deg): "
-            f"increase cameras.radius_m (distance {np.linalg.norm(views.centres[v]):.3f} m) or lower "
+            f"{worst} the {views.width}x{views.height} image{at}): increase {distance} or lower "
             f"cameras.focal_px ({views.K[0, 0]:g}); `python -m datagen.cameras --report --config ...` "
             f"shows the margins")
 

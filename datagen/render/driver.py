@@ -311,7 +311,7 @@ def prepare(args) -> Plan:
     P.todo = todo
     from datagen.cameras.hemisphere import framing_problem
 
-    problem = framing_problem(tables, views, todo)
+    problem = framing_problem(tables, views, todo, cfg.cameras.sampler)
     P.framing_warning = None
     if problem and not args.allow_cropped:
         raise UsageError(problem + "; or pass --allow-cropped to render them anyway")
