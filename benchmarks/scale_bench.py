@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     start_cpu = med([s["cpu"] for s in starts])
     start_wall = med([s["wall"] for s in starts])
     print()
-    for m, n_workers in (("workers1", 1), ("workers2", 2)):
+    for m in ("workers1", "workers2"):
         print(f"per image, {modes[m][0]}, steady state: {med(steady[m]):.2f} CPU-s (driver included, worker "
               f"start-ups removed); {med([r['item_s'] for r in res[m]]):.2f} s wall per item per worker")
     # the estimate uses the layout that costs fewer CPU-seconds per image here

@@ -120,8 +120,8 @@ from datagen.render.selection import SelectionError, parse_item_line, read_items
 from datagen.render.layout import is_done
 from datagen.scene.items import make_spec
 
-from datagen.render.layout import (PROTOCOL_PREFIX, RUN_FORMAT, RUN_FORMAT_VERSION,  # noqa: E402
-                                   RenderDirError, check_writable, run_conflict)
+from datagen.render.layout import PROTOCOL_PREFIX, RUN_FORMAT, RUN_FORMAT_VERSION, RenderDirError, check_writable
+from datagen.render.resume import run_conflict
 
 
 def in_blender_binary() -> bool:
@@ -389,7 +389,7 @@ def usage_error(args, msg: str) -> int:
 
 def check_framing(cfg, tables, views, items, allow: bool) -> None:
     """Refuse (UsageError) items whose camera crops the hand; with `allow`, warn instead."""
-    from datagen.cameras.hemisphere import framing_problem
+    from datagen.cameras.framing import framing_problem
 
     problem = framing_problem(tables, views, items, cfg.cameras.sampler)
     if problem is None:

@@ -30,7 +30,8 @@ import socket
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 

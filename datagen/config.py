@@ -23,8 +23,6 @@ from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "default.toml"
 
-# The default hand model's (anny's) phenotypes; a hand model's registry entry lists its own.
-PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 POLE_PRESETS = ("egocentric", "frontal", "dorsal", "palmar")
 DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 # Every name some supported Blender has; which ones the running Blender has (and the fallbacks
@@ -36,10 +34,18 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
 
 
+def _default_phenotype() -> dict[str, float]:
+    """The default hand model's (anny's) phenotypes, each at 0.5 (its registry entry lists them;
+    imported here lazily: this module loads without numpy, for Blender's own Python)."""
+    from datagen.hand.anny_hand import PHENOTYPES
+
+    return {k: 0.5 for k in PHENOTYPES}
+
+
 @dataclass(frozen=True)
 class HandConfig:
     model: str = "anny"  # a name in datagen.hand.HAND_MODELS
-    phenotype: dict[str, float] = field(default_factory=lambda: {k: 0.5 for k in PHENOTYPES})
+    phenotype: dict[str, float] = field(default_factory=_default_phenotype)
     subdivision_levels: int = 1
 
 

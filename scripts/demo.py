@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         "trained": ("eval_trained.json", ["--freihand-json", str(out / "pred_freihand_format.json")],
                     "the trained network"),
     }
-    for col, (fname, extra, title) in evals.items():
+    for fname, extra, title in evals.values():
         stage(f"evaluate {title}", (out / fname).exists(),
               lambda fname=fname, extra=extra: run([PY, "-m", "train.evaluate", *ev, *extra, "--out", str(out / fname)]))
 

@@ -61,7 +61,7 @@ TINY_POSES, TINY_VIEWS, TINY_SIZE = 6, 6, 96
 @pytest.fixture(scope="session")
 def tiny_ds(tmp_path_factory):
     """A real packed dataset: 6 poses x 6 views of the toy hand, 96x96, open778 topology."""
-    from test_pack import make_render_dir, run_pack
+    from support.toy_data import make_render_dir, run_pack
 
     root = tmp_path_factory.mktemp("tiny")
     render = make_render_dir(root / "render", n_poses=TINY_POSES, n_views=TINY_VIEWS, size=TINY_SIZE)

@@ -71,7 +71,7 @@ def test_other_poles(pole):
 
 
 def test_framing_margin_positive_on_sample(prepared, views):
-    from datagen.cameras.hemisphere import framing_margins
+    from datagen.cameras.framing import framing_margins
 
     class Subset:
         ids = np.arange(0, 1520, 97)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datagen.dataset.reader import HandShards, select_split
-from test_pack import StubMapping, make_render_dir, run_pack
+from support.toy_data import StubMapping, make_render_dir, run_pack
 
 
 @pytest.fixture(scope="module")

@@ -336,7 +336,7 @@ def test_disk_full_on_a_real_tmpfs(tiny_tmpfs, cache_dir, prepared, tmp_path, ca
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    from test_pack import make_render_dir, run_pack
+    from support.toy_data import make_render_dir, run_pack
 
     root = tmp_path_factory.mktemp("faults-ds")
     render = make_render_dir(root / "render", n_poses=3, n_views=4, size=64)
@@ -391,7 +391,7 @@ def test_bit_flips_in_a_shard_are_reported_with_shard_and_sample(packed, tmp_pat
 
 
 def test_shards_without_checksums_still_read(packed, tmp_path, monkeypatch):
-    from test_pack import run_pack
+    from support.toy_data import run_pack
 
     monkeypatch.setattr(S, "CHECKSUM", False)
     run_pack(packed.parent / "render", tmp_path / "old")
@@ -421,7 +421,7 @@ def test_a_truncated_shard_is_named_on_open(packed, tmp_path):
 
 def test_pack_on_a_full_disk_stops_in_one_line(packed, tmp_path, capsys, monkeypatch):
     import datagen.dataset.pack as P
-    from test_pack import StubMapping
+    from support.toy_data import StubMapping
 
     def full(self, sample):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -560,7 +560,7 @@ class _Evil:
     ("evil", ["refusing to load", "posix.system"]),
 ])
 def test_mapping_report_with_a_bad_mano_file_is_one_line(kind, words, tmp_path, capsys):
-    from datagen.mapping.dense_to_778 import main
+    from datagen.mapping.__main__ import main
 
     f = tmp_path / f"{kind}.pkl"
     marker = tmp_path / "PWNED"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datagen.geometry.raster import rasterize
-from test_pack import StubMapping, make_render_dir, run_pack, toy_mesh
+from support.toy_data import StubMapping, make_render_dir, run_pack, toy_mesh
 from train.augment import AugmentParams, make_view
 from train.data import FreiHANDSource, TopologyError, build_sources, epoch_plan, template_of
 from train.evaluate import write_freihand_json
@@ -53,8 +53,11 @@ def make_freihand(root: Path, seed: int = 0) -> Path:
                 cv2.imwrite(str(root / split / "rgb" / f"{v * n + i:08d}.jpg"), img[..., ::-1])
             if split == "training":
                 cv2.imwrite(str(root / split / "mask" / f"{i:08d}.jpg"), mask.astype(np.uint8) * 255)
-            Ks.append(K.tolist()); xyz.append(joints.tolist()); vs.append(verts.tolist())
-            mano.append([[0.0] * 61]); scale.append(float(np.linalg.norm(joints[9] - joints[10])))
+            Ks.append(K.tolist())
+            xyz.append(joints.tolist())
+            vs.append(verts.tolist())
+            mano.append([[0.0] * 61])
+            scale.append(float(np.linalg.norm(joints[9] - joints[10])))
         for name, data in (("K", Ks), ("xyz", xyz), ("verts", vs), ("mano", mano), ("scale", scale)):
             (root / f"{split}_{name}.json").write_text(json.dumps(data))
     return root

@@ -17,13 +17,7 @@ from datagen.scene.hdri import (
     hand_to_world,
     mean_luminance,
 )
-
-
-def write_hdr(path, w=8, h=4, value=(128, 128, 128, 129)):
-    """A tiny flat (non-RLE) Radiance file."""
-    head = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\nEXPOSURE=1.0\n\n-Y {h} +X {w}\n".encode()
-    path.write_bytes(head + bytes(value) * (w * h))
-    return path
+from support.renders import write_hdr
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 import scipy.sparse as sp
 
 from datagen.mapping import mano as mano
-from datagen.mapping.dense_to_778 import build_mapping, rest_geometry
+from datagen.mapping.dense_to_778 import build_mapping
+from datagen.mapping.surface import rest_geometry
 
 
 def _synthetic_arrays(seed=0):
@@ -163,7 +164,7 @@ def mano_mapping(prepared, cache_dir, standin):
 def test_standin_is_far_from_our_hand_before_registration(standin, prepared):
     _, arrays = standin
     rest = rest_geometry(prepared)
-    from datagen.mapping.dense_to_778 import surface_distances
+    from datagen.mapping.surface import surface_distances
 
     d = surface_distances(arrays["v_template"], arrays["f"].astype(np.int64), rest["vertices"], rest["faces"])
     assert d["mean_mm"] > 20  # moved, rotated, scaled, posed and reshaped

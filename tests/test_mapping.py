@@ -13,16 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
-from datagen.mapping.dense_to_778 import (
-    REGRESSOR_SUPPORT,
-    SIGNED_ROWS_ABOVE_MM,
-    Mapping,
-    build_mapping,
-    format_report,
-    main,
-    measure_poses,
-    rest_geometry,
-)
+from datagen.mapping.__main__ import main
+from datagen.mapping.dense_to_778 import Mapping, build_mapping, format_report, measure_poses
+from datagen.mapping.surface import REGRESSOR_SUPPORT, SIGNED_ROWS_ABOVE_MM, rest_geometry
 from datagen.mapping.open778 import boundary_loop
 
 LAST_LINE = re.compile(r"^topology=(open778|mano) surface_mean_mm=\d+\.\d+ surface_max_mm=\d+\.\d+ flipped_faces=\d+$")
@@ -83,7 +76,7 @@ def test_flip_measure_detects_bad_meshes(open778, prepared):
     """The flip/collapse counter is not a constant: inverted or scrambled meshes are caught."""
     m = open778
     idx = np.arange(0, 1520, 40)  # 38 poses
-    from datagen.mapping.dense_to_778 import dense_posed_arrays, map_posed
+    from datagen.mapping.surface import dense_posed_arrays, map_posed
 
     class Sub:  # the prepared poses restricted to idx
         asset = prepared.asset

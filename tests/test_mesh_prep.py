@@ -85,7 +85,6 @@ def test_spirals_rings_in_rotational_order(mesh):
 
 def test_ordered_rings_and_spiral_on_tiny_mesh():
     # a hexagon fan around vertex 0: the ring must follow the winding, starting at vertex 1
-    V = np.array([[0, 0, 0]] + [[np.cos(a), np.sin(a), 0] for a in np.arange(6) * np.pi / 3])
     F = np.array([[0, i, i % 6 + 1] for i in range(1, 7)])
     assert ordered_rings(F, 7)[0] == [1, 2, 3, 4, 5, 6]
     assert ordered_rings(F, 7)[1] == [2, 0, 6]  # boundary fan (1,2,0),(1,0,6) from its open end

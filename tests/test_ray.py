@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from test_render_driver import REPO, driver_cmd, labels, ledger_events, run_driver, wait_for, write_config
+from support.driver import REPO, driver_cmd, labels, ledger_events, run_driver, wait_for, write_config
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.blender, pytest.mark.slow]

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import toy_plugins
 from datagen import atomic
 from datagen.cameras import CAMERA_SAMPLERS, Views, check_views, views_for
-from datagen.config import Config, ConfigError, canonical_dict, config_from_dict
+from datagen.config import LATER_KEYS, Config, ConfigError, canonical_dict, config_from_dict
 from datagen.hand import HAND_MODELS, hand_model_entry
 from datagen.labels.passes import (
     BUILTIN_PASSES,
@@ -38,7 +38,8 @@ from datagen.labels.passes import (
     write_passes,
 )
 from datagen.registry import PLUGINS_ENV, PluginError, Registry, UnknownName, load_plugins, resolve
-from datagen.render.layout import config_fingerprint, item_paths
+from datagen.render.layout import item_paths
+from datagen.render.resume import config_fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -144,7 +145,8 @@ def test_new_keys_keep_old_digests_and_old_render_dirs_resumable():
     same config digest (cache index, job keys), same compatibility fingerprint."""
     new = Config().to_dict()
     old = json.loads(json.dumps(new))
-    del old["cameras"]["sampler"], old["cameras"]["options"], old["render"]["label_passes"]
+    for section, key in LATER_KEYS:  # sampler, options, label_passes, samples_without_denoiser
+        del old[section][key]
     legacy_digest = hashlib.sha256(json.dumps(old, sort_keys=True, default=list).encode()).hexdigest()[:16]
     assert Config().digest() == legacy_digest
     assert config_fingerprint(old) == config_fingerprint(new)
@@ -233,7 +235,7 @@ def test_sampler_columns_are_checked(columns, words):
 
 def test_view_columns_pass_through_views_npz_to_tables_and_reader(tmp_path):
     from datagen.dataset.reader import ShardDataset
-    from test_pack import make_render_dir, run_pack
+    from support.toy_data import make_render_dir, run_pack
 
     render = make_render_dir(tmp_path / "render", n_poses=2, n_views=3)
     with np.load(render / "views.npz") as z:
@@ -335,7 +337,7 @@ def test_toy_plugins_render_pack_verify_read(tmp_path, cache_dir):
     from datagen.dataset.pack import pack
     from datagen.dataset.reader import HandShards
     from datagen.dataset.verify import verify
-    from test_verify import _rehash
+    from support.toy_data import rehash_manifest as _rehash
 
     cfg = tmp_path / "toy.toml"
     cfg.write_text('[hand]\nmodel = "toy"\n[hand.phenotype]\nfinger_length = 0.5\n'
@@ -396,7 +398,7 @@ def test_toy_plugins_render_pack_verify_read(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_toy_plugins_need_numpy_only_in_blenders_python(toy_tables, cache_dir, tmp_path):
     """The plugins load where `blender -b -P render.py` runs: torch, scipy, cv2, anny unimportable."""
-    from test_render import BLENDER_PATH_CHECK
+    from support.renders import BLENDER_PATH_CHECK
 
     cfg = tmp_path / "toy.toml"
     cfg.write_text('[hand]\nmodel = "toy"\n[cameras]\nsampler = "ring"\nwidth = 64\nheight = 64\n'

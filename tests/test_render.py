@@ -20,18 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.renders import BLENDER_PATH_CHECK, RENDER, write_render_config as write_config
 
 REPO = Path(__file__).resolve().parent.parent
-RENDER = REPO / "blender_scripts" / "render.py"
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
-
-
-def write_config(path: Path, size=96, samples=4, denoise=True, sources=("builtin",), threads=2) -> Path:
-    path.write_text(
-        f"[cameras]\nwidth = {size}\nheight = {size}\nfocal_px = {373.3511425 * size / 256}\n"
-        f"[hdri]\nsources = {json.dumps([str(s) for s in sources])}\n"
-        f"[render]\nsamples = {samples}\ndenoise = {str(denoise).lower()}\nthreads = {threads}\n")
-    return path
 
 
 def run_main(args) -> int:
@@ -216,7 +208,7 @@ def test_same_seed_same_labels_and_image(rendered, small_cfg, cache_dir, tmp_pat
 
 
 def test_user_hdri_renders_and_its_licence_is_recorded(small_cfg, cache_dir, tmp_path):
-    from test_hdri import write_hdr
+    from support.renders import write_hdr
 
     d = tmp_path / "hdri"
     d.mkdir()
@@ -366,21 +358,6 @@ def test_stdin_worker(cache_dir, prepared, tmp_path):
     assert "view id 999" in msgs[3]["error"]
     assert msgs[-1] == {"status": "done", "rendered": 1, "skipped": 1, "failed": 0}
     assert r.returncode == 0
-
-
-BLENDER_PATH_CHECK = r"""
-import sys, importlib.abc
-BLOCKED = {"torch", "anny", "scipy", "tqdm", "cv2", "imageio", "trimesh", "warp"}
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is not available in Blender's own Python")
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, sys.argv[1])
-import blender_scripts.render as r
-r.in_blender_binary = lambda: True  # take the path `blender -b -P` takes
-sys.exit(r.main(sys.argv[2:]))
-"""
 
 
 def test_blender_python_path_needs_numpy_only(cache_dir, prepared, tmp_path):

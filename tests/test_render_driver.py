@@ -14,51 +14,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.driver import alive, driver_cmd, env, labels, ledger_events, run_driver, wait_for, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 SEL = ["--poses", "0,5,700,1519", "--views", "0-9"]  # 40 items in 4 poses
 N_ITEMS = 40
-
-
-def write_config(path: Path, size=96, samples=4, sources=("builtin",)) -> Path:
-    from test_render import write_config as render_config
-
-    return render_config(path, size=size, samples=samples, denoise=False, sources=sources, threads=1)
-
-
-def run_driver(args) -> int:
-    from datagen.render.driver import main
-
-    return main([str(a) for a in args])
-
-
-def driver_cmd(args) -> list[str]:
-    return [sys.executable, "-m", "datagen.render"] + [str(a) for a in args]
-
-
-def env():
-    return dict(os.environ, PYTHONUNBUFFERED="1")
-
-
-def labels(out: Path) -> dict:
-    return {str(p.relative_to(out)): json.loads(p.read_text()) for p in sorted((out / "items").glob("*/v*.json"))}
-
-
-def ledger_events(out: Path) -> list[dict]:
-    from datagen.render.jobs import read_ledger
-
-    ev = []
-    for p in sorted((out / "job").glob("*.ledger.jsonl")):
-        ev += read_ledger(p)[0]
-    return ev
 
 
 def assert_same_as_reference(out: Path, ref: Path) -> None:
@@ -77,24 +43,6 @@ def assert_same_as_reference(out: Path, ref: Path) -> None:
             assert np.load(f).shape == (96, 96), f
         elif f.name.endswith(".png"):
             assert cv2.imread(str(f), cv2.IMREAD_UNCHANGED).shape[:2] == (96, 96), f
-
-
-def wait_for(cond, timeout, what, proc=None):
-    t0 = time.time()
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"driver exited ({proc.returncode}) while waiting for {what}")
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

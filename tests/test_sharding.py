@@ -82,7 +82,9 @@ def test_blocks_keep_a_pose_together_and_split_evenly_when_poses_are_fewer_than_
 
 def test_blocks_follow_the_given_order_inside_a_pose():
     items = select(1520, 216, "1", "0-11")
-    order = lambda it: (it[1] % 3, it[1])  # e.g. HDRI index, then view
+    def order(it):  # e.g. HDRI index, then view
+        return (it[1] % 3, it[1])
+
     (b,) = plan_blocks(items, order=order)
     assert [v for _, v in b.items] == [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]
     halves = plan_blocks(items, order=order, min_blocks=2)

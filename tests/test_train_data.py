@@ -97,7 +97,7 @@ def test_chain_split_holds_out_whole_chains_and_keeps_pose_groups(bases):
         assert (split >= 0).all()  # every sample in exactly one split: nothing thrown away
         assert 0.1 < (split == 2).mean() < 0.5
         of_group, of_chain = {}, {}
-        for p, g, s, a, b in zip(pid, grp, split, np.repeat(table["pose_a"], n_views), np.repeat(table["pose_b"], n_views)):
+        for g, s, a, b in zip(grp, split, np.repeat(table["pose_a"], n_views), np.repeat(table["pose_b"], n_views)):
             assert of_group.setdefault(int(g), s) == s  # identical poses never straddle splits: no leak
             if a != b:
                 assert of_chain.setdefault((int(a), int(b)), s) == s  # a chain is held out whole

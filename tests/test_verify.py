@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from datagen.dataset import shards as S
 from datagen.dataset.verify import verify
-from test_pack import REPO, make_render_dir, run_pack
+from support.toy_data import REPO, make_render_dir, run_pack
+from support.toy_data import rehash_manifest as _rehash
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +35,6 @@ def _cli(path, *extra):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "datagen.verify", str(path), "--no-progress", *extra],
                           capture_output=True, text=True, env=env, cwd=REPO)
-
-
-def _rehash(root, name):
-    """Make the manifest agree with an edited file, so only the label checks can notice."""
-    m = json.loads((root / "manifest.json").read_text())
-    for e in m["shards"] + [m["tables"]]:
-        if e["file"] == name:
-            e["sha256"], e["bytes"] = S.sha256_file(root / name), (root / name).stat().st_size
-    (root / "manifest.json").write_text(json.dumps(m))
 
 
 def test_good_dataset_passes(good):

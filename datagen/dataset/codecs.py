@@ -227,14 +227,3 @@ CODECS = {"image": IMAGE_CODECS, "depth": DEPTH_CODECS, "mask": MASK_CODECS}
 # cheapest to decode - raw images cost 0.03 ms/sample where the smallest lossless option (WebP)
 # costs ~1 ms; depth on the silhouette only is both the smallest and among the fastest.
 DEFAULT_CODECS = {"image": "raw", "depth": "f32-masked-zlib", "mask": "bits-gzip"}
-
-
-def codec(field: str, name: str) -> Codec:
-    """Codec `name` of the label pass `field` (its entry in datagen.labels.passes lists them)."""
-    from datagen.labels.passes import LABEL_PASSES
-
-    codecs = LABEL_PASSES.get(field).codec_table()
-    try:
-        return codecs[name]
-    except KeyError:
-        raise ValueError(f"unknown {field} codec {name!r}; known: {', '.join(codecs)}") from None

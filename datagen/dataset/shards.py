@@ -48,8 +48,8 @@ from datagen.dataset.codecs import (  # noqa: F401
     IMAGE_CODECS,
     MASK_CODECS,
     Codec,
-    codec,
 )
+from datagen.labels.passes import codec  # noqa: F401 - a pass's codec by name
 
 SCHEMA_VERSION = 1
 LIBVER = ("v110", "v110")  # readable by HDF5 >= 1.10; fixed so a library upgrade cannot change the bytes

@@ -296,5 +296,6 @@ def collapse_to(
     remap[kept] = np.arange(len(kept))
     out = np.array([faces_l[i] for i in range(len(faces_l)) if alive[i]], dtype=np.int64)
     out = remap[out] if len(out) else out.reshape(0, 3)
-    assert (out >= 0).all()
+    if (out < 0).any():  # a kept face pointing at a removed vertex: a bug here, not bad input
+        raise RuntimeError("collapse_to: a surviving face references a removed vertex")
     return kept.astype(np.int64), out

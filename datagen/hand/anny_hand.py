@@ -12,10 +12,11 @@ import importlib.metadata
 
 import numpy as np
 
-from datagen.config import PHENOTYPES
-
-from . import register_hand_model
+from .registry import register_hand_model
 from .base import FINGERS, HandModel, HandRig, anatomical_frame
+
+# anny's phenotype parameters that shape the hand, each in [0, 1] (0.5 = the average adult).
+PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 
 RIG = "anny-hand.R-blender"
 TOPOLOGY = "hand.R-quads"  # the quad faces of topology 'hand.R' (same vertex ids)

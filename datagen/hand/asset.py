@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from datagen import atomic
 from datagen.geometry.triangle_crossings import ray_triangle
 
-from .base import FINGERS, KEYPOINT_NAMES, HandModel, anatomical_frame, forward_kinematics
+from .base import FINGERS, HandModel, anatomical_frame, forward_kinematics
 from .subdivision import subdivide, triangulate
 
 KEYPOINT_DEFINITIONS = {
@@ -105,7 +105,7 @@ class HandAsset:
         atomic.save_npz(path, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "HandAsset":
+    def load(cls, path: str | Path) -> HandAsset:
         import ast
 
         with np.load(path, allow_pickle=False) as z:
@@ -218,7 +218,6 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     joint_bones = np.asarray(rig.joint_bones(), dtype=np.int64)
     mcps = [rig.chains[f][0] for f in FINGERS[1:]]
     palm_centre = np.mean(np.vstack([rest_dense[wrist_vertex], rig.heads[mcps]]), axis=0)
-    assert len(KEYPOINT_NAMES) == 21
     return HandAsset(
         name=hand.name,
         base_faces=base_tris,

@@ -301,3 +301,12 @@ register_label_pass(LabelPass(
     "labels", LABELS_SUFFIX, "the item JSON (keypoints, visibility, camera, draws; docs/ARCHITECTURE.md): packed "
     "into the per-sample columns, checked by verify.check_labels, read as keypoints_2d, visible, joints_cam, ...",
     compute=_label_record, save=_save_json, kind="record"))
+
+
+def codec(field: str, name: str) -> Codec:
+    """Codec `name` of the label pass `field` (its entry in datagen.labels.passes lists them)."""
+    codecs = LABEL_PASSES.get(field).codec_table()
+    try:
+        return codecs[name]
+    except KeyError:
+        raise ValueError(f"unknown {field} codec {name!r}; known: {', '.join(codecs)}") from None

@@ -444,7 +444,7 @@ def build_mano_mapping(mano_path, prepared, rest: dict):
 
     from datagen.geometry.closest_point import closest_points
     from datagen.geometry.normals import vertex_normals
-    from datagen.mapping.dense_to_778 import (
+    from datagen.mapping.surface import (
         barycentric_matrix,
         dense_posed_arrays,
         map_posed,
@@ -571,7 +571,7 @@ def standin_arrays(vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarra
     import torch
 
     from datagen.geometry.joint_regressor import fit_joint_regressor
-    from datagen.mapping.dense_to_778 import REGRESSOR_SUPPORT, SIGNED_ROWS_ABOVE_MM
+    from datagen.mapping.surface import REGRESSOR_SUPPORT, SIGNED_ROWS_ABOVE_MM
 
     rng = np.random.default_rng(seed)
     V = np.asarray(vertices, dtype=np.float64)
@@ -669,39 +669,3 @@ def write_standin(path: str | Path, arrays: dict) -> None:
         buf = io.BytesIO()
         _Py2Pickler(buf, protocol=2).dump(obj)
     Path(path).write_bytes(buf.getvalue())
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m datagen.mano", description="MANO helpers")
-    ap.add_argument("--write-standin", metavar="PATH",
-                    help="write a MANO-format stand-in made from our own open778 hand (for tests/demos; not MANO)")
-    ap.add_argument("--check", metavar="PATH", help="load a MANO file with the restricted loader and summarise it")
-    ap.add_argument("--cache-dir")
-    args = ap.parse_args(argv)
-    if args.write_standin:
-        from datagen.config import load_config
-        from datagen.mapping.dense_to_778 import build_mapping, rest_geometry
-        from datagen.poses.prepared import prepare_poses
-
-        prepared = prepare_poses(load_config(), cache_dir=args.cache_dir)
-        m = build_mapping(prepared, "open778", cache_dir=args.cache_dir)
-        rest = rest_geometry(prepared)
-        write_standin(args.write_standin, standin_arrays(m.apply(rest["vertices"]), m.faces, rest["keypoints"],
-                                                         prepared.asset.dense_part[m.matrix.indices]))
-        print(f"wrote MANO-format stand-in (not MANO) to {args.write_standin}")
-    if args.check:
-        try:
-            m = load_mano(args.check)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.check}: sha256 {m.sha256}; v_template {m.v_template.shape}, f {m.faces.shape}, "
-              f"J_regressor {m.J_regressor.shape} nnz {m.J_regressor.nnz}, shapedirs {m.shapedirs.shape}, "
-              f"posedirs {m.posedirs.shape}, {m.extra}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -196,11 +196,18 @@ def build_pose_table(hand: HandModel, steps: int = 3, angles: PoseAngles | None 
     base = np.stack([state_rotations(hand, jx, m, angles=angles) for m in range(32)])
     ids, pa, pb, ts, rots = [], [], [], [], []
     for m in range(32):
-        ids.append(m); pa.append(m); pb.append(m); ts.append(0.0); rots.append(base[m])
+        ids.append(m)
+        pa.append(m)
+        pb.append(m)
+        ts.append(0.0)
+        rots.append(base[m])
     for a, b in pair_list():
         for s in range(1, steps + 1):
             t = s / (steps + 1)
-            ids.append(len(ids)); pa.append(a); pb.append(b); ts.append(t)
+            ids.append(len(ids))
+            pa.append(a)
+            pb.append(b)
+            ts.append(t)
             rots.append(slerp_rotations(base[a], base[b], t))
     pa, pb, ts = np.asarray(pa), np.asarray(pb), np.asarray(ts)
     state = finger_states(pa, pb, ts)

@@ -49,7 +49,8 @@ from datagen.render.jobs import (
     shard_tag,
 )
 from datagen.render.gpus import GPU_DEVICES, GpuError, assign, parse_gpus, visible_gpus
-from datagen.render.layout import RenderDirError, check_writable, run_conflict
+from datagen.render.layout import RenderDirError, check_writable
+from datagen.render.resume import run_conflict
 from datagen.render.workers import Outcome, Policy, WorkerSpec
 
 BYTES_PER_ITEM_256 = 360_000  # measured at 256x256: PNG ~80 kB, depth 262 kB, JSON 6 kB, mask 1 kB
@@ -207,9 +208,10 @@ def prepare(args) -> Plan:
     else:
         try:
             P.item_timeout = float(args.item_timeout)
-            assert P.item_timeout > 0
-        except (ValueError, AssertionError):
-            raise UsageError(f"--item-timeout {args.item_timeout!r}: seconds > 0 or 'auto'") from None
+        except ValueError:
+            P.item_timeout = float("nan")
+        if not P.item_timeout > 0:
+            raise UsageError(f"--item-timeout {args.item_timeout!r}: seconds > 0 or 'auto'")
     P.device = args.device.upper() if args.device else None
     if P.device and P.device not in DEVICES:
         raise UsageError(f"--device {args.device!r}: use one of {', '.join(DEVICES)}")
@@ -233,9 +235,10 @@ def prepare(args) -> Plan:
     else:
         try:
             P.workers = int(args.workers)
-            assert P.workers >= 1
-        except (ValueError, AssertionError):
-            raise UsageError(f"--workers {args.workers!r}: a whole number >= 1 or 'auto'") from None
+        except ValueError:
+            P.workers = 0
+        if P.workers < 1:
+            raise UsageError(f"--workers {args.workers!r}: a whole number >= 1 or 'auto'")
     P.threads = threads
     P.cpus = cpus
     if P.device != "CPU" and args.ray is None:
@@ -309,7 +312,7 @@ def prepare(args) -> Plan:
     if args.limit is not None:
         todo = todo[:args.limit]
     P.todo = todo
-    from datagen.cameras.hemisphere import framing_problem
+    from datagen.cameras.framing import framing_problem
 
     problem = framing_problem(tables, views, todo, cfg.cameras.sampler)
     P.framing_warning = None

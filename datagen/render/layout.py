@@ -5,7 +5,6 @@ numpy-free: the renderer imports it inside Blender's own Python (docs/ARCHITECTU
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,47 +54,6 @@ PROTOCOL_PREFIX = "@@handsynth "
 
 class RenderDirError(ValueError):
     """A RENDER_DIR cannot be written to, or holds a run that this one must not mix with."""
-
-
-def config_fingerprint(cfg_dict: dict) -> dict:
-    """The config parts that must agree between runs writing into one RENDER_DIR.
-
-    Device and thread count may differ: they change how fast an item renders, not what it is.
-    Keys newer than the run.json compare at their defaults (datagen.config.canonical_dict).
-    """
-    from datagen.config import canonical_dict
-
-    d = canonical_dict(cfg_dict)
-    for k in ("device", "threads"):
-        d.get("render", {}).pop(k, None)
-    return d
-
-
-def run_conflict(out: str | Path, config: dict, hdri_names: list[str], prepared_key: str | None = None) -> str | None:
-    """Why OUT's run.json (if any) forbids rendering into OUT with this config, HDRI set and tables.
-
-    The one compatibility check of a resumed run (the job driver asks before it starts workers,
-    the renderer again before it writes run.json).  `prepared_key` None skips the table check.
-    """
-    run = Path(out) / "run.json"
-    try:
-        old = json.loads(run.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return f"{run} cannot be read ({exc}); move it away or use another --out"
-    if config_fingerprint(old.get("config", {})) != config_fingerprint(config):
-        return (f"{out} holds a render made with a different config (digest {old.get('config_digest')}); "
-                f"use that config or another --out")
-    names = [h.get("name") for h in old.get("hdris", [])]
-    if names != list(hdri_names):
-        return (f"{out} was rendered with a different HDRI set ({len(names)} files, now {len(hdri_names)}); "
-                f"items would draw different environments - use another --out")
-    if prepared_key is not None and old.get("prepared_key") != prepared_key:
-        return (f"{out} was rendered from the hand/pose tables {old.get('prepared_key')}, this code builds "
-                f"{prepared_key} (the hand or pose-space code changed): resuming would mix labels of two pose "
-                f"tables - use another --out")
-    return None
 
 
 def check_writable(out: str | Path) -> None:

@@ -64,7 +64,7 @@ class RunStopped(RuntimeError):
     """A worker reported an error that every further item would hit too (a full disk): the
     job stops.  `outcome` is the failed item."""
 
-    def __init__(self, msg: str, outcome: "Outcome"):
+    def __init__(self, msg: str, outcome: Outcome):
         super().__init__(msg)
         self.outcome = outcome
 

@@ -356,7 +356,7 @@ class LightProbe:
     solid_angle: np.ndarray  # (h * w,)
 
     @classmethod
-    def from_pixels(cls, rgb: np.ndarray, size: tuple[int, int] = (32, 64)) -> "LightProbe":
+    def from_pixels(cls, rgb: np.ndarray, size: tuple[int, int] = (32, 64)) -> LightProbe:
         H, W = rgb.shape[:2]
         h, w = size
         lum = rgb[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
