@@ -49,7 +49,7 @@ class AugmentParams:
     hue: float = 0.05
 
     @classmethod
-    def from_config(cls, aug: dict) -> "AugmentParams":
+    def from_config(cls, aug: dict) -> AugmentParams:
         return cls(**{k: aug[k] for k in cls.__dataclass_fields__})
 
 

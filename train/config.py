@@ -18,7 +18,8 @@ import copy
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["Opt", "ConfigError", "load_config", "add_config_args", "config_from_args", "parse_cli", "defaults", "to_toml"]
 

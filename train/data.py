@@ -56,7 +56,7 @@ class Template:
                 "topology": self.topology, "name": self.name}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Template":
+    def from_dict(cls, d: dict) -> Template:
         return cls(d["vertices"], d["faces"], d["regressor"], d["topology"], d.get("name", ""))
 
     def hand_template(self):
