@@ -400,6 +400,9 @@ def check_framing(cfg, tables, views, items, allow: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from datagen.console import setup_logging
+
+    setup_logging(verbose=False)
     args = build_parser().parse_args(script_args(argv))
     try:
         cfg, tables, views, hdris, warnings, items = setup(args)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 
+from datagen.console import setup_logging
 from datagen.mapping.mano import load_mano, standin_arrays, write_standin
 
 
 def main(argv=None) -> int:
+    setup_logging()
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m datagen.mano", description="MANO helpers")

@@ -429,7 +429,9 @@ def test_pack_on_a_full_disk_stops_in_one_line(packed, tmp_path, capsys, monkeyp
     monkeypatch.setattr(P, "build_mapping_for", lambda *a, **k: StubMapping())
     monkeypatch.setattr(S.ShardWriter, "add", full)
     out = tmp_path / "ds"
-    assert P.main([str(packed.parent / "render"), str(out), "--no-progress"]) == 1
+    from datagen.pack import main as pack_main
+
+    assert pack_main([str(packed.parent / "render"), str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and "no space left on device" in err and str(out) in err
     assert list(out.iterdir()) == []  # no .partial, no shard

@@ -11,11 +11,13 @@ import sys
 
 import numpy as np
 
+from datagen.console import setup_logging
 from datagen.cameras.framing import framing_margins
 from datagen.cameras.samplers import views_for
 
 
 def main(argv=None) -> int:
+    setup_logging()
     from datagen.config import load_config
     from datagen.poses.prepared import prepare_poses
 

@@ -24,9 +24,7 @@ item) otherwise.  Checks:
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -354,21 +352,3 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
     if not quick:
         rep.notes.append(f"label checks on {checked} sample(s)")
     return rep
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m datagen.verify", description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--quick", action="store_true", help="files, checksums, counts and schema only")
-    ap.add_argument("--labels", type=int, default=None, metavar="N", help="label-check N random samples per shard "
-                                                                            "(default: all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    rep = verify(args.out_dir, args.labels, args.quick, args.seed, progress=not args.no_progress)
-    print(rep.text())
-    return 0 if rep.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

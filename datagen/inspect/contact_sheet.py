@@ -11,9 +11,7 @@ When more items exist than --max, an evenly spaced subset (in item order) is sho
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,37 +69,3 @@ def make_sheet(render_dir: str | Path, max_items: int = 48, columns: int | None 
     tiles = [tile(p, scale, with_raw) for p in items]
     columns = columns or int(np.ceil(np.sqrt(len(tiles) * (0.75 if with_raw else 1.5))))
     return grid(tiles, min(columns, len(tiles))), len(tiles)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m datagen.contact_sheet", description=__doc__.split("\n\n")[0])
-    ap.add_argument("render_dir")
-    ap.add_argument("-o", "--output", "--out", dest="output", default=None,
-                    help="PNG to write (default RENDER_DIR/contact_sheet.png)")
-    ap.add_argument("--max", type=int, default=48, help="at most this many tiles (evenly spaced)")
-    ap.add_argument("--columns", type=int, default=None)
-    ap.add_argument("--scale", type=int, default=1, help="upscale tiles by this integer factor")
-    ap.add_argument("--with-raw", action="store_true", help="show each render without overlays beside it")
-    args = ap.parse_args(argv)
-    import cv2
-
-    try:
-        sheet, n = make_sheet(args.render_dir, args.max, args.columns, args.scale, args.with_raw)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.output) if args.output else Path(args.render_dir) / "contact_sheet.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from datagen.atomic import write_bytes
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    if not ok:
-        print(f"error: could not encode {out}", file=sys.stderr)
-        return 1
-    write_bytes(out, buf.tobytes())
-    print(f"wrote {out} ({n} items)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,8 +12,6 @@ seen from the palm side and from the thumb side.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,25 +100,3 @@ def preview(root, out=None, n: int = 8, seed: int = 0, index: int | None = None,
     cv2.imwrite(str(out), picture[..., ::-1])
     ds.close()
     return out
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m datagen.preview", description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir", help="a packed dataset (python -m datagen.pack)")
-    ap.add_argument("-o", "--output", help="PNG to write (default: OUT_DIR/preview.png)")
-    ap.add_argument("-n", type=int, default=8, help="samples on the contact sheet (default 8)")
-    ap.add_argument("--seed", type=int, default=0, help="which samples (random, seeded)")
-    ap.add_argument("--index", type=int, default=None, help="sample for the 3D view (default: the first shown)")
-    ap.add_argument("--columns", type=int, default=2, help="samples per row")
-    args = ap.parse_args(argv)
-    try:
-        path = preview(args.out_dir, args.output, args.n, args.seed, args.index, args.columns)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"preview: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from datagen.console import setup_logging
 from datagen.mapping.dense_to_778 import build_mapping, format_report
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(prog="python -m datagen.mapping", description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", action="store_true", help="print the mapping-quality table (default action)")
     ap.add_argument("--mano", metavar="PATH", help="your own MANO_RIGHT.pkl (topology 'mano'); default: open778")

@@ -25,6 +25,7 @@ MANO file, parameters, and the source of the modules that compute it).
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import sys
@@ -51,6 +52,8 @@ from datagen.mapping.surface import (
     rest_geometry,
     surface_distances,
 )
+
+log = logging.getLogger(__name__)
 
 TOPOLOGIES = ("open778", "mano")
 MAPPING_VERSION = 1
@@ -301,7 +304,7 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
 
     def say(msg):
         if progress:
-            print(msg, file=sys.stderr, flush=True)
+            log.info(msg)
 
     rest = rest_geometry(prepared)
     quality: dict = {"topology": topology}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datagen.console import setup_logging
 from datagen.poses.construction import pair_list, check_limits
 
 
@@ -39,6 +40,7 @@ def write_pose_sheet(prepared, path, size: int = 160) -> None:
 
 
 def main(argv=None) -> int:
+    setup_logging()
     from datagen.poses.prepared import prepare_poses
 
     ap = argparse.ArgumentParser(prog="python -m datagen.poses", description="The pose space of the complement dataset: 32 base poses, 496 pairs, 1520 poses.")

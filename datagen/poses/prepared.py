@@ -8,6 +8,7 @@ hash of everything they depend on, and the renderer only ever loads them with nu
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ from datagen import atomic
 from datagen.config import REPO_ROOT, Config
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
+
+log = logging.getLogger(__name__)
 
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
 POSE_SPACE_VERSION = 4
@@ -126,8 +129,8 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     from datagen.poses.construction import build_pose_table, pose_meshes
 
     if progress:
-        print(f"building hand '{cfg.hand.model}' and {cfg.poses.interpolation_steps}-step pose table "
-              f"(cached in {asset_path.parent}) ...", flush=True)
+        log.info("building hand '%s' and %d-step pose table (cached in %s) ...", cfg.hand.model,
+                 cfg.poses.interpolation_steps, asset_path.parent)
     hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
     table = build_pose_table(hand, cfg.poses.interpolation_steps, hand_model_entry(cfg.hand.model).pose_angles)

@@ -641,6 +641,9 @@ def status_main(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from datagen.console import setup_logging
+
+    setup_logging()
     args = build_parser().parse_args(argv)
     if args.status:
         return status_main(args)

@@ -38,6 +38,7 @@ Ledger (OUT/job/)
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import fcntl
 import hashlib
@@ -45,7 +46,6 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +55,8 @@ import numpy as np
 
 from datagen import atomic
 from datagen.render.selection import SelectionError, parse_shard, shard_slice
+
+log = logging.getLogger(__name__)
 
 JOB_DIR = "job"
 LOG_DIR = "logs"
@@ -376,8 +378,8 @@ class Ledger:
         except OSError as exc:
             if self.write_error is None:
                 self.write_error = f"cannot append to {self.path}: {exc.strerror or exc}"
-                print(f"warning: {self.write_error} (the ledger misses events from now on; the items' label "
-                      f"files still record what is done)", file=sys.stderr, flush=True)
+                log.warning("warning: %s (the ledger misses events from now on; the items' label files still "
+                            "record what is done)", self.write_error)
 
     def write(self, ev: str, **fields) -> None:
         rec = {"t": round(time.time(), 3), "ev": ev}
