@@ -167,13 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.predict",
         description="Predict the 3D hand mesh in images with a trained MobRecon checkpoint; writes a mesh "
                     "(.ply/.obj, camera space, metres), an overlay PNG (mesh silhouette + skeleton) and a JSON per "
-                    "image. Without --box the crop is the largest centred square of the image.",
+                    "image. Without --box or --detect the crop is the largest centred square of the image.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
     ap.add_argument("--checkpoint", required=True, metavar="CKPT", help="OUT/model.pt (or last.pt) of python -m train")
     ap.add_argument("--out", default="out/predict", metavar="DIR", help="output folder")
     ap.add_argument("--box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
                     help="hand box in pixels (same for every image); the crop is the box squared x --scale")
+    ap.add_argument("--detect", action="store_true",
+                    help="find each image's hand box with MediaPipe Hands (its own venv .venv-mediapipe/; see "
+                         "train/hand_detector.py) - for photos where the hand is not centred")
     ap.add_argument("--scale", type=float, default=None,
                     help="crop side / box side with --box (default: the checkpoint's augment.scale, 1.3)")
     ap.add_argument("--focal", type=float, default=None,
@@ -196,6 +199,8 @@ def argument_error(args) -> str | None:
         if x1 <= x0 or y1 <= y0:
             return (f"--box {' '.join(f'{v:g}' for v in args.box)}: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0 "
                     f"(the hand's top-left and bottom-right corners in pixels)")
+    if args.box is not None and args.detect:
+        return "--box and --detect: give one (a fixed box for every image, or a detected box per image)"
     if args.scale is not None and not (np.isfinite(args.scale) and args.scale > 0):
         return f"--scale {args.scale:g}: must be > 0"
     if args.focal is not None and not (np.isfinite(args.focal) and args.focal > 0):
@@ -220,6 +225,18 @@ def main(argv=None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    detected: dict = {}
+    if args.detect:
+        from .hand_detector import DetectorUnavailable, detect_boxes
+
+        try:
+            detected = detect_boxes(args.images)
+        except DetectorUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif args.box is None:
+        print("note: no --box: each image's largest centred square is the crop, so the hand must be near the "
+              "centre; otherwise give --box X0 Y0 X1 Y1 or --detect (MediaPipe Hands)", file=sys.stderr)
     scale = args.scale if args.scale is not None else ck["config"]["augment"]["scale"]
     crop = ck["config"]["data"]["crop_size"]
     out_dir = Path(args.out)
@@ -237,10 +254,18 @@ def main(argv=None) -> int:
                   f"skipped", file=sys.stderr)
             status = 1
             continue
-        if args.box is not None:
-            x0, y0, x1, y1 = args.box
+        user_box = args.box
+        if args.detect:
+            user_box = detected.get(str(path))
+            if user_box is None:
+                print(f"error: {path}: MediaPipe Hands finds no hand; give --box X0 Y0 X1 Y1 instead; skipped",
+                      file=sys.stderr)
+                status = 1
+                continue
+        if user_box is not None:
+            x0, y0, x1, y1 = user_box
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                print(f"error: {path}: --box {' '.join(f'{v:g}' for v in args.box)} lies outside the {w}x{h} image; "
+                print(f"error: {path}: --box {' '.join(f'{v:g}' for v in user_box)} lies outside the {w}x{h} image; "
                       f"skipped", file=sys.stderr)
                 status = 1
                 continue
@@ -257,8 +282,8 @@ def main(argv=None) -> int:
         img = np.ascontiguousarray(bgr[..., ::-1])
         del bgr
         K = S @ K0
-        box = None if args.box is None else [args.box[0] * sx, args.box[1] * sy, args.box[2] * sx, args.box[3] * sy]
-        region = (max(args.box[2] - args.box[0], args.box[3] - args.box[1]) * scale if args.box is not None
+        box = None if user_box is None else [user_box[0] * sx, user_box[1] * sy, user_box[2] * sx, user_box[3] * sy]
+        region = (max(user_box[2] - user_box[0], user_box[3] - user_box[1]) * scale if user_box is not None
                   else min(h, w)) * min(sx, sy)  # the crop's side in the pixels the network gets
         if region < crop / 2:
             print(f"warning: {path}: the hand region is {region:.0f} px, upsampled {crop / region:.1f}x to the "
@@ -282,7 +307,7 @@ def main(argv=None) -> int:
         png = stem.parent / f"{stem.name}_overlay.png"
         cv2.imwrite(str(png), ov[..., ::-1])
         meta = {"image": str(path), "image_size": [w, h], "K": K0.tolist(), "crop_affine": (r["A"] @ S).tolist(),
-                "box": args.box, "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
+                "box": user_box, "box_source": "detect" if args.detect else ("user" if args.box else None), "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
                 "root_m": r["root"].tolist(), "root_fallback_weak_perspective": r["root_fallback"],
                 "processed_size": [img.shape[1], img.shape[0]], "overlay_size": [ov.shape[1], ov.shape[0]],
                 "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K0) - uv_full, axis=-1).mean())}
