@@ -198,29 +198,29 @@ def _build(cls, raw: dict[str, Any], prefix: str):
     return dataclasses.replace(defaults, **values)
 
 
-def _hand_model(name: Any):
-    """The registry entry of hand model `name` (ConfigError naming hand.model if unknown)."""
-    from datagen.hand import HAND_MODELS
+def _entry(registry, key: str, name: Any):
+    """`registry`'s entry for `name` (ConfigError naming the config key if unknown)."""
     from datagen.registry import UnknownName
 
     if not isinstance(name, str):
-        raise ConfigError(f"hand.model must be a name, got {name!r}")
+        raise ConfigError(f"{key} must be a name, got {name!r}")
     try:
-        return HAND_MODELS.get(name)
+        return registry.get(name)
     except UnknownName as exc:
-        raise ConfigError(f"hand.model = {name!r}: {exc}") from None
+        raise ConfigError(f"{key} = {name!r}: {exc}") from None
+
+
+def _hand_model(name: Any):
+    """The registry entry of hand model `name` (ConfigError naming hand.model if unknown)."""
+    from datagen.hand import HAND_MODELS
+
+    return _entry(HAND_MODELS, "hand.model", name)
 
 
 def _camera_sampler(name: Any):
     from datagen.cameras import CAMERA_SAMPLERS
-    from datagen.registry import UnknownName
 
-    if not isinstance(name, str):
-        raise ConfigError(f"cameras.sampler must be a name, got {name!r}")
-    try:
-        return CAMERA_SAMPLERS.get(name)
-    except UnknownName as exc:
-        raise ConfigError(f"cameras.sampler = {name!r}: {exc}") from None
+    return _entry(CAMERA_SAMPLERS, "cameras.sampler", name)
 
 
 def _sampler_options(c: CameraConfig) -> dict[str, Any]:

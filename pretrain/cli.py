@@ -20,12 +20,11 @@ from datagen.config import REPO_ROOT
 from train.augment import AugmentParams
 from train.config import add_config_args, parse_cli
 from train.data import MixedDataset, ShardSource, build_sources
-from datagen.dataset.shards import DatasetError
-from train.engine import Task, dist_info, error_line, fit
+from train.engine import Task, dist_info, fit_command
 from train.geometry import apply_affine
 from train.losses import gaussian_heatmaps, heatmap_loss, pose2d_l1
 from train.metrics import auc
-from train.model_io import ENCODER_FORMAT, CheckpointError, CheckpointWriteError, Encoder2D, save_atomic
+from train.model_io import ENCODER_FORMAT, Encoder2D, save_atomic
 from train.schema import PRETRAIN_SCHEMA
 
 DEFAULT_CONFIG = "configs/pretrain.toml"
@@ -126,18 +125,7 @@ def main(argv=None) -> int:
     dataset = MixedDataset(sources, aug, d["crop_size"], views=1, train=True)
     if dist_info()[0] == 0:
         print("pretrain on " + ", ".join(f"{s.name} ({len(s)})" for s in sources), file=sys.stderr)
-    try:
-        res = fit(cfg, make_task(cfg, val_sources), dataset, [len(s) for s in sources])
-    except CheckpointError as exc:  # a bad --resume: refused before any step
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (CheckpointWriteError, DatasetError) as exc:  # a damaged sample, a checkpoint that does not fit
-        print(f"error: {error_line(exc)}", file=sys.stderr)
-        return 1
-    if dist_info()[0] == 0:
-        print(f"done: {res['step']} steps, {res['epoch']} epochs, last loss {res['last_loss']:.4f}, "
-              f"{res['seconds']:.1f} s", file=sys.stderr)
-    return 0
+    return fit_command(cfg, make_task(cfg, val_sources), dataset, [len(s) for s in sources])
 
 
 if __name__ == "__main__":

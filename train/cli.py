@@ -15,14 +15,13 @@ import sys
 import torch
 
 from datagen.config import REPO_ROOT
-from datagen.dataset.shards import DatasetError
 
 from .augment import AugmentParams
 from .config import add_config_args, parse_cli
 from .data import MixedDataset, TopologyError, build_sources, template_of
-from .engine import Task, dist_info, error_line, fit
+from .engine import Task, dist_info, fit_command
 from .losses import con2d_loss, con3d_loss, edge_length_loss, mesh_l1, normal_loss, pose2d_l1
-from .model_io import (FORMAT, CheckpointError, CheckpointWriteError, build_from_config, load_pretrained_encoder,
+from .model_io import (FORMAT, build_from_config, load_pretrained_encoder,
                        save_atomic, unwrap)
 from .schema import TRAIN_SCHEMA
 
@@ -143,18 +142,7 @@ def main(argv=None) -> int:
         desc = ", ".join(f"{s.name} ({len(s)})" for s in sources)
         print(f"train on {desc}; template {template.name} ({template.topology}); {views} view(s) per image",
               file=sys.stderr)
-    try:
-        res = fit(cfg, make_task(cfg, template, val_sources, val_full), dataset, [len(s) for s in sources])
-    except CheckpointError as exc:  # a bad --resume: refused before any step
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (CheckpointWriteError, DatasetError) as exc:  # a damaged sample, a checkpoint that does not fit
-        print(f"error: {error_line(exc)}", file=sys.stderr)
-        return 1
-    if rank == 0:
-        print(f"done: {res['step']} steps, {res['epoch']} epochs, last loss {res['last_loss']:.4f}, "
-              f"{res['seconds']:.1f} s", file=sys.stderr)
-    return 0
+    return fit_command(cfg, make_task(cfg, template, val_sources, val_full), dataset, [len(s) for s in sources])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,27 @@ def error_line(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+def fit_command(cfg: dict, task: Task, dataset, sizes: list[int]) -> int:
+    """`fit` for a command line: exit status 0, 2 for a bad --resume (refused before any step),
+    1 for a damaged sample or a checkpoint that could not be written; one line on stderr each."""
+    from datagen.dataset.shards import DatasetError
+
+    from .model_io import CheckpointWriteError
+
+    try:
+        res = fit(cfg, task, dataset, sizes)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (CheckpointWriteError, DatasetError) as exc:
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    if dist_info()[0] == 0:
+        print(f"done: {res['step']} steps, {res['epoch']} epochs, last loss {res['last_loss']:.4f}, "
+              f"{res['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
 def load_resume(path, kind: str, map_location="cpu") -> dict:
     """A training checkpoint that can resume a ``kind`` run; CheckpointError naming what is wrong."""
     ck = load_checkpoint(path, map_location=map_location)
