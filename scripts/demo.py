@@ -46,7 +46,10 @@ PY = sys.executable
 # base poses (bit k = finger k bent, thumb..little): open, fist, thumb, index, index+middle,
 # middle+ring, ring+little, thumb+ring+little, all but index, all but thumb, little, thumb+index+middle
 BASES = (0, 31, 1, 2, 6, 12, 24, 25, 29, 30, 16, 7)
-VIEWS = (0, 75, 147)  # (latitude, longitude) steps (0,0), (2,3), (4,3): spread over the hemisphere
+# (latitude, longitude) steps (0,0), (2,18), (4,3): the back of the hand at the equator, the palm at
+# 30 deg and a side view at 60 deg (benchmarks/realism_bench.py's palm/back/side: cos of the palm
+# normal and the camera direction -1.0, +0.87, -0.43) - palms as well as backs, over the hemisphere
+VIEWS = (0, 90, 147)
 FRACTIONS = (0.7, 0.0, 0.3)
 STAGE_TIMES: list[tuple[str, float, str]] = []
 
