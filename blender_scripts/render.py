@@ -257,7 +257,7 @@ def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
         "hdris": [dict(h.record(), **renderer.hdri_stats[i]) for i, h in enumerate(hdris)],
         "hdri_warnings": warnings,
         "render": renderer.render_settings(),
-        "visibility": visibility_contract(),
+        "visibility": visibility_contract(wrist_joint=tables.wrist_joint),
     }
 
 

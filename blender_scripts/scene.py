@@ -628,7 +628,8 @@ class SceneRenderer:
         t1 = time.perf_counter()
         v = self.views
         labels = compute_labels(dense, self.tables.dense_faces, self.tables.keypoints[spec.pose_id],
-                                v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height)
+                                v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
+                                wrist_joint=self.tables.wrist_joint)
         # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(

@@ -47,6 +47,20 @@ class HandConfig:
     model: str = "anny"  # a name in datagen.hand.HAND_MODELS
     phenotype: dict[str, float] = field(default_factory=_default_phenotype)
     subdivision_levels: int = 1
+    # The forearm (datagen.hand.forearm; docs/ARCHITECTURE.md "Keypoints").  Off by default: see
+    # docs/REALISM.md for the measurements behind the choice.  With it on, the wrist keypoint is
+    # the wrist joint centre (label_version 2) and every pose draws its wrist angles from
+    # [seed, pose_id] (datagen.poses.wrist) within these ranges (degrees):
+    forearm: bool = False
+    forearm_length_m: float = 0.20  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
+    wrist_flexion_deg: tuple[float, float] = (-30.0, 30.0)  # + flexion (palmar), - extension (dorsal)
+    wrist_deviation_deg: tuple[float, float] = (-10.0, 20.0)  # + ulnar, - radial
+
+
+# Human ranges of motion of the wrist (degrees; AAOS: flexion 80, extension 70, radial
+# deviation 20, ulnar deviation 30-35): config ranges must stay inside them.
+WRIST_FLEXION_LIMITS_DEG = (-70.0, 80.0)
+WRIST_DEVIATION_LIMITS_DEG = (-20.0, 35.0)
 
 
 @dataclass(frozen=True)
@@ -136,7 +150,9 @@ class Config:
 # At that value they are left out of digests and run compatibility checks: a RENDER_DIR whose
 # run.json predates a key was made with that value, and must stay resumable.
 LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): [],
-              ("render", "samples_without_denoiser"): 16}
+              ("render", "samples_without_denoiser"): 16,
+              ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
+              ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0]}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -320,6 +336,15 @@ def _validate(cfg: Config) -> Config:
         _check_range(f"hand.phenotype.{k}", float(v), 0.0, 1.0)
     if h.subdivision_levels not in (0, 1, 2):
         raise ConfigError(f"hand.subdivision_levels = {h.subdivision_levels}: must be 0, 1 or 2")
+    _check_range("hand.forearm_length_m", h.forearm_length_m, 0.05, 0.23)
+    _check_interval("hand.wrist_flexion_deg", h.wrist_flexion_deg, *WRIST_FLEXION_LIMITS_DEG)
+    _check_interval("hand.wrist_deviation_deg", h.wrist_deviation_deg, *WRIST_DEVIATION_LIMITS_DEG)
+    if h.forearm and entry.forearm is None:
+        raise ConfigError(f"hand.forearm = true: hand model {h.model!r} has no forearm")
+    if h.forearm and "part_mask" not in cfg.render.label_passes:
+        # The forearm's part mask (hand vs arm) travels with every item (datagen.labels.passes).
+        cfg = dataclasses.replace(cfg, render=dataclasses.replace(
+            cfg.render, label_passes=tuple(cfg.render.label_passes) + ("part_mask",)))
 
     if not 1 <= cfg.poses.interpolation_steps <= 15:
         raise ConfigError(f"poses.interpolation_steps = {cfg.poses.interpolation_steps}: must be 1..15")

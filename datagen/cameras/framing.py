@@ -23,6 +23,19 @@ def _silhouette_extremes(V: np.ndarray) -> np.ndarray:
     return V[ConvexHull(V).vertices]
 
 
+def _hand_vertices(prepared, pose: int) -> np.ndarray:
+    """Posed dense vertices of the hand alone: a forearm (dense part 6, datagen.hand.forearm) may
+    leave the frame, as in any photograph of a hand.  `prepared`: Prepared or HandTables."""
+    V = prepared.dense_vertices(pose)
+    part = getattr(prepared, "dense_part", None)
+    if part is None:
+        part = getattr(getattr(prepared, "asset", None), "dense_part", None)
+    if part is None:  # a table without parts: all of it is the hand
+        return V
+    part = np.asarray(part)
+    return V[part != 6] if (part == 6).any() else V
+
+
 def _margins(points: np.ndarray, views: Views, view_ids) -> np.ndarray:
     """Smallest pixel distance of the projected points to the image border, per view."""
     R, t = views.R[view_ids], views.t[view_ids]
@@ -40,7 +53,8 @@ def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarra
     """(P, V) smallest distance in pixels between the projected hand and the image border.
 
     The silhouette's extreme points are projections of the posed dense mesh's convex-hull
-    vertices, so those are all that is projected.  Negative = the hand leaves the frame.
+    vertices, so those are all that is projected.  Negative = the hand leaves the frame.  Only
+    the hand counts (`_hand_vertices`).
     """
     P = len(prepared.ids)
     margins = np.empty((P, len(views)))
@@ -51,7 +65,7 @@ def framing_margins(prepared, views: Views, progress: bool = False) -> np.ndarra
         it = tqdm(it, desc="framing", unit="pose", mininterval=2.0)
     all_views = np.arange(len(views))
     for p in it:
-        margins[p] = _margins(_silhouette_extremes(prepared.dense_vertices(p)), views, all_views)
+        margins[p] = _margins(_silhouette_extremes(_hand_vertices(prepared, p)), views, all_views)
     return margins
 
 
@@ -63,7 +77,7 @@ def item_margins(prepared, views: Views, items) -> np.ndarray:
     for k, (p, _) in enumerate(items):
         by_pose.setdefault(p, []).append(k)
     for p, ks in by_pose.items():
-        out[ks] = _margins(_silhouette_extremes(prepared.dense_vertices(p)), views, [items[k][1] for k in ks])
+        out[ks] = _margins(_silhouette_extremes(_hand_vertices(prepared, p)), views, [items[k][1] for k in ks])
     return out
 
 

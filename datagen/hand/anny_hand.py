@@ -45,8 +45,15 @@ _WRIST = "wrist.R"
 _PALM = ("root", "wrist.R", "metacarpal1.R", "metacarpal2.R", "metacarpal3.R", "metacarpal4.R")
 
 
+def _forearm(hand, length_m):
+    from .forearm import anny_forearm
+
+    return anny_forearm(hand, length_m)
+
+
 @register_hand_model("anny", title="anny right hand", licence=LICENCE, versions=anny_versions,
-                     phenotypes=PHENOTYPES, description="the right hand of the anny body model (the default)")
+                     phenotypes=PHENOTYPES, description="the right hand of the anny body model (the default)",
+                     forearm=_forearm)
 class AnnyHand(HandModel):
     name = "anny"
 
@@ -81,6 +88,7 @@ class AnnyHand(HandModel):
             palm_bones=tuple(index[b] for b in _PALM),
         )
         self.rest_vertices = to_hand(verts)
+        self.anny_to_hand = G  # anny's body coordinates -> this hand frame (datagen.hand.forearm uses it)
         self.faces = [np.asarray(f, dtype=np.int64) for f in np.asarray(model.faces)]
         w = np.zeros((len(verts), len(names)))
         np.add.at(

@@ -42,10 +42,16 @@ class HandRig:
     wrist: int  # bone whose head is the wrist keypoint
     chains: dict[str, tuple[int, int, int]]
     palm_bones: tuple[int, ...]  # bones that move with the palm (wrist, metacarpals)
+    # The forearm bone (datagen.hand.forearm), -1 without a forearm.  A root bone whose head is
+    # the wrist joint centre (the wrist keypoint): its rotation is the forearm's, relative to the
+    # fixed hand.
+    forearm: int = -1
 
     def joint_bones(self) -> list[int]:
         """Bone index per non-tip keypoint, in keypoint order (16 entries)."""
-        out = [self.wrist]
+        # With a forearm the wrist keypoint is the forearm bone's head: the wrist's centre of
+        # rotation (datagen.hand.forearm), which no pose moves.
+        out = [self.forearm if self.forearm >= 0 else self.wrist]
         for finger in FINGERS:
             out.extend(self.chains[finger])
         return out

@@ -41,6 +41,9 @@ class HandModelEntry:
     phenotypes: tuple[str, ...] = ()  # the [hand.phenotype] keys the model accepts (values in [0, 1])
     pose_angles: Any = None  # datagen.poses.angles.PoseAngles tuned to this rig; None = the default tables
     description: str = ""
+    # (hand model, length_m) -> the model continued by a forearm (datagen.hand.forearm); None: the
+    # model has none and `[hand] forearm = true` is refused, naming the key.
+    forearm: Callable[[HandModel, float], HandModel] | None = None
 
     def record(self) -> dict:
         """run.json's `hand` record."""
@@ -56,7 +59,8 @@ class HandModelEntry:
 
 def register_hand_model(name: str, *, title: str, licence: dict[str, str],
                         versions: Callable[[], dict[str, str]] = dict, phenotypes: tuple[str, ...] = (),
-                        pose_angles: Any = None, description: str = "", replace: bool = False):
+                        pose_angles: Any = None, description: str = "", forearm: Any = None,
+                        replace: bool = False):
     """Class (or factory) decorator: register a hand model under `name` (see the module docstring).
 
     The decorated callable is called as `build(phenotype)` with the config's phenotype table.
@@ -70,7 +74,7 @@ def register_hand_model(name: str, *, title: str, licence: dict[str, str],
         if isinstance(build, type):
             build.name = name
         HAND_MODELS.register(name, HandModelEntry(name, build, title, dict(licence), versions, tuple(phenotypes),
-                                                  pose_angles, description), replace=replace)
+                                                  pose_angles, description, forearm), replace=replace)
         return build
 
     return deco
@@ -80,6 +84,14 @@ def hand_model_entry(name: str) -> HandModelEntry:
     return HAND_MODELS.get(name)
 
 
-def load_hand_model(name: str = "anny", phenotype: dict[str, float] | None = None) -> HandModel:
-    """Instantiate a registered hand model by name."""
-    return HAND_MODELS.get(name).build(phenotype)
+def load_hand_model(name: str = "anny", phenotype: dict[str, float] | None = None,
+                    forearm_length_m: float | None = None) -> HandModel:
+    """Instantiate a registered hand model by name; with `forearm_length_m`, continued by its
+    forearm cut that far from the wrist joint (the entry's `forearm` builder)."""
+    entry = HAND_MODELS.get(name)
+    hand = entry.build(phenotype)
+    if forearm_length_m is None:
+        return hand
+    if entry.forearm is None:
+        raise ValueError(f"hand model {name!r} has no forearm (hand.forearm = true needs one)")
+    return entry.forearm(hand, float(forearm_length_m))

@@ -14,7 +14,8 @@ from datagen.geometry.normals import face_normals
 SKELETON = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
             (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
 FINGER_COLOURS = [(255, 60, 60), (255, 170, 0), (60, 200, 60), (40, 140, 255), (200, 60, 255)]
-PART_COLOURS = np.array([[200, 170, 150]] + [list(c) for c in FINGER_COLOURS], dtype=np.float64) / 255
+PART_COLOURS = np.array([[200, 170, 150]] + [list(c) for c in FINGER_COLOURS] + [[170, 150, 140]],  # palm, fingers, forearm
+                        dtype=np.float64) / 255
 
 
 def finger_of(keypoint: int) -> int:

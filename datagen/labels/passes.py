@@ -310,3 +310,62 @@ def codec(field: str, name: str) -> Codec:
         return codecs[name]
     except KeyError:
         raise ValueError(f"unknown {field} codec {name!r}; known: {', '.join(codecs)}") from None
+
+
+# ---- part_mask: hand vs forearm per pixel (issue 12; list it in [render] label_passes) --------
+# 0 background, 1 hand (palm and fingers, dense parts 0..5), 2 forearm (datagen.hand.forearm.
+# ARM_PART).  From the exact rasterisation (the triangle seen at each pixel centre), so it agrees
+# with the silhouette pixel for pixel: `mask == (part_mask > 0)`.  A run without the forearm has
+# no 2s.
+PART_MASK_HAND, PART_MASK_ARM = 1, 2
+_ARM_PART = 6  # datagen.hand.forearm.ARM_PART (not imported: this module loads in Blender)
+
+
+def _compute_part_mask(ctx: ItemContext) -> np.ndarray:
+    face = ctx.labels.face
+    out = np.zeros(face.shape, np.uint8)
+    hit = face >= 0
+    part = ctx.tables.dense_part[ctx.tables.dense_faces[face[hit], 0]]
+    out[hit] = np.where(part == _ARM_PART, PART_MASK_ARM, PART_MASK_HAND)
+    return out
+
+
+def _save_part_mask(path: Path, value: np.ndarray, fsync: bool) -> None:
+    atomic.write_png(path, np.asarray(value, np.uint8), level=6, fsync=fsync)
+
+
+def _load_part_mask(path: Path, height: int, width: int) -> dict:
+    value = _cv2().imread(str(path), _cv2().IMREAD_UNCHANGED)
+    if value is None:
+        raise PassError("part_mask PNG cannot be decoded")
+    if value.shape != (height, width) or value.dtype != np.uint8:
+        raise PassError(f"part_mask is {value.shape} {value.dtype}, expected ({height}, {width}) uint8")
+    return {"part_mask": value}
+
+
+def _check_part_mask(arrays: dict) -> list[tuple[str, str]]:
+    value = arrays["part_mask"]
+    problems = []
+    if value.max(initial=0) > PART_MASK_ARM:
+        problems.append(("part_mask", f"part_mask values up to {int(value.max())} (0 background, 1 hand, 2 arm)"))
+    if "mask" in arrays and not np.array_equal(value > 0, arrays["mask"]):
+        problems.append(("part_mask vs silhouette", f"part_mask and silhouette differ at "
+                                                    f"{int(np.count_nonzero((value > 0) != arrays['mask']))} px"))
+    return problems
+
+
+def _u8_encode(a, _src=None):
+    return np.asarray(a, np.uint8), None
+
+
+def _u8_decode(a, _offset=None, _hw=None):
+    return np.asarray(a)
+
+
+PART_MASK_CODECS = {"u8-gzip": Codec("u8-gzip", "array", "uint8 part per pixel (0 background, 1 hand, 2 arm), "
+                                     "gzip 4", _u8_encode, _u8_decode, "uint8", _hw, ("gzip", 4, False))}
+
+register_label_pass(LabelPass(
+    "part_mask", ".part_mask.png", "hand vs forearm per pixel: 0 background, 1 hand, 2 forearm (8-bit PNG); "
+    "reader: uint8 (H, W)", compute=_compute_part_mask, save=_save_part_mask, load=_load_part_mask, shape=_hw,
+    codecs=PART_MASK_CODECS, default_codec="u8-gzip", check=_check_part_mask))

@@ -45,14 +45,34 @@ SURFACE_TOLERANCE_M = 0.004
 # joint's own flesh (metres), per keypoint; 0 for the surface keypoints.
 JOINT_FLESH_M = np.array([0.0, 0.040, 0.025, 0.020, 0.0] + [0.040, 0.020, 0.020, 0.0] * 4)
 DEPTH_MARGIN_M = 0.003
+# Label versions: 1 = the hand alone, wrist keypoint at the centre of the wrist cut (a surface
+# keypoint); 2 = hand with forearm ([hand] forearm = true): the wrist keypoint is the wrist joint
+# centre (datagen.hand.asset.KEYPOINT_DEFINITIONS), a joint keypoint whose own flesh reaches
+# `WRIST_FLESH_M` (half the wrist's 55-65 mm width seen from the side, plus margin), and the
+# forearm is part of the labelled mesh, so it occludes like any other skin.  Everything
+# wrist-relative follows: keypoints_2d[0], keypoints_3d_cam[0], visible[0], crossings[0],
+# skin_distance_m[0], depth_gap_m[0], the hand frame's origin (every 3D label, the camera
+# sphere's centre) and the prepared pose tables.
 LABEL_VERSION = 1
+LABEL_VERSION_FOREARM = 2
+WRIST_FLESH_M = 0.035
 
 
-def visibility_contract() -> dict:
+def visibility_contract(wrist_joint: bool = False) -> dict:
     """The visibility constants as the render run records them (run.json and the dataset
-    manifest's render_run.visibility) and `datagen.dataset.verify` checks them."""
-    return {"surface_keypoints": list(SURFACE_KEYPOINTS), "surface_tolerance_m": SURFACE_TOLERANCE_M,
-            "joint_flesh_m": [float(x) for x in JOINT_FLESH_M]}
+    manifest's render_run.visibility) and `datagen.dataset.verify` checks them.  `wrist_joint`:
+    the wrist keypoint is the wrist joint centre (label_version 2), a joint keypoint."""
+    surface, flesh = _rules(wrist_joint)
+    return {"surface_keypoints": surface, "surface_tolerance_m": SURFACE_TOLERANCE_M,
+            "joint_flesh_m": [float(x) for x in flesh]}
+
+
+def _rules(wrist_joint: bool) -> tuple[list[int], np.ndarray]:
+    if not wrist_joint:
+        return list(SURFACE_KEYPOINTS), JOINT_FLESH_M
+    flesh = JOINT_FLESH_M.copy()
+    flesh[0] = WRIST_FLESH_M
+    return [k for k in SURFACE_KEYPOINTS if k != 0], flesh
 
 
 @dataclass
@@ -67,6 +87,7 @@ class ItemLabels:
     visible: np.ndarray  # (21,) bool
     depth_gap: np.ndarray  # (21,) float, nan where undefined
     face: np.ndarray | None = None  # (H, W) int32 dense triangle seen at the pixel centre, -1 = background
+    label_version: int = LABEL_VERSION
 
     def bbox(self) -> list[int] | None:
         """[x0, y0, x1, y1) pixel bounds of the silhouette, None when empty."""
@@ -77,8 +98,13 @@ class ItemLabels:
 
 
 def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray,
-                   K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int) -> ItemLabels:
-    """Labels of one item from hand-frame dense vertices (Nd, 3) and keypoints (21, 3)."""
+                   K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
+                   wrist_joint: bool = False) -> ItemLabels:
+    """Labels of one item from hand-frame dense vertices (Nd, 3) and keypoints (21, 3).
+
+    `wrist_joint`: the wrist keypoint is the wrist joint centre inside a forearm (label_version
+    2) and follows the joint rule with `WRIST_FLESH_M`; else it is a surface point."""
+    surface_kps, flesh_m = _rules(wrist_joint)
     R = np.asarray(R, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     cam = np.asarray(dense_vertices, dtype=np.float64) @ R.T + t
@@ -87,19 +113,20 @@ def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.
     uv = project(kc, K)
     in_frame = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height) & (kc[:, 2] > 0)
     surface = np.zeros(len(kc), bool)
-    surface[list(SURFACE_KEYPOINTS)] = True
+    surface[surface_kps] = True
     crossings, skin_m = segment_crossings(cam, faces, kc, np.where(surface, SURFACE_TOLERANCE_M, 0.0), K)
-    own_flesh = (crossings == 0) | ((crossings == 1) & (skin_m <= JOINT_FLESH_M))
+    own_flesh = (crossings == 0) | ((crossings == 1) & (skin_m <= flesh_m))
     gap = np.full(len(kc), np.nan)
     ij = np.floor(uv).astype(np.int64)
     for k in np.nonzero(in_frame)[0]:
         z = r.depth[ij[k, 1], ij[k, 0]]
         if z > 0:
             gap[k] = kc[k, 2] - z
-    limit = np.where(surface, SURFACE_TOLERANCE_M, JOINT_FLESH_M) + DEPTH_MARGIN_M
+    limit = np.where(surface, SURFACE_TOLERANCE_M, flesh_m) + DEPTH_MARGIN_M
     depth_ok = ~(gap > limit)  # nan (background pixel) passes
     visible = in_frame & np.where(surface, crossings == 0, own_flesh) & depth_ok
-    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap, r.face)
+    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap, r.face,
+                      LABEL_VERSION_FOREARM if wrist_joint else LABEL_VERSION)
 
 
 def _floats(a) -> list:
@@ -111,7 +138,7 @@ def _floats(a) -> list:
 def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, versions: dict) -> dict:
     """The item JSON (docs/ARCHITECTURE.md, RENDER_DIR)."""
     return {
-        "label_version": LABEL_VERSION,
+        "label_version": labels.label_version,
         "pose_id": spec.pose_id,
         "view_id": spec.view_id,
         "item_id": spec.item_id,

@@ -247,7 +247,7 @@ def _build_open778(prepared, rest: dict):
     from datagen.mapping.open778 import boundary_loop, build_open778
 
     a = prepared.asset
-    o = build_open778(rest["vertices"], rest["faces"], a.dense_matrix, a.base_faces)
+    o = build_open778(rest["vertices"], rest["faces"], a.dense_matrix, a.base_faces, base_part=a.base_part)
     pos, nrm = dense_posed_arrays(prepared)
     movable = ~rest["cap"]
     movable[boundary_loop(rest["open_faces"])] = False

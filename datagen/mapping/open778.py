@@ -44,13 +44,24 @@ class Open778:
     params: dict  # the construction's parameters (recorded in Mapping.source)
 
 
-def cap_vertices(dense_matrix: sp.spmatrix, base_faces: np.ndarray) -> np.ndarray:
-    """(Nd,) bool: dense vertices that only depend on the base mesh's boundary (wrist) loop."""
+def cap_vertices(dense_matrix: sp.spmatrix, base_faces: np.ndarray, base_part: np.ndarray | None = None,
+                 arm_part: int = 6) -> np.ndarray:
+    """(Nd,) bool: dense vertices that only depend on the base mesh's boundary (wrist) loop.
+
+    With a forearm (`base_part` has `arm_part`, datagen.hand.forearm) the 778 mesh stays on the
+    hand: every dense vertex made mostly of forearm base vertices is removed instead, which
+    opens the hand at its own wrist loop as before."""
+    D = sp.csr_matrix(dense_matrix, copy=True)  # never touch the caller's matrix
+    D.eliminate_zeros()
+    if base_part is not None and (np.asarray(base_part) == arm_part).any():
+        # Mostly forearm: the subdivision weights on forearm base vertices outweigh the hand's, so
+        # the opening runs along the hand/forearm junction (the hand.R wrist loop), where the
+        # hand-only mesh had its cut.
+        on_arm = (np.asarray(base_part) == arm_part).astype(np.float64)
+        return np.asarray(D @ on_arm).ravel() > 0.5
     loop = np.unique(boundary_edges(np.asarray(base_faces)))
     on_loop = np.zeros(dense_matrix.shape[1], dtype=bool)
     on_loop[loop] = True
-    D = sp.csr_matrix(dense_matrix, copy=True)  # never touch the caller's matrix
-    D.eliminate_zeros()
     off_loop = (D != 0).astype(np.int64) @ (~on_loop).astype(np.int64)
     return np.asarray(off_loop).ravel() == 0
 
@@ -153,9 +164,10 @@ def coarsen_boundary(vertices: np.ndarray, faces: np.ndarray, n_ring: int) -> tu
 
 def build_open778(rest_dense: np.ndarray, dense_faces: np.ndarray, dense_matrix: sp.spmatrix,
                   base_faces: np.ndarray, n_vertices: int = N_VERTICES, wrist_ring: int = WRIST_RING,
-                  boundary_weight: float = BOUNDARY_WEIGHT) -> Open778:
-    """The open778 mesh of a dense hand (see the module docstring)."""
-    cap = cap_vertices(dense_matrix, base_faces)
+                  boundary_weight: float = BOUNDARY_WEIGHT, base_part: np.ndarray | None = None) -> Open778:
+    """The open778 mesh of a dense hand (see the module docstring); `base_part` (with a forearm)
+    removes the forearm (see `cap_vertices`)."""
+    cap = cap_vertices(dense_matrix, base_faces, base_part)
     Fo = open_dense_faces(dense_faces, cap)
     Fc, _ = coarsen_boundary(rest_dense, Fo, wrist_ring)
     kept, faces = collapse_to(rest_dense, Fc, n_vertices, boundary_weight=boundary_weight)

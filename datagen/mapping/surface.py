@@ -323,7 +323,7 @@ def rest_geometry(prepared) -> dict:
 
     a = prepared.asset
     V = a.dense(np.asarray(a.rest_base_vertices, dtype=np.float64))
-    cap = cap_vertices(a.dense_matrix, a.base_faces)
+    cap = cap_vertices(a.dense_matrix, a.base_faces, a.base_part)  # with a forearm: the arm too
     return {"vertices": V, "faces": np.asarray(a.dense_faces, dtype=np.int64), "cap": cap,
             "open_faces": open_dense_faces(a.dense_faces, cap),
             "keypoints": a.keypoints(np.asarray(a.rest_heads, dtype=np.float64), V)}

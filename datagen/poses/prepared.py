@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
 POSE_SPACE_VERSION = 4
+# The same for the hand with a forearm only (in the key only when [hand] forearm = true, so the
+# hand-only caches keep their keys).  2: the wrist keypoint is the middle of the wrist bone.
+FOREARM_VERSION = 2
 
 
 @dataclass
@@ -77,8 +80,17 @@ def _pose_space_digest(cfg: Config) -> str:
 
     entry = hand_model_entry(cfg.hand.model)
     angles = entry.pose_angles or DEFAULT_ANGLES
+    from datagen.config import canonical_dict
+
+    # The hand section without the forearm keys at their "off" values (config.LATER_KEYS), so
+    # configs from before the forearm keep their key; with the forearm on, the wrist angles
+    # depend on the seed too.
+    hand = canonical_dict({"hand": cfg.hand.__dict__})["hand"]
+    if cfg.hand.forearm:
+        hand["seed"] = cfg.seed
+        hand["forearm_version"] = FOREARM_VERSION
     payload = {
-        "hand": cfg.hand.__dict__,
+        "hand": hand,
         "poses": cfg.poses.__dict__,
         **angles.key(),
         "version": POSE_SPACE_VERSION,
@@ -131,9 +143,14 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     if progress:
         log.info("building hand '%s' and %d-step pose table (cached in %s) ...", cfg.hand.model,
                  cfg.poses.interpolation_steps, asset_path.parent)
-    hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype)
+    hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype,
+                           cfg.hand.forearm_length_m if cfg.hand.forearm else None)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
     table = build_pose_table(hand, cfg.poses.interpolation_steps, hand_model_entry(cfg.hand.model).pose_angles)
+    if cfg.hand.forearm:
+        from datagen.poses.wrist import apply_wrist_angles
+
+        apply_wrist_angles(table, hand.rig, cfg)
     base, kps = pose_meshes(hand, asset, table)
     p = Prepared(asset=asset, ids=table.ids, pose_a=table.pose_a, pose_b=table.pose_b, t=table.t,
                  rotations=table.rotations, finger_state=table.finger_state, canonical=table.canonical,

@@ -42,6 +42,7 @@ class HandTables:
     dense_part: np.ndarray
     tip_faces: np.ndarray
     tip_barycentric: np.ndarray
+    wrist_joint: bool  # the wrist keypoint is the rig's wrist joint centre (hand with forearm, label_version 2)
     licence: dict
     versions: dict
     ids: np.ndarray
@@ -94,7 +95,7 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
         n_dense=int(h["dense_shape"][0]), rest_heads=h["rest_heads"], joint_bones=h["joint_bones"],
         palm_centre=h["palm_centre"], rest_base_vertices=h["rest_base_vertices"], base_faces=h["base_faces"],
         dense_part=h["dense_part"], tip_faces=h["tip_faces"], tip_barycentric=h["tip_barycentric"],
-        licence=ast.literal_eval(str(h["licence"])), versions=ast.literal_eval(str(h["versions"])),
+        wrist_joint=int(h["wrist_vertex"]) < 0, licence=ast.literal_eval(str(h["licence"])), versions=ast.literal_eval(str(h["versions"])),
         ids=p["ids"], pose_a=p["pose_a"], pose_b=p["pose_b"], t=p["t"], rotations=p["rotations"],
         base_vertices=p["base_vertices"], keypoints=p["keypoints"],
     )

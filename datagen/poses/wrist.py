@@ -1,0 +1,63 @@
+"""Wrist angles per pose: where the forearm points, relative to the fixed hand.
+
+The hand frame is fixed on the hand (the cameras are too), so a wrist angle moves the forearm,
+not the hand: the forearm bone (`HandRig.forearm`, head = the wrist joint centre) gets the
+inverse of the hand's rotation relative to the forearm.
+
+- flexion f (degrees, + flexion = palm towards the forearm's palmar side, - extension): the
+  hand rotates about the hand frame's +x (radial) axis by +f (+y turns towards +z, palmar);
+- deviation d (+ ulnar = fingers towards the little-finger side, -x; - radial): the hand rotates
+  about +z (palmar normal) by +d (+y turns towards -x).
+Hand relative to forearm H = Rz(d) @ Rx(f); the forearm bone's rotation is H^T.
+
+Angles are drawn uniformly within the config's ranges ([hand] wrist_flexion_deg,
+wrist_deviation_deg) from `numpy.random.SeedSequence([seed, pose_id, WRIST_STREAM])`: a pose's
+angles depend on the config seed and its id only, never on how work is split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WRIST_STREAM = 0x57  # third SeedSequence word: keeps these draws apart from the items' ([seed, pose, view])
+
+
+@dataclass(frozen=True)
+class WristAngles:
+    """Per-pose wrist angles in degrees: flexion (+ palmar) and deviation (+ ulnar)."""
+
+    flexion_deg: np.ndarray  # (P,)
+    deviation_deg: np.ndarray  # (P,)
+
+
+def draw_wrist_angles(pose_ids: np.ndarray, seed: int, flexion_deg: tuple[float, float],
+                      deviation_deg: tuple[float, float]) -> WristAngles:
+    f, d = [], []
+    for pid in np.asarray(pose_ids, dtype=np.int64):
+        u = np.random.default_rng(np.random.SeedSequence([int(seed), int(pid), WRIST_STREAM])).random(2)
+        f.append(flexion_deg[0] + u[0] * (flexion_deg[1] - flexion_deg[0]))
+        d.append(deviation_deg[0] + u[1] * (deviation_deg[1] - deviation_deg[0]))
+    return WristAngles(np.asarray(f), np.asarray(d))
+
+
+def forearm_rotation(flexion_deg: float, deviation_deg: float) -> np.ndarray:
+    """The forearm bone's rotation (3, 3, hand-frame axes) for one pair of wrist angles."""
+    f, d = np.radians(flexion_deg), np.radians(deviation_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(f), -np.sin(f)], [0, np.sin(f), np.cos(f)]])
+    rz = np.array([[np.cos(d), -np.sin(d), 0], [np.sin(d), np.cos(d), 0], [0, 0, 1]])
+    return (rz @ rx).T
+
+
+def apply_wrist_angles(table, rig, cfg) -> WristAngles:
+    """Set the forearm bone's rotation of every pose of `table` (in place) from the config."""
+    if rig.forearm < 0:
+        raise ValueError("the hand model has no forearm bone")
+    angles = draw_wrist_angles(table.ids, cfg.seed, cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg)
+    for p in range(len(table.ids)):
+        table.rotations[p, rig.forearm] = forearm_rotation(angles.flexion_deg[p], angles.deviation_deg[p])
+    return angles
+
+
+__all__ = ["WristAngles", "apply_wrist_angles", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]

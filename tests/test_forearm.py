@@ -1,0 +1,129 @@
+"""The forearm (issue 12): config keys, wrist angles, the hand+forearm model, its labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datagen.config import ConfigError, config_from_dict
+
+
+def test_forearm_keys_validated_naming_the_key_and_off_by_default():
+    cfg = config_from_dict({})
+    assert cfg.hand.forearm is False and "part_mask" not in cfg.render.label_passes
+    on = config_from_dict({"hand": {"forearm": True}})
+    assert "part_mask" in on.render.label_passes  # the part mask travels with the forearm
+    assert on.digest("hand") != cfg.digest("hand")
+    for key, bad in (("wrist_flexion_deg", [-90.0, 0.0]), ("wrist_deviation_deg", [0.0, 50.0]),
+                     ("wrist_flexion_deg", [20.0, 10.0]), ("forearm_length_m", 0.5)):
+        with pytest.raises(ConfigError, match=f"hand.{key}"):
+            config_from_dict({"hand": {"forearm": True, key: bad}})
+    with pytest.raises(ConfigError, match="hand.forearm"):
+        config_from_dict({"hand": {"forearm": 1}})
+
+
+def test_wrist_angles_depend_on_seed_and_pose_only_and_bend_the_right_way():
+    from datagen.poses.wrist import draw_wrist_angles, forearm_rotation
+
+    a = draw_wrist_angles(np.arange(20), 0, (-30.0, 30.0), (-10.0, 20.0))
+    b = draw_wrist_angles(np.arange(20)[::-1], 0, (-30.0, 30.0), (-10.0, 20.0))
+    assert np.array_equal(a.flexion_deg, b.flexion_deg[::-1]) and np.array_equal(a.deviation_deg, b.deviation_deg[::-1])
+    assert (np.abs(a.flexion_deg) <= 30).all() and ((a.deviation_deg >= -10) & (a.deviation_deg <= 20)).all()
+    c = draw_wrist_angles(np.arange(20), 1, (-30.0, 30.0), (-10.0, 20.0))
+    assert not np.array_equal(a.flexion_deg, c.flexion_deg)
+    arm = np.array([0.0, -1.0, 0.0])  # the forearm at a neutral wrist, hand frame
+    assert (forearm_rotation(30, 0) @ arm)[2] > 0.4  # flexion: the V closes palmar (+z)
+    assert (forearm_rotation(-30, 0) @ arm)[2] < -0.4  # extension: dorsal
+    assert (forearm_rotation(0, 20) @ arm)[0] < -0.3  # ulnar deviation: the V closes ulnar (-x)
+    R = forearm_rotation(17, -8)
+    assert np.allclose(R @ R.T, np.eye(3)) and np.isclose(np.linalg.det(R), 1)
+
+
+@pytest.fixture(scope="module")
+def forearm_hand(config):
+    from datagen.hand import load_hand_model
+    from datagen.hand.asset import build_asset
+
+    hand = load_hand_model(config.hand.model, config.hand.phenotype)
+    arm = load_hand_model(config.hand.model, config.hand.phenotype, forearm_length_m=0.2)
+    return hand, arm, build_asset(arm, config.hand.subdivision_levels)
+
+
+def test_forearm_continues_the_same_hand_seamlessly(forearm_hand):
+    from datagen.hand.asset import _wrist_loop
+    from datagen.hand.base import forward_kinematics
+    from datagen.hand.forearm import ARM_PART
+
+    hand, arm, asset = forearm_hand
+    n = len(hand.rest_vertices)
+    assert arm.n_hand == n and arm.arm_vertex[n:].all() and not arm.arm_vertex[:n].any()
+    # One open loop, at the elbow end (the wrist loop of the hand is closed by the forearm).
+    loop = _wrist_loop(arm.faces)
+    assert np.asarray(arm.arm_vertex)[loop].all()
+    # Same hand: the hand's vertices, re-framed on the wrist joint, keep their shape.
+    a, b = hand.rest_vertices, arm.rest_vertices[:n]
+    assert np.allclose(np.linalg.norm(a - a.mean(0), axis=1), np.linalg.norm(b - b.mean(0), axis=1), atol=1e-9)
+    # Neutral wrist: the skinned hand is the rest hand; the wrist keypoint is the joint centre (origin).
+    J = len(arm.rig.bone_names)
+    T = forward_kinematics(arm.rig, np.tile(np.eye(3), (1, J, 1, 1)))
+    assert np.allclose(arm.skin(T)[0], arm.rest_vertices, atol=1e-9)
+    # The wrist keypoint: the middle of the wrist bone (the carpus), the forearm bone's head, the origin.
+    assert np.allclose(asset.rest_heads[arm.rig.forearm], 0) and asset.wrist_vertex == -1
+    assert np.allclose(0.5 * (asset.rest_heads[arm.rig.wrist] + asset.rest_tails[arm.rig.wrist]), 0)
+    assert asset.joint_bones[0] == arm.rig.forearm
+    assert set(np.unique(asset.dense_part)) == set(range(ARM_PART + 1))
+    # Arm length: the cut end lies ~forearm_length_m from the wrist joint, proximal (-y).
+    far = asset.dense(arm.rest_vertices)[asset.dense_part == ARM_PART]
+    assert 0.18 < -far[:, 1].min() < 0.23
+
+
+def test_wrist_bend_moves_the_arm_only(forearm_hand):
+    from datagen.hand.base import forward_kinematics
+    from datagen.poses.wrist import forearm_rotation
+
+    _, arm, asset = forearm_hand
+    J = len(arm.rig.bone_names)
+    R = np.tile(np.eye(3), (1, J, 1, 1))
+    R[0, arm.rig.forearm] = forearm_rotation(40, 0)
+    V = arm.skin(forward_kinematics(arm.rig, R))[0]
+    hand_far = arm.rest_vertices[:, 1] > 0.025  # the body weights reach 34 mm past wrist.R's head, no further
+    assert np.allclose(V[hand_far], arm.rest_vertices[hand_far], atol=1e-9)
+    elbow_end = arm.arm_vertex & (arm.rest_vertices[:, 1] < -0.15)
+    assert (V[elbow_end, 2] - arm.rest_vertices[elbow_end, 2]).mean() > 0.08  # flexion: arm goes palmar
+    kp = asset.keypoints(np.einsum("bjik,jk->bji", forward_kinematics(arm.rig, R)[..., :3, :3], asset.rest_heads)[0]
+                         + forward_kinematics(arm.rig, R)[0, :, :3, 3], asset.dense(V))
+    assert np.allclose(kp[0], 0, atol=1e-9)  # the wrist joint is the centre of rotation
+
+
+def test_part_mask_and_arm_as_occluder(forearm_hand, config):
+    from types import SimpleNamespace
+
+    from datagen.cameras.hemisphere import views_for
+    from datagen.hand.forearm import ARM_PART
+    from datagen.labels.passes import LABEL_PASSES
+    from datagen.labels.visibility import compute_labels
+
+    _, arm, asset = forearm_hand
+    views = views_for(config.cameras, asset)
+    D = asset.dense(arm.rest_vertices)
+    kp = asset.keypoints(asset.rest_heads, D)
+    part_mask = LABEL_PASSES.get("part_mask")
+    seen_arm = 0
+    for v in (5 * 36 + 0, 2 * 36 + 9, 0):  # high latitude (over the forearm), side, equator
+        L = compute_labels(D, asset.dense_faces, kp, views.K, views.R[v], views.t[v], 256, 256, wrist_joint=True)
+        assert L.label_version == 2
+        ctx = SimpleNamespace(labels=L, tables=SimpleNamespace(dense_part=asset.dense_part,
+                                                               dense_faces=asset.dense_faces))
+        pm = part_mask.hook("compute")(ctx)
+        assert np.array_equal(pm > 0, L.mask) and pm.max() <= 2
+        seen_arm += int((pm == 2).sum())
+        assert part_mask.problems({"part_mask": pm, "mask": L.mask}) == []
+    assert seen_arm > 0
+    # Without the arm's faces the high-latitude camera sees more of the hand: the arm occludes.
+    F = asset.dense_faces
+    hand_faces = F[~(asset.dense_part[F] == ARM_PART).all(1)]
+    v = 5 * 36 + 18
+    full = compute_labels(D, F, kp, views.K, views.R[v], views.t[v], 256, 256, wrist_joint=True)
+    alone = compute_labels(D, hand_faces, kp, views.K, views.R[v], views.t[v], 256, 256, wrist_joint=True)
+    hand_px = (full.face >= 0) & ~(asset.dense_part[F[np.maximum(full.face, 0), 0]] == ARM_PART)
+    assert hand_px.sum() <= alone.mask.sum()
