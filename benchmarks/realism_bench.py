@@ -296,7 +296,8 @@ def _load_toml(path: Path) -> dict:
 def grid_from_config(config: Path | None) -> tuple[int, int, int]:
     """(n_poses, n_views, longitudes) the config gives, read from its TOML (no datagen import).
 
-    n_poses = 32 base + 496 pairs x poses.interpolation_steps; n_views = longitudes x latitudes.
+    n_poses = 32 base + 496 pairs x poses.interpolation_steps + the pose families' counts
+    ([poses.families], docs/POSES.md); n_views = longitudes x latitudes.
     Keys the config omits take configs/default.toml's values.  Checked after rendering against
     RENDER_DIR/run.json.
     """
@@ -307,9 +308,10 @@ def grid_from_config(config: Path | None) -> tuple[int, int, int]:
         steps = int(flat.get("poses.interpolation_steps", 3))
         lon = int(flat.get("cameras.longitudes", 36))
         lat = int(flat.get("cameras.latitudes", 6))
+        families = sum(int(v) for k, v in flat.items() if k.startswith("poses.families."))
     except (TypeError, ValueError) as exc:
         raise BenchError(f"config {config or DEFAULT_CONFIG}: {exc}") from None
-    return N_BASE_POSES + N_PAIRS * steps, lon * lat, lon
+    return N_BASE_POSES + N_PAIRS * steps + families, lon * lat, lon
 
 
 def check_config_matches(config: Path | None, run_json: dict, run_path: Path) -> None:

@@ -67,6 +67,12 @@ WRIST_DEVIATION_LIMITS_DEG = (-20.0, 35.0)
 class PoseConfig:
     # Three poses strictly between each pair of base poses: t = 1/4, 1/2, 3/4 (paper, supp. 6).
     interpolation_steps: int = 3
+    # Options beyond the paper (docs/POSES.md); at these values the table is the paper's, bit
+    # for bit, and the keys are left out of digests and cache keys (LATER_KEYS).
+    splay: bool = False  # per-pose MCP / thumb-CMC abduction of the paper's poses (datagen.poses.splay)
+    splay_scale: float = 1.0  # share of the abduction ranges used, 0..1
+    # Pose families after the paper's ids: name = number of poses (datagen.poses.families).
+    families: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ class Config:
 LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): [],
               ("render", "samples_without_denoiser"): 16,
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
-              ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0]}
+              ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
+              ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {}}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -322,6 +329,23 @@ def _check_distinct_views(c: CameraConfig) -> None:
                               f"turn), repeating views; use a step <= {360.0 / c.longitudes:g} or fewer longitudes")
 
 
+def _pose_options(p: PoseConfig) -> PoseConfig:
+    """[poses] splay, splay_scale and families checked (family names: datagen.poses.angles.FAMILY_NAMES)."""
+    _check_range("poses.splay_scale", p.splay_scale, 0.0, 1.0)
+    if not isinstance(p.families, dict):
+        raise ConfigError(f"poses.families must be a table of family = number of poses, got {p.families!r}")
+    from datagen.poses.angles import FAMILY_NAMES
+
+    for name, n in p.families.items():
+        if name not in FAMILY_NAMES:
+            raise ConfigError(f"poses.families.{name}: unknown pose family; known: {', '.join(FAMILY_NAMES)}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 100_000:
+            raise ConfigError(f"poses.families.{name} = {n!r}: must be an integer number of poses, 0..100000")
+    # The documented family order, not the file's: ids do not depend on how the table was written.
+    families = {name: p.families[name] for name in FAMILY_NAMES if p.families.get(name)}
+    return dataclasses.replace(p, families=families)
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
     entry = _hand_model(h.model)
@@ -348,6 +372,7 @@ def _validate(cfg: Config) -> Config:
 
     if not 1 <= cfg.poses.interpolation_steps <= 15:
         raise ConfigError(f"poses.interpolation_steps = {cfg.poses.interpolation_steps}: must be 1..15")
+    cfg = dataclasses.replace(cfg, poses=_pose_options(cfg.poses))
 
     c = cfg.cameras
     if not 1 <= c.longitudes <= 720:

@@ -141,11 +141,13 @@ def test_toy_config_fills_the_entries_defaults():
 
 
 def test_new_keys_keep_old_digests_and_old_render_dirs_resumable():
-    """A run.json written before sampler/options/label_passes existed means the default values:
+    """A run.json written before sampler/options/label_passes (or the pose options splay,
+    splay_scale, families) existed means the default values:
     same config digest (cache index, job keys), same compatibility fingerprint."""
     new = Config().to_dict()
     old = json.loads(json.dumps(new))
-    for section, key in LATER_KEYS:  # sampler, options, label_passes, samples_without_denoiser
+    for section, key in LATER_KEYS:  # sampler, options, label_passes, samples_without_denoiser,
+        # and the pose options splay, splay_scale, families
         del old[section][key]
     legacy_digest = hashlib.sha256(json.dumps(old, sort_keys=True, default=list).encode()).hexdigest()[:16]
     assert Config().digest() == legacy_digest
@@ -169,7 +171,7 @@ def test_anny_entry_carries_what_run_json_and_the_cache_key_used_to_hard_code():
     assert entry.package_versions() == {"anny": importlib.metadata.version("anny")}
     cfg = config_from_dict({})
     hand = {k: v for k, v in cfg.hand.__dict__.items() if k in ("model", "phenotype", "subdivision_levels")}
-    legacy = {"hand": hand, "poses": cfg.poses.__dict__, "extended": P.EXTENDED, "bent": P.BENT,
+    legacy = {"hand": hand, "poses": {"interpolation_steps": 3}, "extended": P.EXTENDED, "bent": P.BENT,
               "thumb": [P.THUMB_EXTENDED, P.THUMB_BENT], "version": 4, "anny": importlib.metadata.version("anny")}
     expect = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert _pose_space_digest(cfg) == expect  # prepared caches and run.json prepared_key stay valid

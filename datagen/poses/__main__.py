@@ -17,8 +17,13 @@ from datagen.console import setup_logging
 from datagen.poses.construction import pair_list, check_limits
 
 
-def write_pose_sheet(prepared, path, size: int = 160) -> None:
-    """The 32 base poses (palm-side three-quarter view) and the 7 -> 15 sequence of the paper's Fig. 11."""
+def write_pose_sheet(prepared, path, size: int = 160, splay: bool = False, families: dict | None = None) -> None:
+    """The 32 base poses (palm-side three-quarter view) and the 7 -> 15 sequence of the paper's Fig. 11.
+
+    With splay on, a row of base poses seen square onto the palm follows (the spread is in the
+    palm plane); with pose families ({name: count}, in id order after the paper's poses), up
+    to 8 poses of each family, one row per family.
+    """
     import imageio.v3 as iio
 
     from datagen.inspect.viz import PART_COLOURS, grid, label, look_at, shade_mesh
@@ -28,14 +33,25 @@ def write_pose_sheet(prepared, path, size: int = 160) -> None:
     colours = PART_COLOURS[a.dense_part[a.dense_faces[:, 0]]] * 0.6 + 0.4
     R, t = look_at(a.palm_centre + np.array([0.18, 0.02, 0.45]), a.palm_centre + np.array([0, 0.03, 0]), (0, 1, 0))
 
-    def tile(pid, text):
+    def tile(pid, text, R=R, t=t):
         img = shade_mesh(prepared.dense_vertices(pid), a.dense_faces, R, t, K, size, size, colours)
         return label(img, text)
+
+    def row(t_list):
+        blank = np.full_like(t_list[0], 255)
+        return t_list + [blank] * (-len(t_list) % 8)
 
     tiles = [tile(m, f"{m}: {format(m, '05b')[::-1]}") for m in range(32)]
     pair = pair_list().index((7, 15))
     seq = [7] + [32 + 3 * pair + s for s in range(3)] + [15]
-    tiles += [tile(pid, f"{pid} t={prepared.t[pid]:.2f}" if pid >= 32 else f"{pid}") for pid in seq]
+    tiles += row([tile(pid, f"{pid} t={prepared.t[pid]:.2f}" if pid >= 32 else f"{pid}") for pid in seq])
+    if splay:
+        Rp, tp = look_at(a.palm_centre + np.array([0.0, 0.0, 0.45]), a.palm_centre, (0, 1, 0))
+        tiles += row([tile(pid, f"{pid} palm-on", Rp, tp) for pid in (0, 1, 16, 17, 2, 4, 8, 6)])
+    start = len(prepared.ids) - sum((families or {}).values())  # the families follow the paper's poses
+    for name, n in (families or {}).items():
+        tiles += row([tile(pid, f"{pid} {name}") for pid in range(start, start + min(n, 8))])
+        start += n
     iio.imwrite(path, grid(tiles, 8))
 
 
@@ -61,7 +77,7 @@ def main(argv=None) -> int:
         prepared.export_table(args.export)
         print(f"wrote {args.export}")
     if args.sheet:
-        write_pose_sheet(prepared, args.sheet)
+        write_pose_sheet(prepared, args.sheet, splay=cfg.poses.splay, families=cfg.poses.families)
         print(f"wrote {args.sheet}")
     from datagen.hand import hand_model_entry
 
@@ -76,8 +92,10 @@ def main(argv=None) -> int:
         n_distinct = len(np.unique(prepared.canonical))
         print(f"distinct poses: {n_distinct} of {len(prepared.ids)} (midpoints of pairs that differ only in "
               "the direction their fingers move coincide; see datagen.poses.canonical_ids)")
+        n_family = sum(cfg.poses.families.values())
+        families = f"families={n_family} " if n_family else ""
         print(
-            f"poses={len(prepared.ids)} base=32 pairs={len(pair_list())} "
+            f"poses={len(prepared.ids)} base=32 pairs={len(pair_list())} {families}"
             f"penetrating_over_2mm={report.count_over(0.002)} worst_penetration_mm={report.worst_mm:.2f}"
         )
     return 1 if problems else 0

@@ -59,3 +59,8 @@ class PoseAngles:
 
 
 DEFAULT_ANGLES = PoseAngles()
+
+# Pose families beyond the paper's construction (datagen.poses.families), in id order: a
+# config's `[poses.families]` table lists some of them with a number of poses each, and their
+# ids follow the paper's in this order whatever order the file lists them in.
+FAMILY_NAMES = ("curl", "spread", "pinch", "grasp")

@@ -215,9 +215,19 @@ def build_pose_table(hand: HandModel, steps: int = 3, angles: PoseAngles | None 
 
 
 def finger_states(pose_a: np.ndarray, pose_b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(P, 5) bend fraction of each finger: (1 - t) * state_a + t * state_b."""
-    bits = lambda m: (m[:, None] >> np.arange(5)) & 1  # noqa: E731
-    return (1 - t)[:, None] * bits(pose_a) + t[:, None] * bits(pose_b)
+    """(P, 5) bend fraction of each finger: (1 - t) * state_a + t * state_b.
+
+    Rows of the pose families (datagen.poses.families: pose_a == pose_b == their own id,
+    beyond the 32 base poses) are no mix of two base states: NaN, and `canonical_ids` gives
+    each its own group."""
+    pose_a, pose_b = np.asarray(pose_a), np.asarray(pose_b)
+    t = np.asarray(t, dtype=np.float64)
+    family = pose_a >= 32
+    bits = lambda m: (np.where(family, 0, m)[:, None] >> np.arange(5)) & 1  # noqa: E731
+    state = (1 - t)[:, None] * bits(pose_a) + t[:, None] * bits(pose_b)
+    if family.any():
+        state[family] = np.nan
+    return state
 
 
 def canonical_ids(state: np.ndarray) -> np.ndarray:
@@ -229,9 +239,26 @@ def canonical_ids(state: np.ndarray) -> np.ndarray:
     poses (32 + 211 midpoints + 992 quarter points).  Ids are kept (they are the paper's), and
     splits by pose must group by this canonical id or identical poses leak across splits.
     """
-    key = np.round(state * 4).astype(np.int64) @ (5 ** np.arange(5))
+    own = np.isnan(state).any(axis=1)  # family poses (finger_states): each its own group
+    key = np.round(np.where(own[:, None], 0, state) * 4).astype(np.int64) @ (5 ** np.arange(5))
+    key[own] = -1 - np.nonzero(own)[0]  # paper keys are >= 0
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return first[inverse]
+
+
+def splay_pose_table(hand: HandModel, table: PoseTable, seed: int, amount: float = 1.0,
+                     angles: PoseAngles | None = None) -> PoseTable:
+    """The paper's table with per-pose finger splay (datagen.poses.splay; `[poses] splay`).
+
+    Same ids, provenance, finger states and canonical ids: the abduction is drawn per
+    canonical pose, so poses that were identical stay identical."""
+    from datagen.poses.splay import splay_table
+
+    angles = DEFAULT_ANGLES if angles is None else angles
+    bent_mcp = np.array([angles.bent[f][0] for f in FINGERS[1:]])
+    rots, _ = splay_table(table.rotations, table.finger_state, table.canonical, hand.rig.chains, bent_mcp,
+                          seed, amount)
+    return PoseTable(table.ids, table.pose_a, table.pose_b, table.t, rots, table.finger_state, table.canonical)
 
 
 def pose_meshes(hand: HandModel, asset: HandAsset, table: PoseTable, batch: int = 256):

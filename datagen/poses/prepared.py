@@ -29,6 +29,21 @@ POSE_SPACE_VERSION = 4
 # The same for the hand with a forearm only (in the key only when [hand] forearm = true, so the
 # hand-only caches keep their keys).  2: the wrist keypoint is the middle of the wrist bone.
 FOREARM_VERSION = 2
+# Bump when splay or the pose families change (keys of configs that use them; never the paper's).
+POSE_OPTIONS_VERSION = 1
+
+
+def _pose_options_on(cfg: Config) -> bool:
+    return bool(cfg.poses.splay or cfg.poses.families)
+
+
+def _paper_keys(cfg: Config) -> dict:
+    """[poses] as the key hashed it before the options existed: the options at their "off"
+    values are left out (datagen.config.LATER_KEYS), so the paper's key is unchanged."""
+    from datagen.config import LATER_KEYS
+
+    return {k: v for k, v in cfg.poses.__dict__.items()
+            if ("poses", k) not in LATER_KEYS or v != LATER_KEYS[("poses", k)]}
 
 
 @dataclass
@@ -91,10 +106,13 @@ def _pose_space_digest(cfg: Config) -> str:
         hand["forearm_version"] = FOREARM_VERSION
     payload = {
         "hand": hand,
-        "poses": cfg.poses.__dict__,
+        "poses": _paper_keys(cfg),
         **angles.key(),
         "version": POSE_SPACE_VERSION,
     }
+    if _pose_options_on(cfg):
+        # Splay and families are drawn from the config's seed; the paper's table is not.
+        payload["options"] = {**cfg.poses.__dict__, "seed": cfg.seed, "version": POSE_OPTIONS_VERSION}
     # Blender's Python has no anny: the versions are then missing and the key is only read
     # (datagen.poses.tables.ensure_tables follows the index file the venv side wrote).
     for k, v in entry.package_versions().items():
@@ -146,7 +164,17 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype,
                            cfg.hand.forearm_length_m if cfg.hand.forearm else None)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
-    table = build_pose_table(hand, cfg.poses.interpolation_steps, hand_model_entry(cfg.hand.model).pose_angles)
+    angles = hand_model_entry(cfg.hand.model).pose_angles
+    table = build_pose_table(hand, cfg.poses.interpolation_steps, angles)
+    if cfg.poses.splay:
+        from datagen.poses.construction import splay_pose_table
+
+        table = splay_pose_table(hand, table, cfg.seed, cfg.poses.splay_scale, angles)
+    if cfg.poses.families:
+        from datagen.poses.families import append_families
+
+        table = append_families(hand, asset, table, cfg.poses.families, cfg.seed, angles,
+                                splay_amount=cfg.poses.splay_scale, progress=progress)
     if cfg.hand.forearm:
         from datagen.poses.wrist import apply_wrist_angles
 
