@@ -77,7 +77,8 @@ def test_splayed_table_keeps_ids_groups_and_spreads_the_open_hand(hand, prepared
 
     assert np.array_equal(splayed.ids, prepared.ids) and np.array_equal(splayed.canonical, prepared.canonical)
     dup = np.nonzero(prepared.canonical != prepared.ids)[0]
-    assert len(dup) == 285 and np.array_equal(splayed.rotations[dup], splayed.rotations[prepared.canonical[dup]])
+    # Identical up to slerp rounding, as in the paper table (same splay for the same canonical pose).
+    assert len(dup) == 285 and np.allclose(splayed.rotations[dup], splayed.rotations[prepared.canonical[dup]], atol=1e-6)
     # Thumb and index move radially (+x), little ulnar, relative to the paper's open hand.
     T0 = forward_kinematics(hand.rig, prepared.rotations[[0]])[0]
     T1 = forward_kinematics(hand.rig, splayed.rotations[[0]])[0]

@@ -46,7 +46,8 @@ def write_pose_sheet(prepared, path, size: int = 160, splay: bool = False, famil
     seq = [7] + [32 + 3 * pair + s for s in range(3)] + [15]
     tiles += row([tile(pid, f"{pid} t={prepared.t[pid]:.2f}" if pid >= 32 else f"{pid}") for pid in seq])
     if splay:
-        Rp, tp = look_at(a.palm_centre + np.array([0.0, 0.0, 0.45]), a.palm_centre, (0, 1, 0))
+        aim = a.palm_centre + np.array([0.0, 0.04, 0.0])  # between palm and fingertips
+        Rp, tp = look_at(aim + np.array([0.0, 0.0, 0.6]), aim, (0, 1, 0))
         tiles += row([tile(pid, f"{pid} palm-on", Rp, tp) for pid in (0, 1, 16, 17, 2, 4, 8, 6)])
     start = len(prepared.ids) - sum((families or {}).values())  # the families follow the paper's poses
     for name, n in (families or {}).items():
