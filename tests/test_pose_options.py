@@ -22,6 +22,11 @@ def test_defaults_leave_the_paper_keys_alone():
     # The splay draws follow the seed; the paper's table does not.
     assert _pose_space_digest(config_from_dict({"seed": 5})) == _pose_space_digest(cfg)
     assert _pose_space_digest(config_from_dict({"seed": 5, "poses": {"splay": True}})) != _pose_space_digest(on)
+    from datagen.poses.tables import _index_path
+
+    assert _index_path("c", cfg).name == f"index_{cfg.digest('hand', 'poses')}.json"  # the paper's, unchanged
+    seeded = config_from_dict({"seed": 5, "poses": {"splay": True}})
+    assert _index_path("c", seeded) != _index_path("c", on)  # Blender follows the right seed's tables
     splay = load_config(REPO_ROOT / "configs" / "splay.toml")
     fam = load_config(REPO_ROOT / "configs" / "families.toml")
     assert splay.poses.splay and not fam.poses.splay

@@ -3,6 +3,9 @@
     python -m datagen.poses --report        # interpenetration of all 1520 poses; last line is the summary
     python -m datagen.poses --sheet X.png   # the 32 base poses and one interpolated sequence
     python -m datagen.poses --export X.npz  # the pose table
+
+`--config configs/splay.toml` (finger splay) or `configs/families.toml` (pose families after
+id 1519) report, draw and export those tables instead (docs/POSES.md "Options beyond the paper").
 """
 
 from __future__ import annotations

@@ -102,7 +102,12 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
 
 
 def _index_path(cache_dir: Path, cfg) -> Path:
-    return Path(cache_dir) / "prepared" / f"index_{cfg.digest('hand', 'poses')}.json"
+    """The index file of this [hand]/[poses] configuration.  Splay and the pose families are
+    drawn from the config's seed, so with either on the seed is part of the name (the paper's
+    table does not depend on it, and its index name is unchanged)."""
+    on = getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
+    digest = cfg.digest("seed", "hand", "poses") if on else cfg.digest("hand", "poses")
+    return Path(cache_dir) / "prepared" / f"index_{digest}.json"
 
 
 def ensure_tables(cfg, cache_dir: str | Path | None = None, can_build: bool = True,
