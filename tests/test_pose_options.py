@@ -74,7 +74,7 @@ def test_splay_shrinks_with_flexion_and_is_seeded():
 @pytest.fixture(scope="module")
 def splayed(hand, prepared):
     table = P.build_pose_table(hand)
-    return P.splay_pose_table(hand, table, seed=0)
+    return S.splay_pose_table(hand, table, seed=0)
 
 
 def test_splayed_table_keeps_ids_groups_and_spreads_the_open_hand(hand, prepared, splayed):

@@ -167,17 +167,23 @@ _WORKER = {}
 
 
 def _init_worker(prepared_key, cache_dir):
-    from datagen.poses.prepared import load_prepared_files, prepared_paths
+    """Load the prepared hand and posed vertices straight from the cache files (numpy and the
+    HandAsset file format only: importing datagen.poses.prepared here would close an import
+    cycle through the pose families, which use this checker)."""
+    from datagen.hand.asset import HandAsset
+    from datagen.poses.paths import prepared_paths
 
-    p = load_prepared_files(*prepared_paths(cache_dir, prepared_key), prepared_key)
-    rest = p.asset.dense(p.asset.rest_base_vertices)
-    _WORKER["p"] = p
-    _WORKER["checker"] = PenetrationChecker(p.asset.dense_faces, p.asset.dense_part, rest)
+    hand_file, poses_file = prepared_paths(cache_dir, prepared_key)
+    asset = HandAsset.load(hand_file)
+    with np.load(poses_file) as z:
+        _WORKER["base"] = z["base_vertices"]
+    _WORKER["asset"] = asset
+    _WORKER["checker"] = PenetrationChecker(asset.dense_faces, asset.dense_part, asset.dense(asset.rest_base_vertices))
 
 
 def _check_pose(pid: int):
-    p = _WORKER["p"]
-    return pid, _WORKER["checker"].pose_penetration(p.dense_vertices(pid))
+    base = _WORKER["base"][pid].astype(np.float64)  # as Prepared.dense_vertices
+    return pid, _WORKER["checker"].pose_penetration(_WORKER["asset"].dense(base))
 
 
 def penetration_report(prepared, progress: bool = False, poses=None, workers: int | None = None,

@@ -246,21 +246,6 @@ def canonical_ids(state: np.ndarray) -> np.ndarray:
     return first[inverse]
 
 
-def splay_pose_table(hand: HandModel, table: PoseTable, seed: int, amount: float = 1.0,
-                     angles: PoseAngles | None = None) -> PoseTable:
-    """The paper's table with per-pose finger splay (datagen.poses.splay; `[poses] splay`).
-
-    Same ids, provenance, finger states and canonical ids: the abduction is drawn per
-    canonical pose, so poses that were identical stay identical."""
-    from datagen.poses.splay import splay_table
-
-    angles = DEFAULT_ANGLES if angles is None else angles
-    bent_mcp = np.array([angles.bent[f][0] for f in FINGERS[1:]])
-    rots, _ = splay_table(table.rotations, table.finger_state, table.canonical, hand.rig.chains, bent_mcp,
-                          seed, amount)
-    return PoseTable(table.ids, table.pose_a, table.pose_b, table.t, rots, table.finger_state, table.canonical)
-
-
 def pose_meshes(hand: HandModel, asset: HandAsset, table: PoseTable, batch: int = 256):
     """Posed base vertices (P, Nb, 3) and 21 keypoints (P, 21, 3) for every pose, hand frame."""
     base, kps = [], []

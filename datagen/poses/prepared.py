@@ -21,6 +21,7 @@ from datagen import atomic
 from datagen.config import REPO_ROOT, Config
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
+from datagen.poses.paths import prepared_paths  # also importable from here, as before
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HANDSYNTH_CACHE", REPO_ROOT / "cache"))
 
 
-def prepared_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
-    d = Path(cache_dir) / "prepared"
-    return d / f"hand_{key}.npz", d / f"poses_{key}.npz"
 
 
 def save_prepared(p: Prepared, cache_dir: Path) -> None:
@@ -167,7 +165,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     angles = hand_model_entry(cfg.hand.model).pose_angles
     table = build_pose_table(hand, cfg.poses.interpolation_steps, angles)
     if cfg.poses.splay:
-        from datagen.poses.construction import splay_pose_table
+        from datagen.poses.splay import splay_pose_table
 
         table = splay_pose_table(hand, table, cfg.seed, cfg.poses.splay_scale, angles)
     if cfg.poses.families:

@@ -136,3 +136,19 @@ def splay_table(rotations: np.ndarray, finger_state: np.ndarray, canonical: np.n
         splay[p] = draw_splay(rng, scale, amount)
         out[p] = apply_splay(rotations[p], chains, splay[p])
     return out, splay
+
+
+def splay_pose_table(hand, table, seed: int, amount: float = 1.0, angles=None):
+    """The paper's table (datagen.poses.construction.PoseTable) with per-pose finger splay
+    (`[poses] splay`).
+
+    Same ids, provenance, finger states and canonical ids: the abduction is drawn per
+    canonical pose, so poses that were identical stay identical."""
+    from datagen.poses.angles import DEFAULT_ANGLES
+    from datagen.poses.construction import PoseTable
+
+    angles = DEFAULT_ANGLES if angles is None else angles
+    bent_mcp = np.array([angles.bent[f][0] for f in FINGERS[1:]])
+    rots, _ = splay_table(table.rotations, table.finger_state, table.canonical, hand.rig.chains, bent_mcp,
+                          seed, amount)
+    return PoseTable(table.ids, table.pose_a, table.pose_b, table.t, rots, table.finger_state, table.canonical)
