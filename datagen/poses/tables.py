@@ -102,10 +102,11 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
 
 
 def _index_path(cache_dir: Path, cfg) -> Path:
-    """The index file of this [hand]/[poses] configuration.  Splay and the pose families are
-    drawn from the config's seed, so with either on the seed is part of the name (the paper's
-    table does not depend on it, and its index name is unchanged)."""
-    on = getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
+    """The index file of this [hand]/[poses] configuration.  Splay, the pose families and the
+    forearm's wrist angles are drawn from the config's seed, so with any of them on the seed is
+    part of the name (the paper's table does not depend on it, and its index name is unchanged)."""
+    on = (getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
+          or getattr(cfg.hand, "forearm", False))
     digest = cfg.digest("seed", "hand", "poses") if on else cfg.digest("hand", "poses")
     return Path(cache_dir) / "prepared" / f"index_{digest}.json"
 
