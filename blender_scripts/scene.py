@@ -33,16 +33,29 @@ from mathutils import Matrix
 
 from blender_scripts import compat
 from datagen import atomic
-from datagen.scene.hdri import ENV_UP_HAND, Hdri, HdriError, LightProbe, hand_to_world
+from datagen.scene.hdri import (
+    ENV_UP_HAND,
+    Hdri,
+    HdriError,
+    LightProbe,
+    hand_to_world,
+    subject_exposure,
+    visible_normal_weights,
+)
 from datagen.scene.items import ItemSpec
 from datagen.render.layout import item_paths, mesh_path
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
 from datagen.labels.visibility import compute_labels
 from datagen.scene.skin import (
+    CREASE_FIELDS,
+    CREASE_MELANIN,
+    CREASE_REDNESS,
     PALM_MELANIN,
     PALM_REDNESS,
     SSS_RADIUS,
+    WRINKLE_PERIOD_M,
     SkinParams,
+    crease_fields,
     nail_weights,
     tone,
     vertex_weights,
@@ -73,14 +86,31 @@ CYCLES_FIXED = {
 SUBSURFACE_METHOD = "BURLEY"
 # Colour-management look per view transform, and what each Blender version has:
 # datagen/render/blender_versions.py (VIEW_CONTRAST), applied by blender_scripts/compat.py.
-# Exposure, like a camera's subject-priority auto exposure: each item's film exposure makes the
-# light falling on the camera-facing side of the hand (the environment's cosine-weighted
-# radiance around the hand->camera direction) equal TARGET_LUMINANCE, times the drawn strength;
-# it stays within SUBJECT_EXPOSURE_STOPS of the exposure that normalises the HDRI's mean
-# luminance, so backlit hands are not black and a dim "night" lights the hand like an
-# "interior".  See docs/RENDERING.md.
+# Exposure, like a camera's subject-priority auto exposure (EXPOSURE_RULE "skin", the default):
+# each item's film exposure makes the predicted brightness of the visible skin - the
+# environment's irradiance on every camera-facing face of the posed hand, weighted by its
+# projected area (datagen.scene.hdri.visible_normal_weights / LightProbe.skin_irradiance) -
+# equal SKIN_TARGET, times the drawn strength, within SKIN_EXPOSURE_STOPS of the exposure that
+# normalises the HDRI's mean luminance to SKIN_TARGET.  Measured on 240 renders of the old
+# rule, this prediction correlates 0.68 with the rendered skin's luminance over its albedo
+# (the old camera-side direction: 0.13), and the old rule let the skin's brightness vary by
+# sd 0.6 stops for the same tone.  SKIN_TARGET = 1.3 (radiance over albedo, before the view
+# transform) makes the light tone band render at its own albedo's lightness (L* ~68; the
+# prediction leaves out the specular and subsurface light, hence above 1); see
+# docs/RENDERING.md "Exposure".  "camera_side" is the previous rule (TARGET_LUMINANCE = 1 on the
+# light falling on the side facing the camera, within SUBJECT_EXPOSURE_STOPS = 2 of the
+# HDRI's mean), kept for comparisons.
+EXPOSURE_RULES = ("skin", "camera_side")
+EXPOSURE_RULE = "skin"
+SKIN_TARGET = 1.3
+SKIN_EXPOSURE_STOPS = 2.5
 TARGET_LUMINANCE = 1.0
 SUBJECT_EXPOSURE_STOPS = 2.0
+# Crease grooves: bump distance (m) at full height and the strength per unit `creases`;
+# colour: the crease colour is mixed in by CREASE_COLOUR_MIX x intensity.
+CREASE_BUMP_DISTANCE_M = 0.0003
+CREASE_BUMP_STRENGTH = 0.6
+CREASE_COLOUR_MIX = 0.8
 # Resolution of the environment's light importance map (manual; Cycles' automatic choice
 # makes every HDRI switch cost ~1 CPU-second); see docs/RENDERING.md.
 WORLD_MAP_RESOLUTION = 512
@@ -114,7 +144,8 @@ class SceneRenderer:
 
     def __init__(self, cfg, tables, views, hdris: list[Hdri], device: str | None = None,
                  threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False,
-                 subsurface_method: str = SUBSURFACE_METHOD):
+                 subsurface_method: str = SUBSURFACE_METHOD, exposure_rule: str = EXPOSURE_RULE,
+                 creases: bool | None = None):
         self.cfg = cfg
         self.tables = tables
         self.views = views
@@ -126,6 +157,10 @@ class SceneRenderer:
         if subsurface_method not in ("BURLEY", "RANDOM_WALK", "RANDOM_WALK_SKIN", "NONE"):
             raise ValueError(f"subsurface_method {subsurface_method!r}: BURLEY, RANDOM_WALK, RANDOM_WALK_SKIN or NONE")
         self.subsurface_method = subsurface_method
+        if exposure_rule not in EXPOSURE_RULES:
+            raise ValueError(f"exposure_rule {exposure_rule!r}: one of {', '.join(EXPOSURE_RULES)}")
+        self.exposure_rule = exposure_rule
+        self.creases = bool(cfg.skin.creases if creases is None else creases)
         self.versions = _versions(tables)
         self._pose = None
         self._dense = None
@@ -286,6 +321,11 @@ class SceneRenderer:
             raise RuntimeError("Blender changed the hand mesh while building it (validate removed elements)")
         compat.shade_smooth(mesh)
         weights = vertex_weights(rest_dense, T.dense_faces, T.finger_joint_centres())
+        if self.creases:
+            weights.update(crease_fields(rest_dense, T.dense_faces, T.dense_part, T.finger_joint_centres(),
+                                         T.rest_tips(rest_dense)))
+        else:  # the shader reads these names; zero weights draw nothing
+            weights.update({k: np.zeros(len(rest_dense), np.float32) for k in CREASE_FIELDS})
         weights["nail"] = nail_weights(rest_dense, T.dense_part, T.distal_joint_centres(), T.rest_tips(rest_dense))
         for name, w in weights.items():
             attr = mesh.attributes.new(name, "FLOAT", "POINT")
@@ -385,6 +425,29 @@ class SceneRenderer:
         fr_amount2 = math_node("MULTIPLY", fr_amount.outputs[0], math_node("SUBTRACT", 1.0, attr("palmar")).outputs[0])
         freckle_col, freckle_col_o = rgb()
         _, base = mix(fr_amount2.outputs[0], base, freckle_col_o)
+        # Creases: palmar flexion creases and palm lines (thin lines from the signed distance
+        # `crease_s`, doubled by `crease_h`) and dorsal knuckle wrinkles (parallel lines),
+        # darker and redder than the skin around; see datagen.scene.skin.crease_fields.
+        cr_abs = math_node("ABSOLUTE", attr("crease_s"))
+        cr_off = math_node("SUBTRACT", cr_abs.outputs[0], attr("crease_h"))
+        cr_x = math_node("DIVIDE", cr_off.outputs[0], 0.0005)  # per item: crease_width_m
+        cr_sq = math_node("MULTIPLY", cr_x.outputs[0], cr_x.outputs[0])
+        cr_neg = math_node("MULTIPLY", cr_sq.outputs[0], -1.0)
+        cr_line = math_node("EXPONENT", cr_neg.outputs[0])
+        cr_pal = math_node("MULTIPLY", cr_line.outputs[0], attr("crease_w"))
+        cr_amount = math_node("MULTIPLY", cr_pal.outputs[0], 0.0)  # per item: creases
+        wr_phase = math_node("MULTIPLY", attr("crease_s"), 2 * math.pi / WRINKLE_PERIOD_M)
+        wr_cos = math_node("COSINE", wr_phase.outputs[0])
+        wr_half = math_node("MULTIPLY_ADD", wr_cos.outputs[0], 0.5)
+        wr_half.inputs[2].default_value = 0.5
+        wr_pow = math_node("POWER", wr_half.outputs[0], 4.0)
+        wr_w = math_node("MULTIPLY", wr_pow.outputs[0], attr("wrinkle_w"))
+        wr_amount = math_node("MULTIPLY", wr_w.outputs[0], 0.0)  # per item: wrinkles
+        crease = math_node("ADD", cr_amount.outputs[0], wr_amount.outputs[0])
+        crease.use_clamp = True
+        crease_col, crease_col_o = rgb()
+        cr_mix = math_node("MULTIPLY", crease.outputs[0], CREASE_COLOUR_MIX)
+        _, base = mix(cr_mix.outputs[0], base, crease_col_o)
         # Fingernails: a sharpened per-vertex weight; paler, pinker and glossier.
         nail = N.new("ShaderNodeMapRange")
         nail.clamp = True
@@ -412,12 +475,21 @@ class SceneRenderer:
         bump = N.new("ShaderNodeBump")
         bump.inputs["Distance"].default_value = 0.0002
         L.new(pores.outputs["Fac"], bump.inputs["Height"])
-        L.new(bump.outputs["Normal"], bsdf.inputs["Normal"])
+        # Crease grooves: a second bump on top of the pores (inverted: the lines are valleys).
+        cr_bump = N.new("ShaderNodeBump")
+        cr_bump.invert = True
+        cr_bump.inputs["Distance"].default_value = CREASE_BUMP_DISTANCE_M
+        cr_bump.inputs["Strength"].default_value = 0.0
+        L.new(crease.outputs[0], cr_bump.inputs["Height"])
+        L.new(bump.outputs["Normal"], cr_bump.inputs["Normal"])
+        L.new(cr_bump.outputs["Normal"], bsdf.inputs["Normal"])
         self._skin_nodes = dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark, p_light=p_light,
                                 p_dark=p_dark, knuckle_col=knuckle_col, kn_amount=kn_amount, vor=vor,
                                 cluster=cluster, fr_amount=fr_amount, freckle_col=freckle_col, rnoise=rnoise,
                                 nail_col=nail_col,
-                                r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump)
+                                r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump,
+                                cr_x=cr_x, cr_amount=cr_amount, wr_amount=wr_amount, crease_col=crease_col,
+                                cr_bump=cr_bump)
 
     def _set_skin(self, s: SkinParams) -> None:
         n = self._skin_nodes
@@ -439,6 +511,14 @@ class SceneRenderer:
         nc = s.nail_colour()
         n["nail_col"].outputs[0].default_value = (float(nc[0]), float(nc[1]), float(nc[2]), 1.0)
         n["fr_amount"].inputs[1].default_value = s.freckle_amount
+        # Creases: the palmar tone's melanin plus CREASE_MELANIN, redder; off when the config
+        # turns skin detail off ([skin] creases = false).
+        on = 1.0 if self.creases else 0.0
+        col(n["crease_col"], min(1.0, mp + CREASE_MELANIN), min(1.0, hp + CREASE_REDNESS))
+        n["cr_x"].inputs[1].default_value = s.crease_width_m
+        n["cr_amount"].inputs[1].default_value = on * s.creases
+        n["wr_amount"].inputs[1].default_value = on * s.wrinkles
+        n["cr_bump"].inputs["Strength"].default_value = on * CREASE_BUMP_STRENGTH * s.creases
         w = s.pattern_offset
         for key in ("blotch", "vor", "cluster", "rnoise", "pores"):
             n[key].inputs["W"].default_value = w
@@ -502,14 +582,23 @@ class SceneRenderer:
         self.camera.matrix_world = Matrix([list(map(float, row)) for row in cam])
         return M
 
-    def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray) -> tuple[float, float]:
-        """(exposure scale, camera-side luminance) for HDRI `index` seen from view `view_id`."""
-        toward_camera = self.views.centres[view_id] - self.tables.palm_centre
-        side = self._probes[index].facing(M @ toward_camera)
-        base = self.hdri_stats[index]["exposure_scale"]
-        lim = 2.0 ** SUBJECT_EXPOSURE_STOPS
-        scale = float(np.clip(TARGET_LUMINANCE / max(side, 1e-9), base / lim, base * lim))
-        return strength * scale, side
+    def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray) -> tuple[float, float, float]:
+        """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
+        `index` seen from view `view_id`, with the current pose on the mesh (see EXPOSURE_RULE)."""
+        probe = self._probes[index]
+        centre = self.views.centres[view_id]
+        side = probe.facing(M @ (centre - self.tables.palm_centre))
+        dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
+        normals, weights = visible_normal_weights(dense, self.tables.dense_faces, centre)
+        skin = probe.skin_irradiance(normals @ M.T, weights)
+        mean = self.hdri_stats[index]["mean_luminance"]
+        if self.exposure_rule == "skin":
+            scale = subject_exposure(skin, mean, SKIN_TARGET, SKIN_EXPOSURE_STOPS)
+        else:
+            base = self.hdri_stats[index]["exposure_scale"]
+            lim = 2.0 ** SUBJECT_EXPOSURE_STOPS
+            scale = float(np.clip(TARGET_LUMINANCE / max(side, 1e-9), base / lim, base * lim))
+        return strength * scale, side, skin
 
     def set_environment(self, index: int, effective_strength: float) -> None:
         """Select the HDRI and apply the effective strength.
@@ -524,12 +613,14 @@ class SceneRenderer:
             self._env_index = index
         self.scene.view_settings.exposure = math.log2(max(effective_strength, 1e-8))
 
-    def hdri_record(self, spec: ItemSpec, M: np.ndarray, effective: float, side: float) -> dict:
+    def hdri_record(self, spec: ItemSpec, M: np.ndarray, effective: float, side: float,
+                    skin_irradiance: float | None = None) -> dict:
         h = self.hdris[spec.hdri_index]
         st = self.hdri_stats[spec.hdri_index]
         return {"name": h.name, "file": h.file, "index": spec.hdri_index, "rotation_deg": spec.hdri_rotation_deg,
                 "strength": spec.hdri_strength, "mean_luminance": st["mean_luminance"],
-                "camera_side_luminance": side, "exposure_scale": effective / spec.hdri_strength
+                "camera_side_luminance": side, "skin_irradiance": skin_irradiance,
+                "exposure_rule": self.exposure_rule, "exposure_scale": effective / spec.hdri_strength
                 if spec.hdri_strength > 0 else None, "strength_effective": effective, "film_exposure_stops": math.log2(max(effective, 1e-8)),
                 "up_axis_hand": list(ENV_UP_HAND),
                 "hand_to_world": [[float(x) for x in row] for row in M]}
@@ -621,7 +712,7 @@ class SceneRenderer:
         paths.label.parent.mkdir(parents=True, exist_ok=True)
         dense = self.set_pose(spec.pose_id, out_dir)
         M = self.set_view(spec.view_id, spec.hdri_rotation_deg)
-        eff, side = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M)
+        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M)
         self.set_environment(spec.hdri_index, eff)
         self._set_skin(spec.skin)
         self.scene.cycles.seed = spec.cycles_seed
@@ -634,7 +725,7 @@ class SceneRenderer:
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(
             spec, labels, dense, self.tables, v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
-            hdri=self.hdri_record(spec, M, eff, side),
+            hdri=self.hdri_record(spec, M, eff, side, skin_e),
             render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions))
         t2 = time.perf_counter()
         tmp_rgb = atomic.temp_path(paths.rgb)

@@ -111,6 +111,9 @@ class SkinConfig:
     redness: tuple[float, float] = (0.0, 1.0)
     roughness: tuple[float, float] = (0.35, 0.6)
     subsurface_scale_m: tuple[float, float] = (0.002, 0.006)
+    # Skin creases (palm lines, finger flexion creases, dorsal knuckle wrinkles) in the shader;
+    # chosen by the realism benchmark (docs/REALISM.md, "Skin and exposure").
+    creases: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("render", "samples_without_denoiser"): 16,
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
-              ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {}}
+              ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
+              ("skin", "creases"): False}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:

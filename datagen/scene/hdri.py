@@ -370,6 +370,41 @@ class LightProbe:
     def mean(self) -> float:
         return float((self.luminance.ravel() * self.solid_angle).sum() / self.solid_angle.sum())
 
+    def irradiance_map(self, size: tuple[int, int] = (16, 32)) -> np.ndarray:
+        """(h, w) table of facing() for surface normals at the texel centres of an
+        equirectangular grid (rows bottom-up, Blender's mapping), computed once per probe.
+        Irradiance is a cosine-lobe average of the environment, so it varies slowly: on the
+        8 builtin HDRIs a 16 x 32 table (11.25 deg steps) read at the nearest texel is within
+        a few percent of the exact value."""
+        key = tuple(size)
+        cache = self.__dict__.setdefault("_irradiance", {})
+        if key not in cache:
+            n = equirect_directions(*size).reshape(-1, 3)
+            cos = np.clip(n @ self.directions.T, 0.0, None)
+            cache[key] = ((cos * (self.luminance.ravel() * self.solid_angle)[None, :]).sum(axis=1) / np.pi
+                          ).reshape(size)
+        return cache[key]
+
+    def skin_irradiance(self, normals, weights, size: tuple[int, int] = (16, 32)) -> float:
+        """Weighted mean of facing(n) over surface normals (N, 3) in world directions: the
+        radiance a white Lambertian surface with these normals would show, averaged (no
+        shadowing).  With the hand's camera-facing normals weighted by their projected area
+        (`visible_normal_weights`) this predicts the rendered skin brightness over albedo."""
+        n = np.asarray(normals, dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+        total = w.sum()
+        if not total > 0:
+            return 0.0
+        table = self.irradiance_map(size)
+        h, wd = table.shape
+        norm = np.linalg.norm(n, axis=1)
+        n = n / np.where(norm > 0, norm, 1.0)[:, None]
+        lat = np.arcsin(np.clip(n[:, 2], -1.0, 1.0))
+        lon = np.arctan2(n[:, 1], n[:, 0])
+        row = np.clip(((lat / np.pi + 0.5) * h).astype(int), 0, h - 1)
+        col = np.clip(((0.5 - lon / (2 * np.pi)) * wd).astype(int) % wd, 0, wd - 1)
+        return float((table[row, col] * w).sum() / total)
+
     def facing(self, normal) -> float:
         """Irradiance on a surface facing world direction `normal`, divided by pi: the
         uniform radiance that would light it alike (equals mean() for a uniform sky)."""
@@ -377,6 +412,34 @@ class LightProbe:
         n = n / np.linalg.norm(n)
         cos = np.clip(self.directions @ n, 0.0, None)
         return float((self.luminance.ravel() * cos * self.solid_angle).sum() / np.pi)
+
+
+def visible_normal_weights(vertices: np.ndarray, faces: np.ndarray, camera_centre) -> tuple[np.ndarray, np.ndarray]:
+    """(unit face normals (F, 3), weights (F,)) of a mesh seen from `camera_centre` (same
+    frame): each face weighs its area projected towards the camera (area x cos, 0 for faces
+    turned away).  Occlusion is ignored: faces hidden behind others still count, which is
+    what a skin-brightness prediction wants to first order (fingers shadowing the palm are
+    rare at the camera-facing side)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[np.asarray(faces)]
+    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area2 = np.linalg.norm(nrm, axis=1)
+    unit = nrm / np.where(area2 > 0, area2, 1.0)[:, None]
+    to_cam = np.asarray(camera_centre, dtype=np.float64)[None, :] - tri.mean(axis=1)
+    to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
+    w = 0.5 * area2 * np.clip((unit * to_cam).sum(axis=1), 0.0, None)
+    return unit, w
+
+
+def subject_exposure(skin_irradiance: float, mean_luminance: float, target: float,
+                     max_stops: float) -> float:
+    """Exposure scale that makes the predicted skin radiance over albedo equal `target`,
+    kept within `max_stops` of the scale that normalises the environment's mean luminance to
+    `target` (a hand in a nearly black corner of a bright scene is not pushed to a white
+    background)."""
+    base = target / max(mean_luminance, 1e-12)
+    lim = 2.0 ** max_stops
+    return float(np.clip(target / max(skin_irradiance, 1e-12), base / lim, base * lim))
 
 
 def mean_luminance(rgb: np.ndarray) -> float:

@@ -55,7 +55,16 @@ VARIATION_RANGES = {
     "freckles": (0.0, 1.0),  # scaled down by melanin: freckles show on light skin
     "nail_tint": (0.0, 1.0),  # 0 = pale nail bed, 1 = pink
     "pattern_offset": (0.0, 1000.0),
+    # Creases (drawn after the rest, so adding them left every earlier draw unchanged):
+    "creases": (0.5, 1.0),  # intensity of palmar flexion creases and palm lines
+    "crease_width_m": (0.0004, 0.0007),  # line half-width (1/e) in metres
+    "wrinkles": (0.3, 0.8),  # intensity of the dorsal knuckle wrinkles
 }
+# Names of the per-vertex crease fields (crease_fields) the shader reads.
+CREASE_FIELDS = ("crease_s", "crease_h", "crease_w", "wrinkle_w")
+WRINKLE_PERIOD_M = 0.0016  # spacing of the dorsal knuckle wrinkles
+CREASE_MELANIN = 0.35  # crease colour: palmar melanin + this, redness + CREASE_REDNESS
+CREASE_REDNESS = 0.3
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class SkinParams:
     freckles: float
     nail_tint: float
     pattern_offset: float
+    creases: float = 0.0
+    crease_width_m: float = 0.0005
+    wrinkles: float = 0.0
 
     def record(self) -> dict:
         d = {k: float(v) for k, v in asdict(self).items()}
@@ -186,3 +198,145 @@ def nail_weights(rest_vertices: np.ndarray, part: np.ndarray, distal_joints: np.
         along = _smoothstep(s, 0.35, 0.5) * (1.0 - _smoothstep(s, 0.98, 1.06))
         w[sel] = along * _smoothstep(cos, 0.5, 0.72)
     return w.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- creases
+# Flexion creases and palm lines, placed on the rest pose from the rig's joint centres (hand
+# frame: +x radial/thumb side, +y distal, +z palmar).  Finger creases (fraction along the bone
+# from its proximal joint, half-separation of a double line in metres): the palmar digital
+# crease at the finger's base (~40% of the proximal phalanx, at the web), a double crease at
+# the PIP (thumb: at the MCP), a single one at the DIP (thumb: IP).  Anatomy atlases put them
+# there; the positions are not fitted to any photo.
+FINGER_CREASES = ((0, 0.40, 0.0011), (1, 0.0, 0.0010), (2, 0.0, 0.0))  # (joint 0/1/2, along, half-sep)
+THUMB_CREASES = ((1, 0.0, 0.0010), (2, 0.0, 0.0))
+# The three main palm lines as polylines in palm coordinates u (0 at the little finger's MCP,
+# 1 at the index MCP, across the palm) and v (0 at the wrist, 1 at the middle MCP, along it):
+# the distal transverse crease ("heart line": from the ulnar edge to between index and middle
+# finger), the proximal transverse crease ("head line": from the radial edge above the thumb,
+# obliquely towards the ulnar side) and the thenar crease ("life line": from the same radial
+# start around the ball of the thumb to the wrist).
+PALM_LINES = (
+    ((-0.25, 0.66), (0.15, 0.70), (0.45, 0.76), (0.72, 0.88)),
+    ((1.12, 0.76), (0.80, 0.66), (0.45, 0.58), (0.10, 0.52)),
+    ((1.12, 0.76), (0.96, 0.58), (0.88, 0.40), (0.86, 0.20), (0.84, 0.04)),
+)
+CREASE_REACH_M = 0.004  # a crease's weight falls to 0 between 3 and 5 mm from its centre line
+
+
+def _palmar_direction(axis: np.ndarray, thumb: bool) -> np.ndarray:
+    ref = np.array([-1.0, 0.0, 1.0]) if thumb else np.array([0.0, 0.0, 1.0])
+    d = ref - (ref @ axis) * axis
+    return d / np.linalg.norm(d)
+
+
+def _signed_polyline_distance(p: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Signed 2D distance of points p (N, 2) to a polyline (K, 2): the distance to the nearest
+    segment, positive on the left of the direction of travel."""
+    best = np.full(len(p), np.inf)
+    sign = np.ones(len(p))
+    for a, b in zip(line[:-1], line[1:]):
+        ab = b - a
+        t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
+        q = a + t[:, None] * ab
+        d = np.linalg.norm(p - q, axis=1)
+        cr = ab[0] * (p[:, 1] - a[1]) - ab[1] * (p[:, 0] - a[0])
+        closer = d < best
+        best = np.where(closer, d, best)
+        sign = np.where(closer, np.where(cr >= 0, 1.0, -1.0), sign)
+    return sign * best
+
+
+def crease_fields(rest_vertices: np.ndarray, faces: np.ndarray, part: np.ndarray,
+                  finger_joints: np.ndarray, tips: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-vertex fields from which the shader draws skin creases (all float32, rest pose).
+
+    - `crease_s`: signed distance (m) along the finger (or across a palm line) to the centre
+      of the nearest crease.  It is a nearly linear function over a face, so the renderer's
+      linear interpolation keeps it exact and the shader can draw lines far thinner than the
+      mesh's ~2.3 mm edges (line width is a shader parameter, not the mesh's).
+    - `crease_h`: half-separation (m) of that crease's double line (0: single line).
+    - `crease_w`: weight of palmar creases and palm lines (0-1): on the palmar half of the
+      finger / the palm, fading out by CREASE_REACH_M from the line (so the jump of `crease_s`
+      halfway between two creases is never drawn).
+    - `wrinkle_w`: weight of the dorsal knuckle wrinkles over the PIP and DIP (thumb: IP),
+      drawn as several parallel lines from `crease_s`.
+
+    `finger_joints` (15, 3): the three joint centres per finger, thumb first (CMC, MCP, IP;
+    MCP, PIP, DIP), `tips` (5, 3) the fingertips, `part` the dense part labels (finger f is
+    f + 1; every other label counts as palm/other and only gets palm lines when it lies
+    inside the palm's outline).
+    """
+    v = np.asarray(rest_vertices, dtype=np.float64)
+    n = vertex_normals(v, faces)
+    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    N = len(v)
+    s_out = np.full(N, 1.0, dtype=np.float64)  # 1 m: no crease near
+    h_out = np.zeros(N)
+    w_out = np.zeros(N)
+    wr_out = np.zeros(N)
+    J = np.asarray(finger_joints, dtype=np.float64).reshape(5, 3, 3)
+    tips = np.asarray(tips, dtype=np.float64)
+    reach_lo, reach_hi = CREASE_REACH_M - 0.001, CREASE_REACH_M + 0.001
+    for f in range(5):
+        sel = np.nonzero(part == f + 1)[0]
+        if len(sel) == 0:
+            continue
+        pts = [J[f, 0], J[f, 1], J[f, 2], tips[f]]
+        dirs = [(pts[i + 1] - pts[i]) / np.linalg.norm(pts[i + 1] - pts[i]) for i in range(3)]
+        best = np.full(len(sel), np.inf)
+        x = v[sel]
+        creases = THUMB_CREASES if f == 0 else FINGER_CREASES
+        for joint, along, half in creases:
+            if along > 0:
+                centre = pts[joint] + along * (pts[joint + 1] - pts[joint])
+                axis = dirs[joint]
+            else:
+                axis = dirs[joint - 1] + dirs[joint]
+                axis /= np.linalg.norm(axis)
+                centre = pts[joint]
+            s = (x - centre) @ axis
+            r = (x - centre) - np.outer(s, axis)
+            r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+            cos = r @ _palmar_direction(axis, f == 0)
+            closer = np.abs(s) < best
+            best = np.where(closer, np.abs(s), best)
+            taper = 1.0 - _smoothstep(np.abs(s), reach_lo, reach_hi)
+            palmar = _smoothstep(cos, -0.15, 0.35) * taper
+            dorsal = _smoothstep(-cos, 0.2, 0.6) * taper if (along == 0 and joint >= 1) else 0.0 * taper
+            s_out[sel] = np.where(closer, s, s_out[sel])
+            h_out[sel] = np.where(closer, half, h_out[sel])
+            w_out[sel] = np.where(closer, palmar, w_out[sel])
+            wr_out[sel] = np.where(closer, dorsal, wr_out[sel])
+    # Palm lines on the palmar side of everything that is not a finger.
+    other = np.nonzero(~np.isin(part, np.arange(1, 6)))[0]
+    little_mcp, index_mcp, middle_mcp = J[4, 0], J[1, 0], J[2, 0]
+    u = (v[other, 0] - little_mcp[0]) / (index_mcp[0] - little_mcp[0])
+    vv = v[other, 1] / middle_mcp[1]
+    scale = np.array([index_mcp[0] - little_mcp[0], middle_mcp[1]])
+    p = np.stack([u, vv], axis=1) * scale  # metres, in the palm's plane
+    best = np.full(len(other), np.inf)
+    s_palm = np.zeros(len(other))
+    for line in PALM_LINES:
+        d = _signed_polyline_distance(p, np.asarray(line) * scale)
+        closer = np.abs(d) < best
+        best = np.where(closer, np.abs(d), best)
+        s_palm = np.where(closer, d, s_palm)
+    inside = _smoothstep(vv, -0.05, 0.05) * (1.0 - _smoothstep(vv, 0.95, 1.05))
+    taper = 1.0 - _smoothstep(best, reach_lo, reach_hi)
+    s_out[other] = s_palm
+    h_out[other] = 0.0
+    w_out[other] = _smoothstep(n[other, 2], 0.2, 0.6) * inside * taper
+    wr_out[other] = 0.0
+    return {"crease_s": s_out.astype(np.float32), "crease_h": h_out.astype(np.float32),
+            "crease_w": w_out.astype(np.float32), "wrinkle_w": wr_out.astype(np.float32)}
+
+
+def crease_profile(s, h, width_m: float, wrinkle_period_m: float = WRINKLE_PERIOD_M) -> tuple[np.ndarray, np.ndarray]:
+    """(palmar line, dorsal wrinkle) intensity in [0, 1] at signed distance `s` from a crease
+    centre with half-separation `h`: exp(-((|s| - h) / width)^2) and (0.5 + 0.5 cos(2 pi s /
+    period))^4.  The renderer's shader computes the same with math nodes (kept in step by
+    tests/test_skin.py's render test)."""
+    s = np.asarray(s, dtype=np.float64)
+    line = np.exp(-(((np.abs(s) - h) / width_m) ** 2))
+    wrinkle = (0.5 + 0.5 * np.cos(2 * np.pi * s / wrinkle_period_m)) ** 4
+    return line, wrinkle
