@@ -115,3 +115,65 @@ def test_mean_luminance_weights_by_solid_angle():
     img = np.zeros((180, 360, 3))
     img[:10] = 1.0  # a polar cap covers little solid angle
     assert mean_luminance(img) < 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# Subject exposure: the visible skin's irradiance
+# ---------------------------------------------------------------------------------------------
+
+def _probe(fn, h=64, w=128):
+    """A probe of an environment whose radiance is fn(direction) (rows bottom-up)."""
+    from datagen.scene.hdri import LightProbe, equirect_directions
+
+    d = equirect_directions(h, w)
+    rgb = np.repeat(fn(d)[..., None], 3, axis=-1)
+    return LightProbe.from_pixels(rgb)
+
+
+def test_skin_irradiance_of_a_uniform_sky_is_its_radiance():
+    p = _probe(lambda d: np.full(d.shape[:2], 0.5))
+    rng = np.random.default_rng(0)
+    n = rng.normal(size=(500, 3))
+    got = p.skin_irradiance(n, rng.random(500))
+    assert got == pytest.approx(0.5, rel=0.02)
+    assert p.skin_irradiance(n, np.zeros(500)) == 0.0
+
+
+def test_irradiance_table_matches_the_exact_cosine_integral():
+    # light from the upper hemisphere only, brighter towards the zenith
+    p = _probe(lambda d: np.clip(d[..., 2], 0, None) * 2.0)
+    rng = np.random.default_rng(1)
+    for n in rng.normal(size=(40, 3)):
+        exact = p.facing(n)
+        table = p.skin_irradiance(n[None], [1.0])
+        assert abs(table - exact) < 0.06 * max(p.facing([0, 0, 1]), 1e-9), (n, exact, table)
+    assert p.skin_irradiance([[0, 0, 1.0]], [1.0]) > 5 * p.skin_irradiance([[0, 0, -1.0]], [1.0])
+
+
+def test_visible_normal_weights_project_the_area_towards_the_camera():
+    from datagen.scene.hdri import visible_normal_weights
+
+    # unit cube, outward triangles
+    v = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    centre = v.mean(0)
+    tri = v[faces]
+    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert np.all(((tri.mean(1) - centre) * nrm).sum(1) > 0)  # outward
+    unit, w = visible_normal_weights(v, faces, centre + np.array([0, 0, 1e6]))
+    assert w.sum() == pytest.approx(1.0, rel=1e-6)  # one face's area, seen head-on
+    assert np.allclose(unit[w > 0], [0, 0, 1])
+    _, w = visible_normal_weights(v, faces, centre + np.array([1e6, 1e6, 0]))
+    assert w.sum() == pytest.approx(np.sqrt(2), rel=1e-6)  # two faces at 45 degrees
+
+
+def test_subject_exposure_targets_the_skin_within_limits():
+    from datagen.scene.hdri import subject_exposure
+
+    assert subject_exposure(0.5, 0.5, 1.3, 2.5) == pytest.approx(2.6)
+    # a backlit hand (skin irradiance 1/8 of the mean) is lifted by 3 stops ...
+    assert subject_exposure(0.125, 1.0, 1.0, 2.5 + 1) == pytest.approx(8.0)
+    # ... but never by more than max_stops from the mean's exposure
+    assert subject_exposure(0.01, 1.0, 1.0, 2.5) == pytest.approx(2 ** 2.5)
+    assert subject_exposure(100.0, 1.0, 1.0, 2.5) == pytest.approx(2 ** -2.5)

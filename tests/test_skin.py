@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from datagen.config import load_config
 from datagen.scene.skin import SkinParams, VARIATION_RANGES, draw_skin, linear_to_srgb8, tone, vertex_weights
@@ -98,3 +99,66 @@ def test_nails_sit_on_the_back_of_each_fingertip(config, cache_dir, prepared):
         else:
             assert np.median(radial[:, 0]) > 0
     assert w[T.dense_part == 0].max() == 0  # none on the palm
+
+
+def test_crease_draws_leave_the_earlier_draws_unchanged():
+    """The crease parameters are drawn last: every item keeps the tone and texture it had."""
+    cfg = load_config().skin
+    for seed in range(5):
+        s = draw_skin(cfg, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        old = [float(lo + (hi - lo) * rng.random()) for lo, hi in
+               (cfg.melanin, cfg.redness, cfg.roughness, cfg.subsurface_scale_m)]
+        keys = list(VARIATION_RANGES)
+        old += [float(lo + (hi - lo) * rng.random()) for lo, hi in (VARIATION_RANGES[k] for k in keys[:10])]
+        assert [s.melanin, s.redness, s.roughness, s.subsurface_scale_m] + [getattr(s, k) for k in keys[:10]] == old
+        assert keys[10:] == ["creases", "crease_width_m", "wrinkles"]
+        assert 0.5 <= s.creases <= 1 and 0.0004 <= s.crease_width_m <= 0.0007
+
+
+def test_crease_fields_sit_on_the_joints_and_palm(config, cache_dir, prepared):
+    from datagen.poses.tables import ensure_tables
+    from datagen.scene.skin import CREASE_FIELDS, crease_fields, crease_profile
+
+    T = ensure_tables(config, cache_dir)
+    rest = T.dense(T.rest_base_vertices)
+    J = T.finger_joint_centres()
+    F = crease_fields(rest, T.dense_faces, T.dense_part, J, T.rest_tips(rest))
+    assert tuple(F) == CREASE_FIELDS
+    for k, v in F.items():
+        assert v.shape == (len(rest),) and v.dtype == np.float32 and np.all(np.isfinite(v)), k
+    for k in ("crease_w", "wrinkle_w"):
+        assert F[k].min() >= 0 and F[k].max() <= 1
+    line, wrinkle = crease_profile(F["crease_s"], F["crease_h"], 0.0005)
+    palmar_line = F["crease_w"] * line
+    # creases are drawn: a few percent of the vertices, on the palmar side of the hand ...
+    on = palmar_line > 0.5
+    assert 0.005 * len(rest) < on.sum() < 0.1 * len(rest)
+    w = vertex_weights(rest, T.dense_faces, J)
+    assert w["palmar"][on].mean() > 0.7  # the pronated thumb's creases face radially, not +z
+    # ... on every finger (flexion creases) and on the palm (palm lines)
+    for part in range(6):
+        assert (on & (T.dense_part == part)).sum() >= 3, part
+    # the finger creases lie near the finger joints (within ~half a phalanx)
+    fingers = on & (T.dense_part > 0)
+    d = np.linalg.norm(rest[fingers][:, None] - J[None], axis=2).min(axis=1)
+    assert np.median(d) < 0.012
+    # dorsal wrinkles: on the back of the hand, over the PIP/DIP joints only
+    dorsal = F["wrinkle_w"] > 0.5
+    assert dorsal.sum() > 20 and w["palmar"][dorsal].mean() < 0.2
+    assert F["wrinkle_w"][T.dense_part == 0].max() == 0
+    # on a line: within its half-separation (<= 1.1 mm) + ~1 width of the centre; the mesh's
+    # edges are ~2.3 mm, the lines are drawn from the interpolated signed distance
+    assert np.abs(F["crease_s"][on]).max() < 0.002
+
+
+def test_crease_profile_is_a_line_or_a_double_line():
+    from datagen.scene.skin import crease_profile
+
+    s = np.linspace(-0.003, 0.003, 601)
+    single, _ = crease_profile(s, 0.0, 0.0005)
+    double, _ = crease_profile(s, 0.001, 0.0005)
+    assert single[300] == 1.0 and single[0] < 1e-10
+    assert double[300] < 0.02 and double[400] == pytest.approx(1.0) and double[200] == pytest.approx(1.0)
+    _, wr = crease_profile(s, 0.0, 0.0005, wrinkle_period_m=0.0016)
+    assert wr.max() == pytest.approx(1.0) and wr.min() == pytest.approx(0.0, abs=1e-12)
