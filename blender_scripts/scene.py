@@ -86,8 +86,8 @@ CYCLES_FIXED = {
 SUBSURFACE_METHOD = "BURLEY"
 # Colour-management look per view transform, and what each Blender version has:
 # datagen/render/blender_versions.py (VIEW_CONTRAST), applied by blender_scripts/compat.py.
-# Exposure, like a camera's subject-priority auto exposure (EXPOSURE_RULE "skin", the default):
-# each item's film exposure makes the predicted brightness of the visible skin - the
+# Exposure, like a camera's subject-priority auto exposure (config [hdri] exposure = "skin", the
+# default): each item's film exposure makes the predicted brightness of the visible skin - the
 # environment's irradiance on every camera-facing face of the posed hand, weighted by its
 # projected area (datagen.scene.hdri.visible_normal_weights / LightProbe.skin_irradiance) -
 # equal SKIN_TARGET, times the drawn strength, within SKIN_EXPOSURE_STOPS of the exposure that
@@ -99,9 +99,15 @@ SUBSURFACE_METHOD = "BURLEY"
 # prediction leaves out the specular and subsurface light, hence above 1); see
 # docs/RENDERING.md "Exposure".  "camera_side" is the previous rule (TARGET_LUMINANCE = 1 on the
 # light falling on the side facing the camera, within SUBJECT_EXPOSURE_STOPS = 2 of the
+# HDRI's mean), kept for comparisons and for resuming older RENDER_DIRs.
+EXPOSURE_RULES = ("skin", "camera_side")
+SKIN_TARGET = 1.3 (radiance over albedo, before the view
+# transform) makes the light tone band render at its own albedo's lightness (L* ~68; the
+# prediction leaves out the specular and subsurface light, hence above 1); see
+# docs/RENDERING.md "Exposure".  "camera_side" is the previous rule (TARGET_LUMINANCE = 1 on the
+# light falling on the side facing the camera, within SUBJECT_EXPOSURE_STOPS = 2 of the
 # HDRI's mean), kept for comparisons.
 EXPOSURE_RULES = ("skin", "camera_side")
-EXPOSURE_RULE = "skin"
 SKIN_TARGET = 1.3
 SKIN_EXPOSURE_STOPS = 2.5
 TARGET_LUMINANCE = 1.0
@@ -144,7 +150,7 @@ class SceneRenderer:
 
     def __init__(self, cfg, tables, views, hdris: list[Hdri], device: str | None = None,
                  threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False,
-                 subsurface_method: str = SUBSURFACE_METHOD, exposure_rule: str = EXPOSURE_RULE,
+                 subsurface_method: str = SUBSURFACE_METHOD, exposure_rule: str | None = None,
                  creases: bool | None = None):
         self.cfg = cfg
         self.tables = tables
@@ -157,6 +163,7 @@ class SceneRenderer:
         if subsurface_method not in ("BURLEY", "RANDOM_WALK", "RANDOM_WALK_SKIN", "NONE"):
             raise ValueError(f"subsurface_method {subsurface_method!r}: BURLEY, RANDOM_WALK, RANDOM_WALK_SKIN or NONE")
         self.subsurface_method = subsurface_method
+        exposure_rule = cfg.hdri.exposure if exposure_rule is None else exposure_rule
         if exposure_rule not in EXPOSURE_RULES:
             raise ValueError(f"exposure_rule {exposure_rule!r}: one of {', '.join(EXPOSURE_RULES)}")
         self.exposure_rule = exposure_rule
@@ -584,7 +591,7 @@ class SceneRenderer:
 
     def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray) -> tuple[float, float, float]:
         """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
-        `index` seen from view `view_id`, with the current pose on the mesh (see EXPOSURE_RULE)."""
+        `index` seen from view `view_id`, with the current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule)."""
         probe = self._probes[index]
         centre = self.views.centres[view_id]
         side = probe.facing(M @ (centre - self.tables.palm_centre))

@@ -102,6 +102,9 @@ class HdriConfig:
     sources: tuple[str, ...] = ("builtin", "hdri")
     strength: tuple[float, float] = (0.7, 1.4)
     rotation_deg: tuple[float, float] = (0.0, 360.0)
+    # Exposure rule (docs/RENDERING.md, "Exposure"): "skin" exposes for the visible skin's
+    # predicted irradiance; "camera_side" is the earlier rule (light on the camera-facing side).
+    exposure: str = "skin"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+EXPOSURE_RULES = ("skin", "camera_side")
+
 # Keys added after the first run.json format, with the value that means "as before they existed".
 # At that value they are left out of digests and run compatibility checks: a RENDER_DIR whose
 # run.json predates a key was made with that value, and must stay resumable.
@@ -163,7 +168,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
-              ("skin", "creases"): False}
+              ("skin", "creases"): False, ("hdri", "exposure"): "camera_side"}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -413,6 +418,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError("hdri.sources must be a non-empty list of 'builtin', files or folders")
     _check_interval("hdri.strength", d.strength, 0.0, 100.0)
     _check_interval("hdri.rotation_deg", d.rotation_deg, -360.0, 720.0)
+    if d.exposure not in EXPOSURE_RULES:
+        raise ConfigError(f"hdri.exposure = {d.exposure!r}: use one of {EXPOSURE_RULES}")
 
     s = cfg.skin
     _check_interval("skin.melanin", s.melanin, 0.0, 1.0)

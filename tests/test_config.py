@@ -25,6 +25,8 @@ def test_embedded_default_matches_paper():
         ({"hand": {"phenotype": {"age": 1.5}}}, "hand.phenotype.age"),
         ({"hand": {"phenotype": {"wingspan": 0.5}}}, "hand.phenotype.wingspan"),
         ({"hdri": {"strength": [2.0, 1.0]}}, "hdri.strength"),
+        ({"hdri": {"exposure": "auto"}}, "hdri.exposure"),
+        ({"skin": {"creases": 1}}, "skin.creases"),
         ({"render": {"device": "TPU"}}, "render.device"),
         ({"render": {"samples": "many"}}, "render.samples"),
         ({"render": {"denoise": 1}}, "render.denoise"),

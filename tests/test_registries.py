@@ -146,15 +146,31 @@ def test_new_keys_keep_old_digests_and_old_render_dirs_resumable():
     same config digest (cache index, job keys), same compatibility fingerprint."""
     new = Config().to_dict()
     old = json.loads(json.dumps(new))
-    for section, key in LATER_KEYS:  # sampler, options, label_passes, samples_without_denoiser,
-        # and the pose options splay, splay_scale, families
-        del old[section][key]
+    # every later key whose default means "as before it existed" (sampler, options, label_passes,
+    # samples_without_denoiser, the pose options, skin.creases off); the exposure keys' defaults
+    # do not (the "skin" exposure renders other images)
+    for (section, key), value in LATER_KEYS.items():
+        if old[section].get(key, object()) == value:
+            del old[section][key]
     legacy_digest = hashlib.sha256(json.dumps(old, sort_keys=True, default=list).encode()).hexdigest()[:16]
     assert Config().digest() == legacy_digest
     assert config_fingerprint(old) == config_fingerprint(new)
     assert canonical_dict(new) == old
     toy = toy_config().to_dict()
     assert config_fingerprint(toy) != config_fingerprint(new) and toy_config().digest() != Config().digest()
+
+
+def test_a_run_from_before_the_skin_exposure_rule_resumes_only_with_the_old_rule():
+    """run.json written before [hdri] exposure existed was exposed by the camera-side rule: the
+    default ("skin") renders other images, so it must not resume into it; "camera_side" may."""
+    import dataclasses
+
+    new = Config().to_dict()
+    old = json.loads(json.dumps(new))
+    del old["hdri"]["exposure"], old["skin"]["creases"]
+    assert config_fingerprint(old) != config_fingerprint(new)
+    legacy = Config(hdri=dataclasses.replace(Config().hdri, exposure="camera_side"))
+    assert config_fingerprint(old) == config_fingerprint(legacy.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------
