@@ -6,7 +6,9 @@ For every item with an RGB image, a mask and a label JSON: the hand's pixels (ma
 2 px, so the anti-aliased silhouette edge and the background do not leak in) give the mean
 rendered skin colour (8-bit sRGB), its mean luminance Y (sRGB decoded to linear Rec.709, the
 mean of the per-pixel Y) and CIE lightness L* of that Y, and the share of clipped skin pixels
-(any channel >= 250: washed out).  Items are grouped by HDRI (label `hdri.name`) and by skin
+(any channel >= 250: washed out), and the skin's exposure in stops over its albedo
+(log2 of Y over the luminance of the mean of the item's dorsal and palmar albedo: 0 = the
+skin shows its own albedo; the sd within a group measures how much the exposure varies).  Items are grouped by HDRI (label `hdri.name`) and by skin
 tone band of `skin.melanin` (light [0, 1/3), medium [1/3, 2/3), dark [2/3, 1], as the realism
 benchmark).  The exposure band (docs/RENDERING.md, "Exposure") is L* in [SKIN_LSTAR_BAND]:
 an item outside it counts as washed out (above) or black (below).
@@ -98,6 +100,10 @@ def measure_dir(render_dir: Path) -> list[dict]:
         if st is None:
             continue
         h = lab.get("hdri", {})
+        sk = lab["skin"]
+        if "albedo_dorsal_linear" in sk and "albedo_palmar_linear" in sk:
+            alb = 0.5 * np.asarray(sk["albedo_dorsal_linear"]) + 0.5 * np.asarray(sk["albedo_palmar_linear"])
+            st["stops_over_albedo"] = float(np.log2(st["Y"] / float(alb @ [0.2126, 0.7152, 0.0722])))
         st.update(pose_id=lab["pose_id"], view_id=lab["view_id"], melanin=float(lab["skin"]["melanin"]),
                   band=band_of(float(lab["skin"]["melanin"])), hdri=h.get("name", "?"),
                   strength=h.get("strength"), film_exposure_stops=h.get("film_exposure_stops"))
@@ -111,7 +117,7 @@ def summarise(items: list[dict], key) -> dict:
         groups.setdefault(key(it), []).append(it)
     lo, hi = SKIN_LSTAR_BAND
     out = {}
-    for k in sorted(groups):
+    for k in sorted(groups, key=str):
         g = groups[k]
         L = np.array([it["Lstar"] for it in g])
         out[k] = {"n": len(g), "srgb": np.mean([it["srgb"] for it in g], axis=0).round(0).astype(int).tolist(),
@@ -119,15 +125,19 @@ def summarise(items: list[dict], key) -> dict:
                   "Lstar_min": float(L.min()), "Lstar_max": float(L.max()),
                   "washed": int((L > hi).sum()), "black": int((L < lo).sum()),
                   "clipped": float(np.mean([it["clipped"] for it in g]))}
+        st = [it["stops_over_albedo"] for it in g if "stops_over_albedo" in it]
+        out[k]["stops"] = float(np.mean(st)) if st else float("nan")
+        out[k]["stops_sd"] = float(np.std(st)) if st else float("nan")
     return out
 
 
 def table(title: str, summary: dict) -> str:
-    lines = [f"| {title} | n | mean skin sRGB | Y | L* | L* min-max | >85 | <15 | clipped px |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| {title} | n | mean skin sRGB | Y | L* | L* min-max | >85 | <15 | clipped px | stops over albedo (sd) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for k, s in summary.items():
         lines.append(f"| {k} | {s['n']} | ({', '.join(str(x) for x in s['srgb'])}) | {s['Y']:.3f} | {s['Lstar']:.1f} | "
-                     f"{s['Lstar_min']:.0f}-{s['Lstar_max']:.0f} | {s['washed']} | {s['black']} | {100 * s['clipped']:.1f}% |")
+                     f"{s['Lstar_min']:.0f}-{s['Lstar_max']:.0f} | {s['washed']} | {s['black']} | {100 * s['clipped']:.1f}% | "
+                     f"{s['stops']:+.2f} ({s['stops_sd']:.2f}) |")
     return "\n".join(lines)
 
 
@@ -149,6 +159,17 @@ def main(argv=None) -> int:
     print(table("tone band", summarise(items, lambda it: it["band"])))
     print()
     print(table("HDRI", summarise(items, lambda it: it["hdri"].split("/")[-1])))
+    print()
+    bands = [b[0] for b in TONE_BANDS]
+    cross = summarise(items, lambda it: (it["hdri"].split("/")[-1], it["band"]))
+    print("| HDRI | " + " | ".join(f"{b}: n, sRGB, L*" for b in bands) + " |")
+    print("|---|" + "---|" * len(bands))
+    for h in sorted({k[0] for k in cross}):
+        cells = []
+        for b in bands:
+            c = cross.get((h, b))
+            cells.append(f"{c['n']}, ({', '.join(str(x) for x in c['srgb'])}), {c['Lstar']:.0f}" if c else "-")
+        print(f"| {h} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"band": list(SKIN_LSTAR_BAND), "items": items}, indent=1))
     a = all_["all"]

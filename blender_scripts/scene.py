@@ -90,25 +90,17 @@ SUBSURFACE_METHOD = "BURLEY"
 # default): each item's film exposure makes the predicted brightness of the visible skin - the
 # environment's irradiance on every camera-facing face of the posed hand, weighted by its
 # projected area (datagen.scene.hdri.visible_normal_weights / LightProbe.skin_irradiance) -
-# equal SKIN_TARGET, times the drawn strength, within SKIN_EXPOSURE_STOPS of the exposure that
-# normalises the HDRI's mean luminance to SKIN_TARGET.  Measured on 240 renders of the old
-# rule, this prediction correlates 0.68 with the rendered skin's luminance over its albedo
-# (the old camera-side direction: 0.13), and the old rule let the skin's brightness vary by
-# sd 0.6 stops for the same tone.  SKIN_TARGET = 1.3 (radiance over albedo, before the view
+# equal `[hdri] exposure_target` (default 1.3), times the drawn strength, within
+# SKIN_EXPOSURE_STOPS of the exposure that normalises the HDRI's mean luminance to the same
+# target.  Measured on 240 renders of the old rule, this prediction correlates 0.68 with the
+# rendered skin's luminance over its albedo (the old camera-side direction: 0.13), and the old
+# rule let the skin's brightness vary by sd 0.6 stops for the same tone.  The target 1.3 (radiance over albedo, before the view
 # transform) makes the light tone band render at its own albedo's lightness (L* ~68; the
 # prediction leaves out the specular and subsurface light, hence above 1); see
 # docs/RENDERING.md "Exposure".  "camera_side" is the previous rule (TARGET_LUMINANCE = 1 on the
 # light falling on the side facing the camera, within SUBJECT_EXPOSURE_STOPS = 2 of the
 # HDRI's mean), kept for comparisons and for resuming older RENDER_DIRs.
 EXPOSURE_RULES = ("skin", "camera_side")
-SKIN_TARGET = 1.3 (radiance over albedo, before the view
-# transform) makes the light tone band render at its own albedo's lightness (L* ~68; the
-# prediction leaves out the specular and subsurface light, hence above 1); see
-# docs/RENDERING.md "Exposure".  "camera_side" is the previous rule (TARGET_LUMINANCE = 1 on the
-# light falling on the side facing the camera, within SUBJECT_EXPOSURE_STOPS = 2 of the
-# HDRI's mean), kept for comparisons.
-EXPOSURE_RULES = ("skin", "camera_side")
-SKIN_TARGET = 1.3
 SKIN_EXPOSURE_STOPS = 2.5
 TARGET_LUMINANCE = 1.0
 SUBJECT_EXPOSURE_STOPS = 2.0
@@ -600,7 +592,7 @@ class SceneRenderer:
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
-            scale = subject_exposure(skin, mean, SKIN_TARGET, SKIN_EXPOSURE_STOPS)
+            scale = subject_exposure(skin, mean, self.cfg.hdri.exposure_target, SKIN_EXPOSURE_STOPS)
         else:
             base = self.hdri_stats[index]["exposure_scale"]
             lim = 2.0 ** SUBJECT_EXPOSURE_STOPS

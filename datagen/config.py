@@ -105,6 +105,8 @@ class HdriConfig:
     # Exposure rule (docs/RENDERING.md, "Exposure"): "skin" exposes for the visible skin's
     # predicted irradiance; "camera_side" is the earlier rule (light on the camera-facing side).
     exposure: str = "skin"
+    # "skin" rule: predicted skin radiance over albedo the exposure aims at (docs/RENDERING.md).
+    exposure_target: float = 1.3
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
-              ("skin", "creases"): False, ("hdri", "exposure"): "camera_side"}
+              ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
+              ("hdri", "exposure_target"): 1.3}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -420,6 +423,7 @@ def _validate(cfg: Config) -> Config:
     _check_interval("hdri.rotation_deg", d.rotation_deg, -360.0, 720.0)
     if d.exposure not in EXPOSURE_RULES:
         raise ConfigError(f"hdri.exposure = {d.exposure!r}: use one of {EXPOSURE_RULES}")
+    _check_range("hdri.exposure_target", d.exposure_target, 0.01, 100.0)
 
     s = cfg.skin
     _check_interval("skin.melanin", s.melanin, 0.0, 1.0)
