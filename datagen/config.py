@@ -106,7 +106,7 @@ class HdriConfig:
     # predicted irradiance; "camera_side" is the earlier rule (light on the camera-facing side).
     exposure: str = "skin"
     # "skin" rule: predicted skin radiance over albedo the exposure aims at (docs/RENDERING.md).
-    exposure_target: float = 1.3
+    exposure_target: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
-              ("hdri", "exposure_target"): 1.3}
+              ("hdri", "exposure_target"): 0.9}
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
