@@ -22,7 +22,10 @@ Variation per item (so no two items share a texture; all drawn from the item's s
 pose), `freckles` (small dark spots, mostly on light skin), `nail_tint` (nail-bed colour of
 the fingernails, which are a glossier, paler region on the back of each distal phalanx,
 found geometrically - see `nail_weights`), and `pattern_offset` (shifts every noise field, so
-the patterns differ between items).
+the patterns differ between items), and the crease parameters `creases`, `crease_width_m`,
+`wrinkles` (drawn last; used when the config's `[skin] creases` is on - palm lines, finger
+flexion creases and dorsal knuckle wrinkles from `crease_fields`; off by default because the
+realism benchmark measured no gain: docs/REALISM.md "Skin and exposure").
 
 Only numpy: this module runs inside Blender's own Python too.
 """
