@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datagen.hand.base import KEYPOINT_NAMES as _KEYPOINT_NAMES
+
 REPO = Path(__file__).resolve().parent.parent
 RENDER_SCRIPT = REPO / "blender_scripts" / "render.py"
 DETECT_SCRIPT = Path(__file__).resolve().parent / "mediapipe_detect.py"
@@ -63,14 +65,7 @@ SIDE_COS = 0.5  # |cos| above this: palm / back; else side
 TONE_BANDS = (("light", 0.0, 1 / 3), ("medium", 1 / 3, 2 / 3), ("dark", 2 / 3, 1.0))
 SIDES = ("palm", "side", "back")
 
-KEYPOINT_NAMES = (
-    "wrist",
-    "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
-    "index_mcp", "index_pip", "index_dip", "index_tip",
-    "middle_mcp", "middle_pip", "middle_dip", "middle_tip",
-    "ring_mcp", "ring_pip", "ring_dip", "ring_tip",
-    "little_mcp", "little_pip", "little_dip", "little_tip",
-)
+KEYPOINT_NAMES = tuple(_KEYPOINT_NAMES)  # FreiHAND order (datagen.hand.base)
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
          (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
 
