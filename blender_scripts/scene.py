@@ -44,6 +44,7 @@ from datagen.scene.hdri import (
 )
 from datagen.scene.items import ItemSpec
 from datagen.render.layout import item_paths, mesh_path
+from datagen.labels.handedness import handed_mesh, handed_points
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
 from datagen.labels.visibility import compute_labels
 from datagen.scene.skin import (
@@ -572,25 +573,33 @@ class SceneRenderer:
                                 keypoints=self.tables.keypoints[pose_id].astype(np.float32))
         return dense
 
-    def set_view(self, view_id: int, rotation_deg: float) -> np.ndarray:
-        """Place hand and camera in Blender's world: hand frame rotated by M (datagen.hdri)."""
+    def set_view(self, view_id: int, rotation_deg: float, left: bool = False) -> np.ndarray:
+        """Place hand and camera in Blender's world: hand frame rotated by M (datagen.hdri).
+
+        `left`: the item's world is the mirrored hand frame (datagen.labels.handedness): the
+        mesh object gets the reflection S = diag(-1, 1, 1) in its matrix; Cycles renders a
+        negatively scaled object with its faces' orientation and normals flipped accordingly
+        (tests/test_left_hands.py checks silhouette, depth and front faces against the labels)."""
         M4 = np.eye(4)
         M = hand_to_world(rotation_deg)
         M4[:3, :3] = M
         cam = M4 @ opencv_to_blender_camera(self.views.R[view_id], self.views.t[view_id])
+        hand = M4 @ np.diag([-1.0, 1.0, 1.0, 1.0]) if left else M4
         # mathutils.Matrix takes rows; a bare nested list would be read column-major.
-        self.hand.matrix_world = Matrix([list(map(float, row)) for row in M4])
+        self.hand.matrix_world = Matrix([list(map(float, row)) for row in hand])
         self.camera.matrix_world = Matrix([list(map(float, row)) for row in cam])
         return M
 
-    def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray) -> tuple[float, float, float]:
+    def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray,
+                 handedness: str = "right") -> tuple[float, float, float]:
         """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
         `index` seen from view `view_id`, with the current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule)."""
         probe = self._probes[index]
         centre = self.views.centres[view_id]
-        side = probe.facing(M @ (centre - self.tables.palm_centre))
+        side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
         dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
-        normals, weights = visible_normal_weights(dense, self.tables.dense_faces, centre)
+        dense, faces = handed_mesh(dense, self.tables.dense_faces, handedness)
+        normals, weights = visible_normal_weights(dense, faces, centre)
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
@@ -689,7 +698,7 @@ class SceneRenderer:
         rasterised mask and depth.
         """
         self.set_pose(spec.pose_id)
-        self.set_view(spec.view_id, spec.hdri_rotation_deg)
+        self.set_view(spec.view_id, spec.hdri_rotation_deg, spec.left)
         if getattr(self, "_depth_material", None) is None:
             mat = bpy.data.materials.new("camera_depth")
             nt = self._node_tree(mat)
@@ -711,15 +720,17 @@ class SceneRenderer:
         t0, c0 = time.perf_counter(), time.process_time()
         paths = item_paths(out_dir, spec.pose_id, spec.view_id)
         paths.label.parent.mkdir(parents=True, exist_ok=True)
-        dense = self.set_pose(spec.pose_id, out_dir)
-        M = self.set_view(spec.view_id, spec.hdri_rotation_deg)
-        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M)
+        right_dense = self.set_pose(spec.pose_id, out_dir)
+        M = self.set_view(spec.view_id, spec.hdri_rotation_deg, spec.left)
+        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M, spec.handedness)
         self.set_environment(spec.hdri_index, eff)
         self._set_skin(spec.skin)
         self.scene.cycles.seed = spec.cycles_seed
         t1 = time.perf_counter()
         v = self.views
-        labels = compute_labels(dense, self.tables.dense_faces, self.tables.keypoints[spec.pose_id],
+        # The item's hand: the right hand, or its mirror image with reversed winding (left).
+        dense, faces = handed_mesh(right_dense, self.tables.dense_faces, spec.handedness)
+        labels = compute_labels(dense, faces, handed_points(self.tables.keypoints[spec.pose_id], spec.handedness),
                                 v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
                                 wrist_joint=self.tables.wrist_joint)
         # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
@@ -727,7 +738,7 @@ class SceneRenderer:
         values = compute_passes(passes, ItemContext(
             spec, labels, dense, self.tables, v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
             hdri=self.hdri_record(spec, M, eff, side, skin_e),
-            render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions))
+            render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions, faces=faces))
         t2 = time.perf_counter()
         tmp_rgb = atomic.temp_path(paths.rgb)
         try:

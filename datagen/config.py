@@ -55,6 +55,10 @@ class HandConfig:
     forearm_length_m: float = 0.20  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
     wrist_flexion_deg: tuple[float, float] = (-30.0, 30.0)  # + flexion (palmar), - extension (dorsal)
     wrist_deviation_deg: tuple[float, float] = (-10.0, 20.0)  # + ulnar, - radial
+    # Share of items rendered as left hands (the mirrored right hand; docs/ARCHITECTURE.md
+    # "Frames and conventions"), drawn per item from its own seed (datagen.scene.items).  A
+    # render-time choice: the hand and pose tables (and their cache keys) do not depend on it.
+    left_share: float = 0.0
 
 
 # Human ranges of motion of the wrist (degrees; AAOS: flexion 80, extension 70, radial
@@ -171,7 +175,17 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
-              ("hdri", "exposure_target"): 0.9}
+              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0}
+# [hand] keys that only change what is rendered, not the hand or pose tables: left out of the
+# prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
+RENDER_ONLY_HAND_KEYS = ("left_share",)
+
+
+def tables_config(cfg: Config) -> Config:
+    """`cfg` with the render-only [hand] keys at their defaults: what the prepared tables
+    (and their cache keys) depend on."""
+    return dataclasses.replace(cfg, hand=dataclasses.replace(
+        cfg.hand, **{k: getattr(HandConfig, k) for k in RENDER_ONLY_HAND_KEYS}))
 
 
 def canonical_dict(cfg_dict: dict) -> dict:
@@ -375,6 +389,7 @@ def _validate(cfg: Config) -> Config:
     _check_range("hand.forearm_length_m", h.forearm_length_m, 0.05, 0.23)
     _check_interval("hand.wrist_flexion_deg", h.wrist_flexion_deg, *WRIST_FLEXION_LIMITS_DEG)
     _check_interval("hand.wrist_deviation_deg", h.wrist_deviation_deg, *WRIST_DEVIATION_LIMITS_DEG)
+    _check_range("hand.left_share", h.left_share, 0.0, 1.0)
     if h.forearm and entry.forearm is None:
         raise ConfigError(f"hand.forearm = true: hand model {h.model!r} has no forearm")
     if h.forearm and "part_mask" not in cfg.render.label_passes:

@@ -68,12 +68,15 @@ class ItemContext:
 
     `labels` (datagen.labels.visibility.ItemLabels) is the exact rasterisation of the labelled
     mesh: depth, mask, the triangle seen at each pixel (`face`, -1 = background), keypoints
-    and visibility.  `tables` is the prepared hand (dense_faces, dense_part, ...).
+    and visibility.  `tables` is the prepared hand (dense_faces, dense_part, ...).  For a left
+    item (`spec.handedness`), `dense` is the mirrored hand and `faces` its triangles with the
+    vertex order reversed (same face ids as tables.dense_faces; datagen.labels.handedness):
+    compute geometry from (`dense`, `faces`).
     """
 
     spec: Any  # datagen.scene.items.ItemSpec
     labels: Any  # datagen.labels.visibility.ItemLabels
-    dense: np.ndarray  # (Nd, 3) posed dense vertices, hand frame (metres)
+    dense: np.ndarray  # (Nd, 3) posed dense vertices of the item's hand, hand frame (metres)
     tables: Any  # datagen.poses.tables.HandTables
     K: np.ndarray
     R: np.ndarray
@@ -83,6 +86,7 @@ class ItemContext:
     hdri: dict = field(default_factory=dict)  # the item JSON's hdri / render / versions blocks
     render: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    faces: np.ndarray | None = None  # (F, 3) the item's triangles (None: tables.dense_faces)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, ve
         "view_id": spec.view_id,
         "item_id": spec.item_id,
         "seed": list(spec.seed),
+        "handedness": getattr(spec, "handedness", "right"),
         "image_size": [int(labels.mask.shape[1]), int(labels.mask.shape[0])],
         "keypoints_2d": _floats(labels.keypoints_2d),
         "keypoints_3d_cam": _floats(labels.keypoints_cam),

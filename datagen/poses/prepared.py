@@ -96,12 +96,13 @@ def _pose_space_digest(cfg: Config) -> str:
 
     entry = hand_model_entry(cfg.hand.model)
     angles = entry.pose_angles or DEFAULT_ANGLES
-    from datagen.config import canonical_dict
+    from datagen.config import canonical_dict, tables_config
 
     # The hand section without the forearm keys at their "off" values (config.LATER_KEYS), so
     # configs from before the forearm keep their key; with the forearm on, the wrist angles
     # depend on the seed too.
-    hand = canonical_dict({"hand": cfg.hand.__dict__})["hand"]
+    # The render-only keys ([hand] left_share) do not change the tables (config.tables_config).
+    hand = canonical_dict({"hand": tables_config(cfg).hand.__dict__})["hand"]
     if cfg.hand.forearm:
         hand["seed"] = cfg.seed
         hand["forearm_version"] = FOREARM_VERSION

@@ -107,6 +107,9 @@ def _index_path(cache_dir: Path, cfg) -> Path:
     part of the name (the paper's table does not depend on it, and its index name is unchanged)."""
     on = (getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
           or getattr(cfg.hand, "forearm", False))
+    from datagen.config import tables_config
+
+    cfg = tables_config(cfg)  # render-only [hand] keys (left_share) do not change the tables
     digest = cfg.digest("seed", "hand", "poses") if on else cfg.digest("hand", "poses")
     return Path(cache_dir) / "prepared" / f"index_{digest}.json"
 

@@ -25,6 +25,11 @@ class ItemSpec:
     hdri_strength: float
     skin: SkinParams
     cycles_seed: int
+    handedness: str = "right"  # "right" | "left" (the mirrored right hand; [hand] left_share)
+
+    @property
+    def left(self) -> bool:
+        return self.handedness == "left"
 
     @property
     def key(self) -> str:
@@ -38,13 +43,15 @@ def item_seed(config_seed: int, pose_id: int, view_id: int) -> np.random.SeedSeq
 def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int) -> ItemSpec:
     """Draw an item's random choices from its own seed.
 
-    Three independent child streams (SeedSequence.spawn): 0 = environment (HDRI index,
-    rotation, strength), 1 = skin, 2 = the Cycles sampling seed; adding a draw to one stream
-    never changes the others.  The HDRI index depends on how many HDRIs the sources hold.
+    Independent child streams (SeedSequence.spawn): 0 = environment (HDRI index,
+    rotation, strength), 1 = skin, 2 = the Cycles sampling seed, 3 = handedness (one uniform
+    draw u, left when u < [hand] left_share; nothing is drawn at left_share 0); adding a draw
+    to one stream never changes the others, and child k is the same whatever number of
+    children is spawned.  The HDRI index depends on how many HDRIs the sources hold.
     """
     if n_hdris < 1:
         raise ValueError("no HDRIs to choose from")
-    env_ss, skin_ss, render_ss = item_seed(cfg.seed, pose_id, view_id).spawn(3)
+    env_ss, skin_ss, render_ss, hand_ss = item_seed(cfg.seed, pose_id, view_id).spawn(4)
     env = np.random.default_rng(env_ss)
     index = int(env.integers(n_hdris))
     r0, r1 = cfg.hdri.rotation_deg
@@ -54,4 +61,11 @@ def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int) -> It
     skin = draw_skin(cfg.skin, np.random.default_rng(skin_ss))
     cycles_seed = int(render_ss.generate_state(1, np.uint32)[0] & 0x7FFFFFFF)
     return ItemSpec(pose_id, view_id, pose_id * n_views + view_id, (int(cfg.seed), int(pose_id), int(view_id)),
-                    index, rotation, strength, skin, cycles_seed)
+                    index, rotation, strength, skin, cycles_seed, draw_handedness(cfg.hand.left_share, hand_ss))
+
+
+def draw_handedness(left_share: float, ss: np.random.SeedSequence) -> str:
+    """"left" with probability `left_share` (one uniform draw from `ss`), else "right"."""
+    if left_share <= 0.0:
+        return "right"
+    return "left" if np.random.default_rng(ss).random() < left_share else "right"

@@ -1,0 +1,132 @@
+"""Left hands ([hand] left_share): the mirrored right hand, rendered and labelled.
+
+- the draw: a new child stream of the item seed, every other draw unchanged, none at share 0;
+- the geometry: mirror + reversed winding keeps normals outward (kernel), labels of a left
+  item are the mirror of the right item's 3D labels seen by the same camera;
+- Cycles (one tiny scene): a left item's coverage and depth equal the labels rasterised from
+  the mirrored mesh, and Cycles sees the mirrored mesh's front faces (not its inside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support.renders import write_render_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cfg(share: float):
+    from datagen.config import Config, HandConfig
+
+    return Config(hand=HandConfig(left_share=share))
+
+
+def test_handedness_draw_leaves_every_other_draw_unchanged():
+    from datagen.scene.items import make_spec
+
+    off, half, all_left = _cfg(0.0), _cfg(0.5), _cfg(1.0)
+    specs = [(make_spec(off, 9, p, v, 216), make_spec(half, 9, p, v, 216), make_spec(all_left, 9, p, v, 216))
+             for p in range(0, 1520, 97) for v in range(0, 216, 23)]
+    for a, b, c in specs:
+        assert a.handedness == "right" and c.handedness == "left"
+        assert dataclasses.replace(b, handedness="right") == a == dataclasses.replace(c, handedness="right")
+    share = np.mean([b.left for _, b, _ in specs])
+    assert 0.35 < share < 0.65, share
+    assert make_spec(half, 9, 5, 7, 216) == make_spec(half, 9, 5, 7, 216)
+
+
+def test_left_share_is_a_later_key_and_validated(tmp_path):
+    from datagen.config import ConfigError, load_config, tables_config
+
+    off, on = _cfg(0.0), _cfg(0.5)
+    assert "left_share" not in str(off.digest()) and off.digest() == load_config(None).digest()
+    assert on.digest() != off.digest()
+    assert tables_config(on).digest("hand", "poses") == off.digest("hand", "poses")
+    bad = tmp_path / "bad.toml"
+    for value in ("1.5", "-0.1", '"half"'):
+        bad.write_text(f"[hand]\nleft_share = {value}\n")
+        with pytest.raises(ConfigError, match="left_share"):
+            load_config(bad)
+
+
+def test_mirrored_mesh_keeps_outward_normals_and_mirrors_the_labels(prepared, cache_dir):
+    from datagen.cameras.hemisphere import views_for
+    from datagen.config import load_config
+    from datagen.geometry.mirror import mirror_points
+    from datagen.geometry.normals import vertex_normals
+    from datagen.labels.handedness import handed_mesh, handed_points
+    from datagen.labels.visibility import compute_labels
+    from datagen.poses.tables import ensure_tables
+
+    cfg = load_config(None)
+    tables = ensure_tables(cfg, cache_dir)
+    views = views_for(cfg.cameras, tables)
+    dense = tables.dense_vertices(700)
+    vl, fl = handed_mesh(dense, tables.dense_faces, "left")
+    # outward: the mirrored normals of the right mesh, per vertex
+    assert np.allclose(vertex_normals(vl, fl), mirror_points(vertex_normals(dense, tables.dense_faces)), atol=1e-9)
+    # signed volume keeps its sign (a mesh turned inside out would flip it)
+    def volume(v, f):
+        t = v[f]
+        return np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6
+    assert volume(vl, fl) == pytest.approx(volume(dense, tables.dense_faces), rel=1e-9) and volume(vl, fl) > 0
+    kp = tables.keypoints[700]
+    v = 100
+    L = compute_labels(vl, fl, handed_points(kp, "left"), views.K, views.R[v], views.t[v], views.width, views.height)
+    assert np.allclose(L.keypoints_cam, (kp * [-1, 1, 1]) @ views.R[v].T + views.t[v])
+    assert L.mask.sum() > 500 and L.visible.sum() >= 5
+    # the same camera sees another side of the mirrored hand: the thumb changes sides in the image
+    R = compute_labels(dense, tables.dense_faces, kp, views.K, views.R[v], views.t[v], views.width, views.height)
+    assert not np.allclose(L.keypoints_2d, R.keypoints_2d, atol=1.0)
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_cycles_renders_the_mirrored_labels(tmp_path, cache_dir, prepared):
+    """One tiny scene: a left item's Cycles coverage/depth vs the labels of the mirrored mesh,
+    and Cycles' own front/back test on the hand's visible pixels, left and right."""
+    import bpy
+
+    from blender_scripts.scene import SceneRenderer
+    from datagen.cameras.hemisphere import views_for
+    from datagen.config import load_config
+    from datagen.labels.handedness import handed_mesh, handed_points
+    from datagen.labels.visibility import compute_labels
+    from datagen.poses.tables import ensure_tables
+    from datagen.scene.hdri import discover
+    from datagen.scene.items import make_spec
+
+    cfg = load_config(write_render_config(tmp_path / "c.toml", size=96))
+    tables = ensure_tables(cfg, cache_dir)
+    views = views_for(cfg.cameras, tables)
+    hdris, _ = discover(cfg.hdri.sources, REPO)
+    renderer = SceneRenderer(cfg, tables, views, hdris[:1])
+    mat = bpy.data.materials.new("backfacing")
+    nt = SceneRenderer._node_tree(mat)
+    out, em, geo = (nt.nodes.new(n) for n in ("ShaderNodeOutputMaterial", "ShaderNodeEmission", "ShaderNodeNewGeometry"))
+    nt.links.new(geo.outputs["Backfacing"], em.inputs["Color"])
+    nt.links.new(em.outputs["Emission"], out.inputs["Surface"])
+    pose, view = 700, 150
+    for hand in ("left", "right"):
+        spec = dataclasses.replace(make_spec(cfg, 1, pose, view, len(views)), handedness=hand)
+        alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
+        dense, faces = handed_mesh(tables.dense_vertices(pose), tables.dense_faces, hand)
+        L = compute_labels(dense, faces, handed_points(tables.keypoints[pose], hand), views.K, views.R[view],
+                           views.t[view], views.width, views.height)
+        cmask = alpha > 0.5
+        iou = (cmask & L.mask).sum() / (cmask | L.mask).sum()
+        inner = (alpha > 0.999) & L.mask
+        diff = np.abs(cdepth[inner] - L.depth[inner])
+        assert iou > 0.97, (hand, iou)
+        assert np.median(diff) < 2e-4 and np.percentile(diff, 90) < 1e-3, hand
+        back = renderer.render_linear(tmp_path / f"back_{hand}.exr", transparent=True, material=mat)
+        seen = back[..., 3] > 0.999
+        assert seen.sum() > 200
+        # Cycles' Backfacing is 0 on every visible pixel (1 everywhere with the winding wrong)
+        assert back[..., 0][seen].mean() < 0.01, (hand, back[..., 0][seen].mean())
+        assert (renderer.hand.matrix_world.determinant() < 0) == (hand == "left")
