@@ -38,6 +38,7 @@ from datagen.dataset import shards as S
 from datagen.geometry.projection import project
 from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
+from datagen.labels.handedness import HANDEDNESS, handed_points, handedness_code
 from datagen.labels.passes import LabelPass, PassError, passes_for, run_passes
 from datagen.registry import UnknownName
 
@@ -47,7 +48,7 @@ ITEM_NAME = re.compile(r"^v(\d+)(\..+)$")
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
                "depth_gap_m", "crossings", "skin_distance_m", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t",
-               "hdri", "skin"}
+               "hdri", "skin", "handedness"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -320,10 +321,15 @@ class Scan:
             raise ItemError("keypoints contain NaN/inf")
         if (vis & ~inf).any():
             raise ItemError("a keypoint is visible but not in frame")
-        expect3 = self._pose_keypoints(pose) @ inp.views["R"][view].T + inp.views["t"][view]
+        handedness = lab.get("handedness", "right")  # items rendered before left hands: right
+        if handedness not in HANDEDNESS:
+            raise ItemError(f"handedness {handedness!r}: must be 'right' or 'left'")
+        # a left item's 3D labels are those of the mirrored hand (datagen.labels.handedness)
+        expect3 = handed_points(self._pose_keypoints(pose), handedness) @ inp.views["R"][view].T + inp.views["t"][view]
         err3 = np.abs(kp3 - expect3).max()
         if err3 > TOL_3D_M:
-            raise ItemError(f"keypoints_3d_cam differ from meshes/pose_{pose:05d}.npz keypoints by {err3 * 1e3:.3f} mm")
+            raise ItemError(f"keypoints_3d_cam differ from meshes/pose_{pose:05d}.npz keypoints ({handedness} hand) by "
+                            f"{err3 * 1e3:.3f} mm")
         proj = project(expect3, inp.views["K"][view])
         err2 = np.abs(kp2 - proj).max()
         if err2 > TOL_2D_PX:
@@ -371,7 +377,7 @@ class Scan:
                "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap, "crossings": crossings,
                "skin_distance_m": skin_dist, "bbox_xyxy": bbox, "mask_area_px": area, "hdri_index": hdri_index,
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
-               "hdri_strength": float(hdri.get("strength", np.nan))}
+               "hdri_strength": float(hdri.get("strength", np.nan)), "handedness": handedness_code(handedness)}
         return row, skin, extra
 
 

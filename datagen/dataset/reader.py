@@ -16,15 +16,20 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | visible, in_frame | bool (21,) | keypoint not occluded and inside the image / inside the image |
 | depth_gap_m | float32 (21,) | keypoint z minus depth at its pixel; NaN where undefined |
 | joints_cam | float32 (21, 3) | rig keypoints in camera space, metres (FreiHAND order) |
-| vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres |
+| vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres (a left sample's faces are the template's with reversed vertex order) |
 | mano_joints_cam | float32 (21, 3) | joint_regressor @ vertices_cam |
 | K, R, t | float32 (3, 3), (3, 3), (3,) | OpenCV camera: x_cam = R x_hand + t |
 | pose_id, view_id, item_id, index | int64 | ids (docs/ARCHITECTURE.md); index = position in this dataset |
+| handedness | int64 | with the ids: 0 right hand, 1 left hand (the mirrored right hand; every 3D output above is the left hand's) |
 | hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
 | skin | float32 (S,) | skin parameters, names in `skin_names` |
 | dense_vertices_cam | float32 (Nd, 3) | only when asked for in `fields`: the dense render mesh |
 | <pass name> | the pass's (datagen.labels.passes) | every further label pass the dataset holds |
 | view_<column> | the column's | only with `view_columns` in `fields`: the camera sampler's per-view metadata (hemisphere: longitude_deg, latitude_deg) |
+
+Left samples (datagen.labels.handedness): the pose tables hold the right hand; for a left sample
+the hand-frame points are mirrored (x -> -x) before the view's R, t, so joints_cam, vertices_cam,
+mano_joints_cam and dense_vertices_cam are the left hand the image shows.
 
 `fields=None` (the default) means DEFAULT_FIELDS plus the dataset's further label passes.
 
@@ -49,6 +54,7 @@ import numpy as np
 import torch
 
 from datagen.dataset import shards as S
+from datagen.geometry.mirror import mirror_points
 from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
 
 SPLITS = ("train", "val", "test")
@@ -162,9 +168,11 @@ class Tables:
         return d
 
 
-def to_camera(points_hand: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Hand frame -> camera (float32: ~0.03 um rounding at 0.3 m)."""
-    return np.asarray(points_hand, np.float32) @ R.T + t
+def to_camera(points_hand: np.ndarray, R: np.ndarray, t: np.ndarray, left: bool = False) -> np.ndarray:
+    """Hand frame -> camera (float32: ~0.03 um rounding at 0.3 m); `left`: the right hand's
+    points mirrored in the hand frame first (the left hand of a left sample)."""
+    p = np.asarray(points_hand, np.float32)
+    return (mirror_points(p) if left else p) @ R.T + t
 
 
 class ShardDataset:
@@ -257,19 +265,20 @@ class ShardDataset:
             if k in want:
                 out[k] = c[k][row].copy()
         p = tb.pose_row[pose]
+        left = bool(c["handedness"][row])
         if "joints_cam" in want:
-            out["joints_cam"] = to_camera(tb.keypoints[p], R, t)
+            out["joints_cam"] = to_camera(tb.keypoints[p], R, t, left)
         if "vertices_cam" in want:
-            out["vertices_cam"] = to_camera(tb.mano_vertices[p], R, t)
+            out["vertices_cam"] = to_camera(tb.mano_vertices[p], R, t, left)
         if "mano_joints_cam" in want:
-            out["mano_joints_cam"] = to_camera(tb.mano_joints[p], R, t)
+            out["mano_joints_cam"] = to_camera(tb.mano_joints[p], R, t, left)
         if "dense_vertices_cam" in want:
-            out["dense_vertices_cam"] = to_camera(tb.dense_vertices(pose), R, t)
+            out["dense_vertices_cam"] = to_camera(tb.dense_vertices(pose), R, t, left)
         for k, v in (("K", K), ("R", R), ("t", t)):
             if k in want:
                 out[k] = v.copy()
         if "ids" in want:
-            out.update(pose_id=pose, view_id=view, item_id=int(c["item_id"][row]), index=i)
+            out.update(pose_id=pose, view_id=view, item_id=int(c["item_id"][row]), index=i, handedness=int(left))
         if "hdri" in want:
             out.update(hdri_index=int(c["hdri_index"][row]), hdri_rotation_deg=np.float32(c["hdri_rotation_deg"][row]),
                        hdri_strength=np.float32(c["hdri_strength"][row]))

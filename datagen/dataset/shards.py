@@ -98,8 +98,20 @@ SAMPLE_COLUMNS = {
     "hdri_index": ("int32", ()),
     "hdri_rotation_deg": ("float32", ()),
     "hdri_strength": ("float32", ()),
+    "handedness": ("uint8", ()),  # 0 right, 1 left (datagen.labels.handedness)
     # "skin": float32 (N, S), names in the attribute skin_names (S comes from the render items)
 }
+# Columns added after schema version 1, with the value a shard written before them means
+# (every sample was a right hand): read as that value when missing, so older datasets stay readable.
+LATER_COLUMNS = {"handedness": 0}
+
+
+def read_column(f, name: str, count: int) -> np.ndarray:
+    """A per-sample column of an open shard; a later column the shard predates is its default."""
+    if name not in f and name in LATER_COLUMNS:
+        dtype, shape = SAMPLE_COLUMNS[name]
+        return np.full((count, *shape), LATER_COLUMNS[name], dtype)
+    return f[name][()]
 
 
 def set_attrs(obj, attrs: dict) -> None:
@@ -296,7 +308,7 @@ class ShardReader:
         self.count = int(f.attrs["count"])
         self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
         self.codecs = {k: codec(k, v) for k, v in attr_json(f, "codecs").items()}
-        self.columns = {k: f[k][()] for k in SAMPLE_COLUMNS}
+        self.columns = {k: read_column(f, k, self.count) for k in SAMPLE_COLUMNS}
         self.columns["skin"] = f["skin"][()]
         self.skin_names = attr_json(f["skin"], "names")
         self.offsets = {k: f[k + "_offset_m"][()] for k, c in self.codecs.items() if c.offset}

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from datagen.dataset import shards as S
 from datagen.geometry.projection import project
+from datagen.labels.handedness import handed_points, handedness_name
 from datagen.labels.passes import LABEL_PASSES, ordered
 from datagen.labels.visibility import visibility_contract
 
@@ -177,6 +178,8 @@ def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | Non
     f = r.f
     ok = True
     for col, (dtype, shape) in S.SAMPLE_COLUMNS.items():
+        if col not in f and col in S.LATER_COLUMNS:
+            continue  # packed before the column existed: read as its default
         if col not in f or f[col].shape != (n, *shape) or f[col].dtype != np.dtype(dtype):
             got = (f[col].shape, str(f[col].dtype)) if col in f else "missing"
             rep.add("schema", f"{name}: column {col} is {got}, expected ({n}, *{shape}) {dtype}")
@@ -243,7 +246,10 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
             rep.add("silhouette", f"{where}: bbox {c['bbox_xyxy'][row].tolist()} vs silhouette {bbox}")
         v = int(c["view_id"][row])
         K, R, t = tables["K"][v], tables["R"][v], tables["t"][v]
-        cam = tables["keypoints"][pose_row[int(c["pose_id"][row])]].astype(np.float64) @ R.T + t
+        # the pose table's right hand, mirrored for a left sample (datagen.labels.handedness)
+        kp3 = handed_points(tables["keypoints"][pose_row[int(c["pose_id"][row])]].astype(np.float64),
+                            handedness_name(c["handedness"][row]))
+        cam = kp3 @ R.T + t
         uv = project(cam, K)
         kp = c["keypoints_2d"][row].astype(np.float64)
         err = np.abs(uv - kp).max()

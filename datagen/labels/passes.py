@@ -53,7 +53,7 @@ RESERVED_NAMES = frozenset({
     "item_id", "pose_id", "view_id", "seed", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "crossings",
     "skin_distance_m", "bbox_xyxy", "mask_area_px", "hdri_index", "hdri_rotation_deg", "hdri_strength", "skin",
     "extra_json", "joints_cam", "vertices_cam", "mano_joints_cam", "dense_vertices_cam", "K", "R", "t", "ids",
-    "hdri", "index", "view_columns"})
+    "hdri", "index", "view_columns", "handedness"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]+)+$")
 

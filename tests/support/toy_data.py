@@ -94,8 +94,13 @@ def pose_mesh(asset: HandAsset, pose: int):
     return v, kp
 
 
-def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 64, seed: int = 0) -> Path:
-    """Write a complete RENDER_DIR (docs/ARCHITECTURE.md) for the toy hand."""
+def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 64, seed: int = 0,
+                    left=()) -> Path:
+    """Write a complete RENDER_DIR (docs/ARCHITECTURE.md) for the toy hand; items (pose, view)
+    in `left` are left hands (the mirrored mesh, datagen.labels.handedness)."""
+    from datagen.labels.handedness import handed_mesh, handed_points
+
+    left = {tuple(x) for x in left}
     root = Path(root)
     asset = toy_asset()
     cam_cfg = CameraConfig(longitudes=n_views, longitude_step_deg=360 / n_views, latitudes=1, width=size,
@@ -126,10 +131,12 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
         d = root / "items" / f"{p:05d}"
         d.mkdir(parents=True, exist_ok=True)
         for view in range(n_views):
+            hand = "left" if (p, view) in left else "right"
             R, t, K = views.R[view], views.t[view], views.K
-            cam = v @ R.T + t
-            r = rasterize(cam, asset.dense_faces, K, size, size)
-            kc = kp.astype(np.float32).astype(np.float64) @ R.T + t
+            hv, hf = handed_mesh(v, asset.dense_faces, hand)
+            cam = hv @ R.T + t
+            r = rasterize(cam, hf, K, size, size)
+            kc = handed_points(kp.astype(np.float32).astype(np.float64), hand) @ R.T + t
             uv = kc[:, :2] / kc[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
             inside = (uv >= 0).all(1) & (uv < size).all(1)
             px = np.clip(np.floor(uv).astype(int), 0, size - 1)
@@ -148,7 +155,7 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
             cv2.imwrite(str(base) + ".mask.png", r.mask.astype(np.uint8) * 255)
             np.save(str(base) + ".depth.npy", r.depth)
             labels = {"pose_id": p, "view_id": view, "item_id": p * n_views + view,
-                      "seed": [seed, p, view], "keypoints_2d": uv.tolist(), "keypoints_3d_cam": kc.tolist(),
+                      "seed": [seed, p, view], "handedness": hand, "keypoints_2d": uv.tolist(), "keypoints_3d_cam": kc.tolist(),
                       "visible": vis.tolist(), "in_frame": inside.tolist(),
                       "depth_gap_m": [None if np.isnan(g) else float(g) for g in gap],
                       "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
