@@ -232,3 +232,28 @@ def test_network_depends_only_on_the_kernel():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
             found += [(path.name, n) for n in names if n.split(".")[0] == "datagen"]
     assert found and all(n == "datagen.geometry" or n.startswith("datagen.geometry.") for _, n in found), found
+
+
+def test_mirror_flip_K_and_image_agree_with_projection():
+    """A camera-space reflection x -> -x is seen at u -> W - u by flip_K(K, W) (brute force on
+    random points and a skewed, off-centre K), and flip_image moves pixel centre j to W - 1 - j."""
+    from datagen.geometry.mirror import flip_image, flip_K, flip_uv, mirror_mesh, mirror_points, reverse_winding
+    from datagen.geometry.normals import face_normals
+    from datagen.geometry.projection import project
+
+    rng = np.random.default_rng(4)
+    W = 200
+    K = np.array([[310.0, 3.0, 91.5], [0.7, 305.0, 120.0], [0.0, 0.0, 1.0]])
+    p = rng.normal(size=(50, 3)) * 0.05 + [0, 0, 0.4]
+    assert np.allclose(project(mirror_points(p), flip_K(K, W)), flip_uv(project(p, K), W), atol=1e-9)
+    Kc = np.array([[300.0, 0, W / 2], [0, 300.0, 80.0], [0, 0, 1]])
+    assert np.array_equal(flip_K(Kc, W), Kc)  # principal point at the centre: the same camera
+    img = rng.integers(0, 255, size=(3, W, 3))
+    assert np.array_equal(flip_image(img)[:, W - 1 - 17], img[:, 17])
+    assert flip_uv(np.array([[17.5, 1.0]]), W)[0, 0] == W - 1 - 17 + 0.5
+    assert np.array_equal(flip_image(img.transpose(2, 0, 1), axis=2), flip_image(img).transpose(2, 0, 1))
+    v = rng.normal(size=(30, 3))
+    f = rng.integers(0, 30, size=(40, 3))
+    mv, mf = mirror_mesh(v, f)
+    assert np.allclose(face_normals(mv, mf), mirror_points(face_normals(v, f)))
+    assert np.array_equal(reverse_winding(f)[:, [2, 1, 0]], f) and mirror_points(np.float32([[1, 2, 3]])).dtype == np.float32
