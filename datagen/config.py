@@ -114,6 +114,37 @@ class HdriConfig:
 
 
 @dataclass(frozen=True)
+class BackgroundConfig:
+    # Ordinary images (PNG/JPEG) shown behind the hand instead of the HDRI's own background
+    # (datagen/scene/backgrounds.py; docs/RENDERING.md "Backgrounds"): folders (searched
+    # recursively) or files, relative to the repo root or absolute.  The HDRI still lights the
+    # hand.  Off by default (no sources, share 0): the keys are then left out of digests.
+    sources: tuple[str, ...] = ()
+    share: float = 0.0  # fraction of items (drawn per item) with an image background
+    scale: tuple[float, float] = (0.5, 1.0)  # crop side over the image's shorter side
+    flip: bool = True  # mirror the crop left-right with probability 1/2
+
+
+LIGHT_TYPES = ("area", "spot", "point")
+
+
+@dataclass(frozen=True)
+class LightsConfig:
+    # Extra light sources per item besides the HDRI (datagen/scene/lights.py; docs/RENDERING.md
+    # "Extra lights").  Off by default (count [0, 0]).
+    count: tuple[int, int] = (0, 0)  # number of lights, uniform in [low, high]
+    types: tuple[str, ...] = LIGHT_TYPES  # each light's type, uniform among these
+    # Irradiance a light gives a surface at the hand facing it, over the HDRI's predicted skin
+    # irradiance (so it stays relative to the environment; the exposure rule counts it).
+    power: tuple[float, float] = (0.25, 1.0)
+    temperature_k: tuple[float, float] = (2700.0, 6500.0)  # colour temperature
+    distance_m: tuple[float, float] = (0.4, 1.2)  # from the palm centre
+    cone_deg: float = 90.0  # direction within this angle of the palm-centre -> camera direction
+    size_m: tuple[float, float] = (0.05, 0.3)  # area light side; point/spot radius (soft shadows)
+    spot_deg: tuple[float, float] = (30.0, 60.0)  # spot cone (full angle)
+
+
+@dataclass(frozen=True)
 class SkinConfig:
     # Melanin fraction 0 (very light) .. 1 (very dark); see datagen/skin.py for the palette.
     melanin: tuple[float, float] = (0.0, 1.0)
@@ -151,6 +182,8 @@ class Config:
     hdri: HdriConfig = field(default_factory=HdriConfig)
     skin: SkinConfig = field(default_factory=SkinConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    backgrounds: BackgroundConfig = field(default_factory=BackgroundConfig)
+    lights: LightsConfig = field(default_factory=LightsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,7 +208,15 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
-              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0}
+              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0,
+              ("backgrounds", "sources"): [], ("backgrounds", "share"): 0.0, ("backgrounds", "scale"): [0.5, 1.0],
+              ("backgrounds", "flip"): True,
+              ("lights", "count"): [0, 0], ("lights", "types"): list(LIGHT_TYPES), ("lights", "power"): [0.25, 1.0],
+              ("lights", "temperature_k"): [2700.0, 6500.0], ("lights", "distance_m"): [0.4, 1.2],
+              ("lights", "cone_deg"): 90.0, ("lights", "size_m"): [0.05, 0.3], ("lights", "spot_deg"): [30.0, 60.0]}
+# Sections added after the first run.json format: left out of digests when every key in them is
+# at its LATER_KEYS value (an empty section then means "as before it existed").
+LATER_SECTIONS = ("backgrounds", "lights")
 # [hand] keys that only change what is rendered, not the hand or pose tables: left out of the
 # prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
 RENDER_ONLY_HAND_KEYS = ("left_share",)
@@ -196,6 +237,9 @@ def canonical_dict(cfg_dict: dict) -> dict:
         sec = d.get(section)
         if isinstance(sec, dict) and key in sec and sec[key] == value:
             del sec[key]
+    for section in LATER_SECTIONS:
+        if d.get(section) == {}:
+            del d[section]
     return d
 
 
@@ -372,6 +416,40 @@ def _pose_options(p: PoseConfig) -> PoseConfig:
     return dataclasses.replace(p, families=families)
 
 
+def _backgrounds(b: BackgroundConfig) -> None:
+    if not all(isinstance(x, str) and x for x in b.sources):
+        raise ConfigError(f"backgrounds.sources must be a list of folders or image files, got {list(b.sources)!r}")
+    _check_range("backgrounds.share", b.share, 0.0, 1.0)
+    if b.share > 0 and not b.sources:
+        raise ConfigError(f"backgrounds.share = {b.share:g} but backgrounds.sources is empty: list folders of "
+                          f"images (PNG/JPEG)")
+    if b.sources and b.share == 0:
+        raise ConfigError("backgrounds.sources are given but backgrounds.share = 0: no item would use them; set "
+                          "the share of items with an image background (0 < share <= 1)")
+    _check_interval("backgrounds.scale", b.scale, 0.01, 1.0)
+    if b.scale[0] <= 0:
+        raise ConfigError(f"backgrounds.scale = {list(b.scale)!r}: must be > 0")
+
+
+def _lights(li: LightsConfig) -> None:
+    c = li.count
+    if not (isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 for x in c)):
+        raise ConfigError(f"lights.count must be a [low, high] pair of integers, got {c!r}")
+    _check_interval("lights.count", c, 0, 8)
+    if not li.types or not all(isinstance(t, str) for t in li.types):
+        raise ConfigError(f"lights.types must be a non-empty list of {', '.join(LIGHT_TYPES)}")
+    for t in li.types:
+        if t not in LIGHT_TYPES:
+            raise ConfigError(f"lights.types: {t!r} is not a light type; use {', '.join(LIGHT_TYPES)}")
+    _check_interval("lights.power", li.power, 0.0, 100.0)
+    _check_interval("lights.temperature_k", li.temperature_k, 1000.0, 25000.0)
+    _check_interval("lights.distance_m", li.distance_m, 0.1, 100.0)
+    _check_range("lights.cone_deg", li.cone_deg, 0.0, 180.0)
+    _check_interval("lights.size_m", li.size_m, 0.0, 10.0)
+    _check_interval("lights.spot_deg", li.spot_deg, 1.0, 180.0)
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
     entry = _hand_model(h.model)
@@ -446,6 +524,9 @@ def _validate(cfg: Config) -> Config:
     _check_interval("skin.roughness", s.roughness, 0.0, 1.0)
     _check_interval("skin.subsurface_scale_m", s.subsurface_scale_m, 0.0, 0.05)
 
+    _backgrounds(cfg.backgrounds)
+    _lights(cfg.lights)
+
     r = cfg.render
     if r.device not in DEVICES:
         raise ConfigError(f"render.device = {r.device!r}: use one of {DEVICES}")
@@ -470,6 +551,8 @@ SECTIONS = {
     "hdri": HdriConfig,
     "skin": SkinConfig,
     "render": RenderConfig,
+    "backgrounds": BackgroundConfig,
+    "lights": LightsConfig,
 }
 
 

@@ -1,0 +1,222 @@
+"""Background images: ordinary photos (PNG/JPEG) behind the hand instead of the HDRI's own sky.
+
+Config `[backgrounds]` (docs/RENDERING.md, "Backgrounds"): `sources` are folders (searched
+recursively, hidden files skipped) or single files, relative to the repo root or absolute;
+`share` is the fraction of items that show a photo (drawn per item); the rest show the HDRI as
+before.  The HDRI still lights the hand in both cases: the renderer renders the hand on a
+transparent film (Cycles' film_transparent only hides what camera rays see of the world;
+lighting, shadows and reflections still come from the HDRI) and composites it over the photo's
+crop (`composite`), so the photo's pixels appear exactly as in the file and the labels (mask,
+depth, keypoints: exact rasterisation) are the same as without it.
+
+Discovery decodes every image before any rendering (Pillow in the venv, Blender's image loader
+inside a `blender` binary); a corrupt, truncated or unsupported file stops the run with its path
+(BackgroundError, exit status 2).  Licences as for HDRIs (datagen.scene.hdri.user_licence): a
+per-file sidecar (`<file>.license`, `<stem>.license.txt`, `<stem>.txt`) or a folder-wide
+LICENSE* / licence.txt beside the images; without one the licence is recorded as
+"unknown, user-supplied" with a warning.  Every usable image is listed with its licence in
+run.json (`backgrounds`), and the ones a dataset uses in its manifest.
+
+Per item (datagen.scene.items, a child stream of its own): whether it shows a photo, which,
+the crop (side = `scale` x the largest window of the image's aspect-correct size, position
+uniform), and a left-right flip.  numpy only at import (imported inside Blender).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datagen.scene.hdri import UNKNOWN_LICENCE, _portable, user_licence
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class BackgroundError(ValueError):
+    """A background source is missing or empty, or an image cannot be decoded; names the file."""
+
+
+@dataclass(frozen=True)
+class Background:
+    name: str  # "<source>/<relative path>": unique, used in labels
+    path: str  # absolute path on this machine
+    file: str  # portable: relative to the repo root when inside it
+    source: str  # the config entry it came from
+    width: int
+    height: int
+    licence: str
+    licence_file: str | None
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d.pop("path")
+        return d
+
+
+@dataclass(frozen=True)
+class BackgroundDraw:
+    """An item's background choice (None on ItemSpec when the item shows the HDRI)."""
+
+    index: int  # into the discovered list
+    scale: float  # crop side over the largest aspect-correct window
+    x: float  # crop position in [0, 1] along the free width
+    y: float  # ... and height
+    flip: bool
+
+    def record(self, bg: Background) -> dict:
+        return {"name": bg.name, "file": bg.file, "index": self.index, "scale": self.scale, "x": self.x,
+                "y": self.y, "flip": self.flip}
+
+
+def draw_background(cfg, n_backgrounds: int, rng: np.random.Generator) -> BackgroundDraw | None:
+    """One item's draws (always the same five, in this order, whatever they decide)."""
+    use = rng.random() < cfg.share
+    index = int(rng.integers(n_backgrounds))
+    s0, s1 = cfg.scale
+    scale = float(s0 + (s1 - s0) * rng.random())
+    x, y = float(rng.random()), float(rng.random())
+    flip = bool(rng.random() < 0.5) and bool(cfg.flip)
+    return BackgroundDraw(index, scale, x, y, flip) if use else None
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def decode(path: str | Path) -> np.ndarray:
+    """The image at `path` as uint8 RGB (H, W, 3), top row first; BackgroundError naming the
+    file if it cannot be decoded.  Pillow where it is installed (the venv), else Blender's image
+    loader (inside a `blender` binary, whose Python has no Pillow)."""
+    path = Path(path)
+    try:
+        from PIL import Image
+    except ImportError:
+        return _decode_bpy(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes every pixel: a truncated or damaged file raises here
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise BackgroundError(f"background image {path} cannot be decoded: {exc}") from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise BackgroundError(f"background image {path} has no pixels")
+    return rgb
+
+
+def _decode_bpy(path: Path) -> np.ndarray:
+    import bpy
+
+    try:
+        img = bpy.data.images.load(str(path), check_existing=False)
+    except RuntimeError as exc:
+        raise BackgroundError(f"background image {path} cannot be decoded: {exc}") from None
+    try:
+        w, h = img.size
+        if w <= 0 or h <= 0 or not img.has_data:
+            raise BackgroundError(f"background image {path} cannot be decoded (Blender loaded no pixels)")
+        px = np.empty(w * h * img.channels, np.float32)
+        img.pixels.foreach_get(px)
+    finally:
+        bpy.data.images.remove(img)
+    px = px.reshape(h, w, -1)[::-1]  # Blender's rows run bottom-up
+    rgb = px[..., :3] if px.shape[2] >= 3 else np.repeat(px[..., :1], 3, axis=2)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[Background], list[str]]:
+    """Every image of the configured sources, sorted by name, and licence warnings.
+
+    Raises BackgroundError naming the path for a missing source, a source without images, a
+    file of another type given directly, or (with `check`) an image that does not decode.
+    """
+    repo_root = Path(repo_root)
+    out: dict[str, Background] = {}
+    warnings: list[str] = []
+    for src in sources:
+        p = Path(src)
+        p = p if p.is_absolute() else repo_root / p
+        if p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BackgroundError(f"backgrounds source {src!r}: {p} is not a PNG or JPEG file")
+            files, label = [p], p.parent
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            label = p
+            if not files:
+                raise BackgroundError(f"backgrounds source {src!r}: no .png/.jpg/.jpeg files in {p}")
+        else:
+            raise BackgroundError(f"backgrounds source {src!r}: {p} does not exist")
+        prefix = _portable(label, repo_root, None).rstrip("/")
+        for f in files:
+            licence, lic_file = user_licence(f)
+            if lic_file is None:
+                warnings.append(f"background {f}: no licence file beside it; recorded as '{UNKNOWN_LICENCE}' "
+                                f"(add {f.name}.license or a LICENSE file, see docs/RENDERING.md)")
+            width = height = 0
+            if check:
+                height, width = decode(f).shape[:2]
+            name = f"{prefix}/{f.relative_to(label)}"
+            rec = Background(name, str(f.resolve()), _portable(f, repo_root, None), src, int(width), int(height),
+                             licence, _portable(lic_file, repo_root, None) if lic_file else None)
+            if name in out and out[name].path != rec.path:
+                raise BackgroundError(f"two background images share the name {name!r}: {out[name].path} and "
+                                      f"{rec.path}")
+            out[name] = rec
+    return [out[k] for k in sorted(out)], warnings
+
+
+# ----------------------------------------------------------------------------- crop and composite
+
+def crop_window(image_hw: tuple[int, int], out_wh: tuple[int, int], draw: BackgroundDraw) -> tuple[float, ...]:
+    """(x0, y0, width, height) in image pixels of the item's crop: the output's aspect ratio,
+    `draw.scale` times the largest such window, placed at (draw.x, draw.y) of the free range."""
+    ih, iw = image_hw
+    ow, oh = out_wh
+    fit = min(iw / ow, ih / oh)  # image pixels per output pixel of the largest window
+    cw, ch = draw.scale * fit * ow, draw.scale * fit * oh
+    return draw.x * (iw - cw), draw.y * (ih - ch), cw, ch
+
+
+def resample(image: np.ndarray, window: tuple[float, ...], out_wh: tuple[int, int], flip: bool) -> np.ndarray:
+    """The window (x0, y0, w, h) of a uint8 RGB image resampled to out_wh, float32 in [0, 255]:
+    box-averaged by the whole part of the reduction, then bilinear at the output pixel centres;
+    `flip` mirrors it left-right."""
+    x0, y0, cw, ch = window
+    ow, oh = out_wh
+    img = np.asarray(image, np.float32)
+    k = max(1, int(min(cw / ow, ch / oh)))
+    if k > 1:  # box filter first, so a large photo does not alias
+        h2, w2 = img.shape[0] // k, img.shape[1] // k
+        img = img[: h2 * k, : w2 * k].reshape(h2, k, w2, k, -1).mean(axis=(1, 3))
+        x0, y0, cw, ch = x0 / k, y0 / k, cw / k, ch / k
+    h, w = img.shape[:2]
+    xs = x0 + (np.arange(ow) + 0.5) * (cw / ow) - 0.5
+    ys = y0 + (np.arange(oh) + 0.5) * (ch / oh) - 0.5
+    if flip:
+        xs = xs[::-1]
+    xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
+    xi, yi = np.minimum(xs.astype(int), w - 2 if w > 1 else 0), np.minimum(ys.astype(int), h - 2 if h > 1 else 0)
+    fx, fy = (xs - xi)[None, :, None], (ys - yi)[:, None, None]
+    x1, y1 = np.minimum(xi + 1, w - 1), np.minimum(yi + 1, h - 1)
+    top = img[yi][:, xi] * (1 - fx) + img[yi][:, x1] * fx
+    bottom = img[y1][:, xi] * (1 - fx) + img[y1][:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def background_pixels(image: np.ndarray, out_wh: tuple[int, int], draw: BackgroundDraw) -> np.ndarray:
+    """The item's background (H, W, 3) float32 in [0, 255] from the decoded photo."""
+    return resample(image, crop_window(image.shape[:2], out_wh, draw), out_wh, draw.flip)
+
+
+def composite(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a render with straight alpha (H, W, 4; uint8 or float in [0, 1]) over a
+    background (H, W, 3, [0, 255]): rgb * a + background * (1 - a), in the display (sRGB) values
+    both are stored in.  Where alpha is 0 the result is the background exactly."""
+    px = np.asarray(rgba)
+    px = px.astype(np.float32) / 255.0 if px.dtype == np.uint8 else px.astype(np.float32)
+    a = px[..., 3:4]
+    out = px[..., :3] * 255.0 * a + np.asarray(background, np.float32) * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
