@@ -118,7 +118,6 @@ from datagen.config import DEVICES, REPO_ROOT  # noqa: E402
 from datagen.poses.tables import PreparedMissing
 from datagen.render.selection import SelectionError, parse_item_line, read_items_file, select
 from datagen.render.layout import is_done
-from datagen.scene.items import make_spec
 
 from datagen.render.layout import PROTOCOL_PREFIX, RUN_FORMAT, RUN_FORMAT_VERSION, RenderDirError, check_writable
 from datagen.render.resume import run_conflict
@@ -238,6 +237,8 @@ def _hms(s: float) -> str:
 
 
 def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
+    """run.json's record (docs/ARCHITECTURE.md); `warnings` are the HDRI and background licence
+    warnings; the background images (with licences) are listed when [backgrounds] is on."""
     from datagen.hand import hand_model_entry
     from datagen.labels.visibility import visibility_contract
 
@@ -258,12 +259,14 @@ def run_record(cfg, tables, views, hdris, warnings, renderer) -> dict:
         "hdri_warnings": warnings,
         "render": renderer.render_settings(),
         "visibility": visibility_contract(wrist_joint=tables.wrist_joint),
+        **({"backgrounds": [b.record() for b in renderer.backgrounds]} if cfg.backgrounds.share > 0 else {}),
     }
 
 
 def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None:
     run = out / "run.json"
-    conflict = run_conflict(out, record["config"], [h["name"] for h in record["hdris"]], record["prepared_key"])
+    conflict = run_conflict(out, record["config"], [h["name"] for h in record["hdris"]], record["prepared_key"],
+                            [b["name"] for b in record.get("backgrounds", [])])
     if conflict:
         raise UsageError(conflict)
     if not run.exists():
@@ -338,11 +341,21 @@ def setup(args):
         raise UsageError(str(exc)) from None
     views = views_for(cfg.cameras, tables)
     if args.prepare_only:
-        return cfg, tables, views, None, None, None
+        return cfg, tables, views, None, None, None, None
     try:
         hdris, warnings = discover(cfg.hdri.sources, REPO_ROOT)
     except HdriError as exc:
         raise UsageError(str(exc)) from None
+    backgrounds = []
+    if cfg.backgrounds.share > 0:  # every image decoded before any rendering
+        from datagen.scene.backgrounds import BackgroundError
+        from datagen.scene.backgrounds import discover as discover_backgrounds
+
+        try:
+            backgrounds, bg_warnings = discover_backgrounds(cfg.backgrounds.sources, REPO_ROOT)
+        except BackgroundError as exc:
+            raise UsageError(str(exc)) from None
+        warnings = warnings + bg_warnings
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     n_p, n_v = tables.n_poses, len(views)
@@ -366,7 +379,7 @@ def setup(args):
         check_writable(out)
     except RenderDirError as exc:
         raise UsageError(str(exc)) from None
-    return cfg, tables, views, hdris, warnings, items
+    return cfg, tables, views, hdris, warnings, items, backgrounds
 
 
 def protocol_reply(obj: dict) -> None:
@@ -405,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=False)
     args = build_parser().parse_args(script_args(argv))
     try:
-        cfg, tables, views, hdris, warnings, items = setup(args)
+        cfg, tables, views, hdris, warnings, items, backgrounds = setup(args)
     except UsageError as exc:
         return usage_error(args, str(exc))
     if args.prepare_only:
@@ -416,7 +429,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from blender_scripts.scene import SceneRenderer
 
-    n_v = len(views)
     todo = None
     if items is not None:
         todo = [(p, v) for p, v in items if not is_done(out, p, v)]
@@ -431,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             return usage_error(args, str(exc))
     try:
         renderer = SceneRenderer(cfg, tables, views, hdris, device=args.device, threads=args.threads,
-                                 fsync=args.fsync)
+                                 fsync=args.fsync, backgrounds=backgrounds)
         write_run_files(out, run_record(cfg, tables, views, hdris, warnings, renderer), tables, views, args.fsync)
     except atomic.WriteError as exc:  # the run files do not fit: nothing can be rendered here
         return usage_error(args, str(exc))
@@ -450,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     stopped = None
     # Within a pose, group items by HDRI: switching the environment costs Cycles an
     # importance-map rebuild, the order does not change any item (each has its own seed).
-    specs = sorted((make_spec(cfg, len(hdris), p, v, n_v) for p, v in todo),
+    specs = sorted((renderer.spec(p, v) for p, v in todo),
                    key=lambda s: (s.pose_id, s.hdri_index, s.view_id))
     try:
         for spec in specs:
@@ -523,7 +535,7 @@ def serve_stdin(cfg, renderer, tables, views, out: Path, args) -> int:
             if item is None:
                 continue
             p, v = item
-            spec = make_spec(cfg, len(renderer.hdris), p, v, n_v)
+            spec = renderer.spec(p, v)
             ids = {"item_id": spec.item_id, "pose_id": p, "view_id": v}
             if is_done(out, p, v):
                 counts["skipped"] += 1

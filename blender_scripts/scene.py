@@ -42,7 +42,9 @@ from datagen.scene.hdri import (
     subject_exposure,
     visible_normal_weights,
 )
-from datagen.scene.items import ItemSpec
+from datagen.scene.backgrounds import Background, background_pixels, composite, decode
+from datagen.scene.items import ItemSpec, make_spec
+from datagen.scene.lights import blackbody_rgb, exposure_factor, light_watts
 from datagen.render.layout import item_paths, mesh_path
 from datagen.labels.handedness import handed_mesh, handed_points
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
@@ -146,11 +148,14 @@ class SceneRenderer:
     def __init__(self, cfg, tables, views, hdris: list[Hdri], device: str | None = None,
                  threads: int | None = None, cycles_overrides: dict | None = None, fsync: bool = False,
                  subsurface_method: str = SUBSURFACE_METHOD, exposure_rule: str | None = None,
-                 creases: bool | None = None):
+                 creases: bool | None = None, backgrounds: list[Background] = ()):
         self.cfg = cfg
         self.tables = tables
         self.views = views
         self.hdris = hdris
+        self.backgrounds = list(backgrounds)
+        self._bg_cache: dict[int, np.ndarray] = {}
+        self._lights: list = []
         self.device = (device or cfg.render.device).upper()
         self.threads = cfg.render.threads if threads is None else int(threads)
         self.cycles = dict(CYCLES_FIXED, **(cycles_overrides or {}))
@@ -591,9 +596,11 @@ class SceneRenderer:
         return M
 
     def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray,
-                 handedness: str = "right") -> tuple[float, float, float]:
+                 handedness: str = "right", lights_factor: float = 1.0) -> tuple[float, float, float]:
         """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
-        `index` seen from view `view_id`, with the current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule)."""
+        `index` seen from view `view_id`, with the current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule).
+        `lights_factor` (>= 1): the extra lights' share of the predicted light on the skin
+        (datagen.scene.lights.exposure_factor); the rule exposes for the sum."""
         probe = self._probes[index]
         centre = self.views.centres[view_id]
         side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
@@ -603,11 +610,11 @@ class SceneRenderer:
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
-            scale = subject_exposure(skin, mean, self.cfg.hdri.exposure_target, SKIN_EXPOSURE_STOPS)
+            scale = subject_exposure(skin * lights_factor, mean, self.cfg.hdri.exposure_target, SKIN_EXPOSURE_STOPS)
         else:
             base = self.hdri_stats[index]["exposure_scale"]
             lim = 2.0 ** SUBJECT_EXPOSURE_STOPS
-            scale = float(np.clip(TARGET_LUMINANCE / max(side, 1e-9), base / lim, base * lim))
+            scale = float(np.clip(TARGET_LUMINANCE / max(side * lights_factor, 1e-9), base / lim, base * lim))
         return strength * scale, side, skin
 
     def set_environment(self, index: int, effective_strength: float) -> None:
@@ -634,6 +641,112 @@ class SceneRenderer:
                 if spec.hdri_strength > 0 else None, "strength_effective": effective, "film_exposure_stops": math.log2(max(effective, 1e-8)),
                 "up_axis_hand": list(ENV_UP_HAND),
                 "hand_to_world": [[float(x) for x in row] for row in M]}
+
+    def spec(self, pose_id: int, view_id: int) -> ItemSpec:
+        """The item's seeded draws (datagen.scene.items.make_spec) for this scene's HDRIs and
+        background images."""
+        return make_spec(self.cfg, len(self.hdris), pose_id, view_id, len(self.views), len(self.backgrounds))
+
+    def palm_centre(self, handedness: str = "right") -> np.ndarray:
+        """The item's palm centre in the hand frame (mirrored for a left hand): the lights' centre."""
+        return np.asarray(handed_points(self.tables.palm_centre, handedness), np.float64)
+
+    def to_camera(self, view_id: int, handedness: str = "right") -> np.ndarray:
+        """Unit hand-frame direction palm centre -> camera of a view (the lights' axis)."""
+        d = np.asarray(self.views.centres[view_id], np.float64) - self.palm_centre(handedness)
+        return d / np.linalg.norm(d)
+
+    def lights_factor(self, spec: ItemSpec) -> tuple[float, list[float]]:
+        """The exposure factor of the item's extra lights (datagen.scene.lights.exposure_factor),
+        with the item's pose on the mesh."""
+        if not spec.lights:
+            return 1.0, []
+        dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
+        dense, faces = handed_mesh(dense, self.tables.dense_faces, spec.handedness)
+        normals, weights = visible_normal_weights(dense, faces, self.views.centres[spec.view_id])
+        return exposure_factor(spec.lights, normals, weights, self.to_camera(spec.view_id, spec.handedness))
+
+    def set_lights(self, spec: ItemSpec, M: np.ndarray, skin_irradiance: float) -> list[dict]:
+        """Replace the extra lights by the item's (datagen.scene.lights), placed in Blender's
+        world by the hand-to-world rotation M; returns their item-JSON records."""
+        for obj in self._lights:
+            data = obj.data
+            bpy.data.objects.remove(obj)
+            bpy.data.lights.remove(data)
+        self._lights = []
+        records = []
+        to_cam = self.to_camera(spec.view_id, spec.handedness)
+        centre = self.palm_centre(spec.handedness)
+        for i, li in enumerate(spec.lights):
+            d = li.direction(to_cam)
+            watts = light_watts(li, skin_irradiance)
+            light = bpy.data.lights.new(f"extra_{i}", li.type.upper())
+            light.energy = watts
+            light.color = tuple(float(c) for c in blackbody_rgb(li.temperature_k))
+            if li.type == "area":
+                light.shape = "SQUARE"
+                light.size = max(li.size_m, 1e-4)
+            else:
+                light.shadow_soft_size = li.size_m / 2
+            if li.type == "spot":
+                light.spot_size = math.radians(li.spot_deg)
+                light.spot_blend = 0.15
+            obj = bpy.data.objects.new(f"extra_{i}", light)
+            pos = M @ (np.asarray(centre, np.float64) + li.distance_m * d)
+            # Blender lights shine down their local -z: local +z points from the palm centre to the light.
+            z = M @ d
+            up = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.99 else np.array([0.0, 1.0, 0.0])
+            x = np.cross(up, z)
+            x /= np.linalg.norm(x)
+            y = np.cross(z, x)
+            m4 = np.eye(4)
+            m4[:3, 0], m4[:3, 1], m4[:3, 2], m4[:3, 3] = x, y, z, pos
+            obj.matrix_world = Matrix([list(map(float, row)) for row in m4])
+            self.scene.collection.objects.link(obj)
+            self._lights.append(obj)
+            records.append(dict(li.record(to_cam), watts=watts))
+        return records
+
+    def background_image(self, index: int) -> np.ndarray:
+        """Decoded pixels of background image `index` (a few kept in memory)."""
+        img = self._bg_cache.get(index)
+        if img is None:
+            img = decode(self.backgrounds[index].path)
+            if len(self._bg_cache) >= 16:
+                self._bg_cache.pop(next(iter(self._bg_cache)))
+            self._bg_cache[index] = img
+        return img
+
+    def _read_rgba(self, path: Path) -> np.ndarray:
+        """An 8-bit RGBA PNG Blender wrote, as uint8 (H, W, 4), top row first."""
+        img = bpy.data.images.load(str(path), check_existing=False)
+        try:
+            w, h = img.size
+            px = np.empty(w * h * 4, np.float32)
+            img.pixels.foreach_get(px)
+        finally:
+            bpy.data.images.remove(img)
+        return np.clip(np.rint(px.reshape(h, w, 4)[::-1] * 255.0), 0, 255).astype(np.uint8)
+
+    def render_over(self, path: str | Path, background: np.ndarray) -> tuple[float, float]:
+        """Render the hand on a transparent film (the HDRI still lights it) and write the PNG
+        composited over `background` (H, W, 3 in [0, 255]) to `path` (no rename)."""
+        r = self.scene.render
+        path = Path(path)
+        tmp = path.with_name(path.name + ".rgba.png")
+        r.film_transparent = True
+        r.image_settings.color_mode = "RGBA"
+        try:
+            dt, dc = self.render_to(tmp)
+            rgba = self._read_rgba(tmp)
+        finally:
+            r.film_transparent = False
+            r.image_settings.color_mode = "RGB"
+            tmp.unlink(missing_ok=True)
+        # zlib level from Blender's compression percent (15 % -> 1, 100 % -> 9)
+        level = max(1, min(9, round(self.cfg.render.png_compression * 9 / 100)))
+        path.write_bytes(atomic.png_bytes(composite(rgba, background), level))
+        return dt, dc
 
     def render_to(self, path: str | Path) -> tuple[float, float]:
         """Render the current state and save the colour-managed PNG to `path` (no rename).
@@ -722,8 +835,24 @@ class SceneRenderer:
         paths.label.parent.mkdir(parents=True, exist_ok=True)
         right_dense = self.set_pose(spec.pose_id, out_dir)
         M = self.set_view(spec.view_id, spec.hdri_rotation_deg, spec.left)
-        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M, spec.handedness)
+        factor, facing = self.lights_factor(spec)
+        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M, spec.handedness,
+                                          factor)
         self.set_environment(spec.hdri_index, eff)
+        scene_blocks = {}
+        if self.cfg.lights.count[1] > 0 or self._lights:
+            lights = self.set_lights(spec, M, skin_e)
+            for rec, f in zip(lights, facing):
+                rec["facing"] = f
+            scene_blocks["lights"] = lights
+        background = None
+        if self.cfg.backgrounds.share > 0:
+            scene_blocks["background"] = None
+            if spec.background is not None:
+                bg = self.backgrounds[spec.background.index]
+                background = background_pixels(self.background_image(spec.background.index),
+                                                (self.views.width, self.views.height), spec.background)
+                scene_blocks["background"] = dict(spec.background.record(bg), licence=bg.licence)
         self._set_skin(spec.skin)
         self.scene.cycles.seed = spec.cycles_seed
         t1 = time.perf_counter()
@@ -737,12 +866,16 @@ class SceneRenderer:
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(
             spec, labels, dense, self.tables, v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
-            hdri=self.hdri_record(spec, M, eff, side, skin_e),
-            render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions, faces=faces))
+            hdri=dict(self.hdri_record(spec, M, eff, side, skin_e), **({"lights_factor": factor} if spec.lights else {})),
+            render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions, faces=faces,
+            scene=scene_blocks))
         t2 = time.perf_counter()
         tmp_rgb = atomic.temp_path(paths.rgb)
         try:
-            render_s, render_cpu = self.render_to(tmp_rgb)
+            if background is None:
+                render_s, render_cpu = self.render_to(tmp_rgb)
+            else:
+                render_s, render_cpu = self.render_over(tmp_rgb, background)
             t3 = time.perf_counter()
             atomic.commit(tmp_rgb, paths.rgb, self.fsync)
         except BaseException:

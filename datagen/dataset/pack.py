@@ -177,6 +177,9 @@ class Scan:
         self.warnings: list[str] = []
         self.pose_keypoints: dict[int, np.ndarray] = {}
         self.hdri_index = {str(h.get("name")): i for i, h in enumerate(inputs.hdris)}
+        # background images ([backgrounds]): run.json's list (with licences) and the ones items show
+        self.background_index = {str(b.get("name")): i for i, b in enumerate(inputs.run.get("backgrounds") or [])}
+        self.backgrounds_used: set[int] = set()
         self.skin_names: list[str] | None = None
         self.constant: dict = {}  # unparsed label keys with the same value in every item
         self.varying_keys: list[str] = []  # unparsed label keys kept per sample (extra_json)
@@ -365,6 +368,11 @@ class Scan:
         else:
             bbox = np.full(4, -1) if lab["bbox_xyxy"] is None else _arr(lab, "bbox_xyxy", (4,))
         area = lab.get("mask_area_px", -2)
+        background = lab.get("background")
+        if background is not None:
+            if not isinstance(background, dict) or str(background.get("name")) not in self.background_index:
+                raise ItemError(f"background {background!r} is not in run.json's background list (licence unknown)")
+            self.backgrounds_used.add(self.background_index[str(background["name"])])
         extra = {k: v for k, v in lab.items() if k not in PARSED_KEYS}
         rec = self.inputs.hdris[hdri_index]
         rest = {k: v for k, v in hdri.items() if k not in ("name", "index", "rotation_deg", "strength")
@@ -817,13 +825,16 @@ def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, op
         "versions": {"render": run.get("versions"), "pack": _packer_versions()},
         "licences": {"hand": inputs.asset.licence or (run.get("hand") or {}).get("licence"),
                      "hdris": [inputs.hdris[i] for i in used_hdri],
-                     "mapping": _jsonable(mapping.source)},
+                     "mapping": _jsonable(mapping.source),
+                     **({"backgrounds": [run["backgrounds"][i] for i in sorted(scan.backgrounds_used)]}
+                        if run.get("backgrounds") else {})},
         "mapping": {"topology": mapping.topology, "n_vertices": int(mapping.matrix.shape[0]),
                     "quality": _jsonable(mapping.quality), "source": _jsonable(mapping.source)},
         "skin_parameters": scan.skin_names,
         "constant_labels": scan.constant,
         "extra_json_keys": scan.varying_keys,
-        "render_run": {k: v for k, v in run.items() if k not in ("config", "seed", "versions", "hdris", "hand")},
+        "render_run": {k: v for k, v in run.items() if k not in ("config", "seed", "versions", "hdris", "hand",
+                                                                  "backgrounds")},
         "tables": {"file": tables.name, "sha256": S.sha256_file(tables), "bytes": tables.stat().st_size},
         "shards": shards,
         "skipped": skipped,

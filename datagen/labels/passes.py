@@ -87,6 +87,9 @@ class ItemContext:
     render: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     faces: np.ndarray | None = None  # (F, 3) the item's triangles (None: tables.dense_faces)
+    # Further item-JSON blocks of options that are on (e.g. `background`, `lights`); absent
+    # when the option is off, so items of a run without it are unchanged.
+    scene: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,8 @@ def _read_depth(reader, row: int, out: dict, options: dict):
 def _label_record(ctx: ItemContext) -> dict:
     from datagen.labels.visibility import label_record
 
-    return label_record(ctx.spec, ctx.labels, ctx.K, ctx.R, ctx.t, ctx.hdri, ctx.render, ctx.versions)
+    return dict(label_record(ctx.spec, ctx.labels, ctx.K, ctx.R, ctx.t, ctx.hdri, ctx.render, ctx.versions),
+                **ctx.scene)
 
 
 def _save_json(path: Path, record: dict, fsync: bool) -> None:

@@ -277,6 +277,15 @@ def prepare(args) -> Plan:
     except HdriError as exc:
         raise UsageError(str(exc)) from None
     P.hdri_warnings = warnings
+    background_names = None
+    if cfg.backgrounds.share > 0:  # decoded here too: a bad image stops the job before any worker starts
+        from datagen.scene.backgrounds import BackgroundError
+        from datagen.scene.backgrounds import discover as discover_backgrounds
+
+        try:
+            background_names = [b.name for b in discover_backgrounds(cfg.backgrounds.sources, REPO_ROOT)[0]]
+        except BackgroundError as exc:
+            raise UsageError(str(exc)) from None
     out = Path(args.out).absolute()
     P.out = out
     if out.exists() and not out.is_dir():
@@ -285,7 +294,7 @@ def prepare(args) -> Plan:
         check_writable(out)
     except RenderDirError as exc:
         raise UsageError(str(exc)) from None
-    conflict = run_conflict(out, cfg.to_dict(), [h.name for h in hdris], tables.key)
+    conflict = run_conflict(out, cfg.to_dict(), [h.name for h in hdris], tables.key, background_names)
     if conflict:
         raise UsageError(conflict)
     if args.cache:

@@ -24,7 +24,8 @@ def config_fingerprint(cfg_dict: dict) -> dict:
     return d
 
 
-def run_conflict(out: str | Path, config: dict, hdri_names: list[str], prepared_key: str | None = None) -> str | None:
+def run_conflict(out: str | Path, config: dict, hdri_names: list[str], prepared_key: str | None = None,
+                 background_names: list[str] | None = None) -> str | None:
     """Why OUT's run.json (if any) forbids rendering into OUT with this config, HDRI set and tables.
 
     The one compatibility check of a resumed run (the job driver asks before it starts workers,
@@ -44,6 +45,10 @@ def run_conflict(out: str | Path, config: dict, hdri_names: list[str], prepared_
     if names != list(hdri_names):
         return (f"{out} was rendered with a different HDRI set ({len(names)} files, now {len(hdri_names)}); "
                 f"items would draw different environments - use another --out")
+    if background_names is not None and [b.get("name") for b in old.get("backgrounds", [])] != list(background_names):
+        return (f"{out} was rendered with a different set of background images "
+                f"({len(old.get('backgrounds', []))} files, now {len(background_names)}); items would draw different "
+                f"backgrounds - use another --out")
     if prepared_key is not None and old.get("prepared_key") != prepared_key:
         return (f"{out} was rendered from the hand/pose tables {old.get('prepared_key')}, this code builds "
                 f"{prepared_key} (the hand or pose-space code changed): resuming would mix labels of two pose "
