@@ -31,7 +31,9 @@ import torch
 
 from datagen import atomic
 
-from .augment import AugmentParams, make_view
+from .augment import AugmentParams, eval_crop, make_view
+
+EFFECTS_STREAM = 0xEFF  # the image effects' generator: default_rng([sample seed, EFFECTS_STREAM])
 
 __all__ = ["split_keys", "ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
            "build_sources", "template_of", "epoch_plan"]
@@ -395,7 +397,16 @@ class MixedDataset(torch.utils.data.Dataset):
             (k, i), seed = self.locate(int(key)), 0
         raw = self.sources[k].get(i)
         rng = np.random.default_rng(seed) if self.train else None
-        views = [make_view(raw, rng, self.aug, self.out) for _ in range(self.views)]
+        effects_rng = partner = None
+        if self.train and self.aug.effects:
+            # A stream of its own: the crop/colour draws above stay those of a run without effects.
+            effects_rng = np.random.default_rng([seed, EFFECTS_STREAM])
+            if self.aug.amplitude_mix_prob > 0 and len(self) > 1:
+                j = int(effects_rng.integers(len(self) - 1))
+                j += j >= int(self.offsets[k]) + i  # another sample than this one
+                k2, i2 = self.locate(j)
+                partner = eval_crop(self.sources[k2].get(i2), self.aug, self.out)
+        views = [make_view(raw, rng, self.aug, self.out, effects_rng, partner) for _ in range(self.views)]
         out = {key_: torch.from_numpy(np.stack([v[key_] for v in views])) for key_ in views[0]}
         out["source"] = torch.tensor(k)
         out["index"] = torch.tensor(i)

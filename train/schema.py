@@ -67,6 +67,29 @@ AUGMENT = [
        check=_nonneg),
     _o("augment", "hue", 0.05, "float", "colour jitter: hue shift in +/- this fraction of the circle (ours)",
        check=_nonneg),
+    # Image statistics and sensor effects (ours, off by default; docs/TRAINING.md)
+    _o("augment", "amplitude_mix_prob", 0.0, "float",
+       "probability that a view's Fourier amplitude is mixed with another sample's crop, its phase kept "
+       "(HandSynthesis-style image-statistics augmentation); 0 = off", check=_prob),
+    _o("augment", "amplitude_mix_ratio", 0.5, "float",
+       "amplitude mixing: the other sample's share drawn uniformly in [0, this]", check=_prob),
+    _o("augment", "blur_prob", 0.0, "float", "probability of a Gaussian (lens) blur of a view; 0 = off",
+       check=_prob),
+    _o("augment", "blur_sigma_px", 1.5, "float", "blur sigma drawn uniformly in [0.3, this] crop pixels",
+       check=_pos),
+    _o("augment", "noise_prob", 0.0, "float", "probability of sensor noise on a view; 0 = off", check=_prob),
+    _o("augment", "noise_sigma", 6.0, "float", "Gaussian read noise: sigma drawn uniformly in [0, this] (0..255 "
+       "units)", check=_nonneg),
+    _o("augment", "noise_photons", 0.0, "float",
+       "Poisson shot noise with this many photons at white before the read noise; 0 = no shot noise",
+       check=_nonneg),
+    _o("augment", "white_balance", 0.0, "float",
+       "white-balance error: per-channel gains in 1 +/- this (luminance kept), every view; 0 = off",
+       check=((lambda v: 0 <= v < 1), "must be in [0, 1)")),
+    _o("augment", "jpeg_prob", 0.0, "float", "probability of JPEG re-compression of a view; 0 = off", check=_prob),
+    _o("augment", "jpeg_quality", [40, 95], "ints", "JPEG quality drawn uniformly in [low, high]",
+       check=((lambda v: len(v) == 2 and 1 <= v[0] <= v[1] <= 100), "must be [low, high] within 1..100"),
+       metavar="Q"),
 ]
 
 RUN = [
