@@ -5,7 +5,7 @@
 Each tile shows the RGB render, the exact silhouette's outline (yellow), the 21-keypoint
 skeleton in FreiHAND colours (one colour per finger, white wrist) with visible keypoints as
 filled dots and hidden ones (occluded or out of frame) as hollow circles, and a caption with
-pose id, view id, HDRI and skin melanin; --with-raw puts the plain render beside each tile.
+handedness (R / L), pose id, view id, HDRI and skin melanin; --with-raw puts the plain render beside each tile.
 When more items exist than --max, an evenly spaced subset (in item order) is shown.
 """
 
@@ -49,7 +49,8 @@ def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
     img = draw_skeleton(img, uv - 0.5, rec["visible"], thickness=1 if img.shape[0] <= 256 else 2)
     hdri = rec.get("hdri", {}).get("name", "?").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     mel = rec.get("skin", {}).get("melanin")
-    caption = f"p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
+    hand = "L" if rec.get("handedness", "right") == "left" else "R"  # records without the field: right
+    caption = f"{hand} p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
     img = label(img, caption)
     if with_raw:
         if scale != 1:

@@ -18,6 +18,7 @@ import numpy as np
 
 from datagen.inspect import viz as viz
 from datagen.dataset.reader import ShardDataset
+from datagen.geometry.mirror import mirror_mesh, mirror_points, reverse_winding
 
 
 def depth_tile(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -43,9 +44,15 @@ def mesh_overlay(img: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray, K: n
     return out
 
 
+def _left(s: dict) -> bool:
+    return bool(s.get("handedness", 0))
+
+
 def sample_tiles(s: dict, faces: np.ndarray) -> list[np.ndarray]:
     img = s["image"].transpose(1, 2, 0)
-    caption = f"item {s['item_id']} p{s['pose_id']} v{s['view_id']}"
+    if _left(s):  # the mirrored mesh: the template's triangles with reversed vertex order
+        faces = reverse_winding(faces)
+    caption = f"{'L' if _left(s) else 'R'} item {s['item_id']} p{s['pose_id']} v{s['view_id']}"
     t1 = viz.label(viz.draw_skeleton(img, s["keypoints_2d"] - 0.5, s["visible"]), caption)
     t2 = viz.label(viz.outline(img, s["mask"], (255, 255, 0)), f"silhouette {int(s['mask'].sum())} px")
     t3 = depth_tile(s["depth"], s["mask"])
@@ -58,6 +65,10 @@ def view_3d(s: dict, faces: np.ndarray, size: int, ds: ShardDataset) -> list[np.
     tb = ds.tables
     p = tb.pose_row[s["pose_id"]]
     verts, kps = tb.mano_vertices[p].astype(np.float64), tb.keypoints[p].astype(np.float64)
+    left = _left(s)
+    if left:  # a left sample: its hand is the table's right hand mirrored (x -> -x)
+        verts, faces = mirror_mesh(verts, faces)
+        kps = mirror_points(kps)
     centre = 0.5 * (verts.min(0) + verts.max(0))
     extent = float(np.ptp(verts, axis=0).max())
     f = size * 1.2
@@ -65,7 +76,7 @@ def view_3d(s: dict, faces: np.ndarray, size: int, ds: ShardDataset) -> list[np.
     dist = extent * 1.25 * f / size + extent / 2
     tiles = []
     for name, direction, up in (("palm side", (0, 0, 1), (0, 1, 0)), ("thumb side", (1, 0, 0.3), (0, 1, 0))):
-        d = np.asarray(direction, float)
+        d = np.asarray(direction, float) * ([-1.0, 1.0, 1.0] if left else 1.0)
         R, t = viz.look_at(centre + dist * d / np.linalg.norm(d), centre, up)
         img = viz.shade_mesh(verts, faces, R, t, K, size, size)
         cam = kps @ R.T + t
