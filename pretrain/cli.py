@@ -19,7 +19,7 @@ import torch
 from datagen.config import REPO_ROOT
 from train.augment import AugmentParams
 from train.config import add_config_args, parse_cli
-from train.data import MixedDataset, ShardSource, build_sources
+from train.data import MixedDataset, ShardSource, build_sources, flip_mode
 from train.engine import Task, dist_info, fit_command
 from train.geometry import apply_affine
 from train.losses import gaussian_heatmaps, heatmap_loss, pose2d_l1
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
         return 2
     val_sources = None
     if cfg["run"]["val_every"]:
-        val_sources = [s for s in (ShardSource(p, d["val_split"], d["split_by"], d["split_fractions"], d["split_seed"])
-                                   for p in d["datasets"]) if len(s)] or None
+        val_sources = [s for s in (ShardSource(p, d["val_split"], d["split_by"], d["split_fractions"], d["split_seed"],
+                                               flip_mode(d)) for p in d["datasets"]) if len(s)] or None
     aug = AugmentParams.from_config(cfg["augment"])
     dataset = MixedDataset(sources, aug, d["crop_size"], views=1, train=True)
     if dist_info()[0] == 0:

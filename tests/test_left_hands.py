@@ -157,6 +157,12 @@ def test_left_items_round_trip_json_shards_reader_verify(tmp_path):
         assert np.allclose(s["joints_cam"], lab["keypoints_3d_cam"], atol=2e-6)
         assert np.allclose(project(s["joints_cam"], s["K"]), s["keypoints_2d"], atol=1e-3)
     ds.close()
+    from datagen.inspect.contact_sheet import make_sheet
+    from datagen.inspect.preview import preview
+
+    sheet, n = make_sheet(render, max_items=12)
+    assert n == 12 and sheet.ndim == 3
+    assert preview(out, tmp_path / "preview.png", n=4, index=4).exists()  # sample 4 = item (1, 0): left
     rep = verify(out)
     assert rep.ok, rep.text()
     # a shard that says "right" for a left item: the labels no longer match its 3D hand
@@ -179,3 +185,125 @@ def test_left_items_round_trip_json_shards_reader_verify(tmp_path):
     assert {old.read_sample(i)["handedness"] for i in range(4)} == {0}
     old.close()
     assert "handedness" in S.LATER_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def left_ds(tmp_path_factory):
+    """A real packed dataset of the toy hand with left and right items (6 poses x 6 views)."""
+    from support.toy_data import make_render_dir, run_pack
+
+    root = tmp_path_factory.mktemp("leftds")
+    left = [(p, v) for p in range(6) for v in range(6) if (p + v) % 2]
+    run_pack(make_render_dir(root / "render", n_poses=6, n_views=6, size=96, left=left), root / "ds")
+    return root / "ds"
+
+
+def _rotation_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest residual (m) of the best proper similarity (no reflection) taking b onto a."""
+    from datagen.geometry.alignment import umeyama
+
+    s, R, t = umeyama(b, a)
+    assert np.linalg.det(R) > 0 and abs(float(s) - 1) < 1e-3 or float(np.abs(float(s) * b @ R.T + t - a).max()) > 1e-3
+    return float(np.abs(float(s) * b @ R.T + t - a).max())
+
+
+def test_training_flips_left_samples_into_right_hands(left_ds):
+    """data.left_hands = "flip": a left sample reaches the network as a right hand (its joints are
+    the table's right hand under a proper rigid motion, and project onto the flipped image's
+    keypoints); "keep" leaves it a left hand (only a reflection maps it to the table)."""
+    from datagen.geometry.projection import project
+    from train.data import ShardSource, flip_mode, flip_sample
+
+    flip, keep = ShardSource(left_ds, "all", flip="left"), ShardSource(left_ds, "all", flip="none")
+    assert flip_mode({"left_hands": "flip"}) == "left" and flip_mode({}) == "left"
+    assert flip_mode({"left_hands": "keep"}) == "none"
+    table = flip.ds.tables
+    n_left = 0
+    for i in range(len(flip)):
+        a, b = flip.get(i), keep.get(i)
+        right_kp = table.keypoints[table.pose_row[a["pose_id"]]].astype(np.float64)
+        assert _rotation_residual(a["joints"], right_kp) < 1e-5
+        if b["handedness"] == 1:
+            n_left += 1
+            assert a["flipped"] and not b["flipped"]
+            assert _rotation_residual(b["joints"], right_kp) > 1e-3  # a left hand is no rotated right hand
+            assert np.array_equal(a["image"], b["image"][:, ::-1]) and np.array_equal(a["mask"], b["mask"][:, ::-1])
+            W = b["image"].shape[1]
+            assert np.allclose(project(a["joints"], a["K"]), np.c_[W - project(b["joints"], b["K"])[:, 0],
+                                                                   project(b["joints"], b["K"])[:, 1]], atol=1e-6)
+            back = flip_sample(a)
+            assert np.array_equal(back["image"], b["image"]) and np.allclose(back["joints"], b["joints"])
+            assert np.allclose(back["K"], b["K"]) and not back["flipped"]
+        else:
+            assert not a["flipped"] and np.array_equal(a["image"], b["image"])
+    assert n_left == 18
+
+
+def test_evaluate_and_predict_take_left_hands(left_ds, tmp_path):
+    """A model trained with flipped left hands: evaluate --hand auto returns left results for left
+    samples in their own frame (metrics per handedness), and predict --hand left on a flipped
+    image gives exactly the mirror of predict on the original."""
+    import cv2
+
+    from datagen.geometry.mirror import flip_image
+    from train.cli import main as train_main
+    from train.data import ShardSource
+    from train.evaluate import main as eval_main
+    from train.predict import main as predict_main
+
+    out = tmp_path / "run"
+    assert train_main(["--data", str(left_ds), "--out", str(out), "--encoder", "ghoststack", "--batch-size", "2",
+                       "--workers", "0", "--split-fractions", "0.7", "0.3", "0", "--samples-per-epoch", "6",
+                       "--milestones", "1", "--consistency-from-epoch", "1", "--val-every", "0", "--threads", "1",
+                       "--no-progress", "--epochs", "1"]) == 0
+    assert 'left_hands = "flip"' in (out / "config.toml").read_text()
+    ck = str(out / "model.pt")
+    reports = {}
+    for hand in ("auto", "right"):
+        path = tmp_path / f"m_{hand}.json"
+        assert eval_main(["--checkpoint", ck, "--split", "all", "--out", str(path), "--no-progress", "--no-chains",
+                          "--batch-size", "6", "--hand", hand]) == 0
+        reports[hand] = json.loads(path.read_text())
+    auto = next(iter(reports["auto"]["sources"].values()))
+    assert reports["auto"]["flip"] == "left" and reports["right"]["flip"] == "none"
+    assert set(auto["by_handedness"]) == {"right", "left"}
+    assert auto["by_handedness"]["left"]["samples"] + auto["by_handedness"]["right"]["samples"] == auto["samples"]
+    # predictions in the image's own frame: auto == predicting each left sample's flip, flipped back
+    import torch
+
+    from train.augment import AugmentParams
+    from train.data import MixedDataset
+    from train.evaluate import predict_dataset
+    from train.model_io import model_from_checkpoint
+
+    model, _, ckd = model_from_checkpoint(ck)
+    aug = AugmentParams.from_config(ckd["config"]["augment"])
+    torch.manual_seed(0)
+    pa = predict_dataset(model, MixedDataset([ShardSource(left_ds, "all", flip="left")], aug, 128, train=False))
+    pn = predict_dataset(model, MixedDataset([ShardSource(left_ds, "all", flip="none")], aug, 128, train=False))
+    left = pa["handedness"] == 1
+    assert pa["flipped"][left].all() and not pa["flipped"][~left].any()
+    assert np.allclose(pa["gt_joints"], pn["gt_joints"], atol=1e-6)  # the truth is back in the image's frame
+    assert np.allclose(pa["gt_uv"], pn["gt_uv"], atol=1e-4)
+    assert np.allclose(pa["pred_joints"][~left], pn["pred_joints"][~left])
+    # predict: --hand left on the flipped image = the mirror of --hand right on the original
+    src = ShardSource(left_ds, "all", flip="none")
+    img = src.get(0)["image"]
+    cv2.imwrite(str(tmp_path / "orig.png"), img[..., ::-1])
+    cv2.imwrite(str(tmp_path / "flip.png"), flip_image(img)[..., ::-1])
+    W = img.shape[1]
+    assert predict_main([str(tmp_path / "orig.png"), "--checkpoint", ck, "--out", str(tmp_path / "p"),
+                         "--box", "20", "18", "70", "80"]) == 0
+    assert predict_main([str(tmp_path / "flip.png"), "--checkpoint", ck, "--out", str(tmp_path / "p"),
+                         "--box", str(W - 70), "18", str(W - 20), "80", "--hand", "left"]) == 0
+    a = json.loads((tmp_path / "p" / "orig.json").read_text())
+    b = json.loads((tmp_path / "p" / "flip.json").read_text())
+    assert b["hand"] == "left" and b["flipped"] and not a["flipped"]
+    ja, jb = np.asarray(a["joints_cam_m"]), np.asarray(b["joints_cam_m"])
+    assert np.allclose(jb, ja * [-1, 1, 1], atol=1e-6)
+    ua, ub = np.asarray(a["uv_px"]), np.asarray(b["uv_px"])
+    assert np.allclose(ub[:, 0], W - ua[:, 0], atol=1e-4) and np.allclose(ub[:, 1], ua[:, 1], atol=1e-4)
+    # the left mesh file has the template's faces reversed (outward normals of a mirrored mesh)
+    fa = [ln for ln in (tmp_path / "p" / "orig.ply").read_text().splitlines() if ln.startswith("3 ")]
+    fb = [ln for ln in (tmp_path / "p" / "flip.ply").read_text().splitlines() if ln.startswith("3 ")]
+    assert fb[0].split()[1:] == fa[0].split()[1:][::-1]

@@ -125,15 +125,15 @@ def main(argv=None) -> int:
         return 2
     val_sources = val_full = None
     if cfg["run"]["val_every"]:
-        from .data import ShardSource
+        from .data import ShardSource, flip_mode
 
-        val_sources = [ShardSource(p, d["val_split"], d["split_by"], d["split_fractions"], d["split_seed"])
-                       for p in d["datasets"]]
+        val_sources = [ShardSource(p, d["val_split"], d["split_by"], d["split_fractions"], d["split_seed"],
+                                   flip_mode(d)) for p in d["datasets"]]
         keep = [i for i, s in enumerate(val_sources) if len(s)]
         val_sources = [val_sources[i] for i in keep] or None
         if val_sources:
-            val_full = [ShardSource(d["datasets"][i], "all", d["split_by"], d["split_fractions"], d["split_seed"])
-                        for i in keep]
+            val_full = [ShardSource(d["datasets"][i], "all", d["split_by"], d["split_fractions"], d["split_seed"],
+                                    flip_mode(d)) for i in keep]
     aug = AugmentParams.from_config(cfg["augment"])
     views = 2 if cfg["loss"]["consistency"] else 1
     dataset = MixedDataset(sources, aug, d["crop_size"], views=views, train=True)

@@ -6,6 +6,8 @@ A *source* gives raw samples as numpy::
     K      float64 (3, 3)             joints float64 (21, 3) camera space, metres (FreiHAND order)
     verts  float64 (778, 3) camera space, metres
     pose_id, view_id, item_id  int (-1 where unknown)
+    handedness  int: 0 right, 1 left (the image's hand; FreiHAND: 0)
+    flipped     bool: the source flipped a left sample to a right one (:func:`flip_sample`)
 
 and describes itself with ``name``, ``topology`` and (ours only) the 778-vertex template.
 Sources: :class:`ShardSource` (our HDF5 shards through ``datagen.dataset``) and
@@ -30,12 +32,13 @@ import numpy as np
 import torch
 
 from datagen import atomic
+from datagen.geometry.mirror import flip_image, flip_K, mirror_points
 
 from .augment import AugmentParams, eval_crop, make_view
 
 EFFECTS_STREAM = 0xEFF  # the image effects' generator: default_rng([sample seed, EFFECTS_STREAM])
 
-__all__ = ["split_keys", "ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
+__all__ = ["split_keys", "flip_sample", "FLIP_MODES", "ShardSource", "FreiHANDSource", "MixedDataset", "PlanSampler", "TopologyError", "Template",
            "build_sources", "template_of", "epoch_plan"]
 
 
@@ -65,6 +68,34 @@ class Template:
         from mobrecon.template import HandTemplate
 
         return HandTemplate(self.vertices, self.faces, self.regressor, None, self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# left hands
+
+# Which samples a source flips to right hands: "left" (those whose handedness is left: the
+# config's data.left_hands = "flip", MobRecon's convention), "none" ("keep"), "all" (evaluate /
+# predict --hand left: every image is taken as a left hand).
+FLIP_MODES = ("left", "none", "all")
+
+
+def flip_sample(raw: dict) -> dict:
+    """A raw sample mirrored horizontally: image and mask columns reversed, K -> flip_K (the
+    principal point moves to W - cx), camera-space joints and mesh x -> -x.  Exact (no
+    resampling): the flipped image is the mirrored hand seen by the flipped camera
+    (datagen.geometry.mirror).  A left hand becomes a right hand; the mesh's faces are then the
+    template's own.  Sets ``flipped``; applying it twice gives the sample back."""
+    out = dict(raw)
+    w = raw["image"].shape[1]
+    out["image"] = flip_image(raw["image"])
+    if raw.get("mask") is not None:
+        out["mask"] = flip_image(raw["mask"])
+    out["K"] = flip_K(np.asarray(raw["K"], np.float64), w)
+    for k in ("joints", "verts"):
+        if raw.get(k) is not None:
+            out[k] = mirror_points(np.asarray(raw[k], np.float64))
+    out["flipped"] = not raw.get("flipped", False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,15 +152,20 @@ class ShardSource:
     ``split_by="chain"`` (ours) keys whole interpolation chains (see :func:`split_keys`): a
     held-out chain gives complete pose sequences for the acceleration error.  No split shares
     a pose group with another (checked), and no sample is dropped: train + val + test = all.
+    ``flip`` (:data:`FLIP_MODES`): which samples :meth:`get` flips to right hands.
     """
 
     FIELDS = ("image", "mask", "joints_cam", "vertices_cam", "K", "ids")
 
-    def __init__(self, root, split="train", split_by="pose", fractions=(0.8, 0.1, 0.1), split_seed=0):
+    def __init__(self, root, split="train", split_by="pose", fractions=(0.8, 0.1, 0.1), split_seed=0,
+                 flip: str = "left"):
         from datagen.dataset.reader import ShardDataset, select_split
 
         if split_by not in ("pose", "view", "both", "chain"):
             raise ValueError(f"split_by must be pose, view, both or chain, got {split_by!r}")
+        if flip not in FLIP_MODES:
+            raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
+        self.flip = flip
         self.root = Path(root)
         self.ds = ShardDataset(self.root, split="all", fields=self.FIELDS)
         self.manifest = self.ds.manifest
@@ -165,10 +201,14 @@ class ShardSource:
 
     def get(self, i: int) -> dict:
         s = self.ds.read_sample(i)
-        return {"image": np.ascontiguousarray(s["image"].transpose(1, 2, 0)), "mask": s["mask"],
-                "K": s["K"].astype(np.float64), "joints": s["joints_cam"].astype(np.float64),
-                "verts": s["vertices_cam"].astype(np.float64), "pose_id": int(s["pose_id"]),
-                "view_id": int(s["view_id"]), "item_id": int(s["item_id"])}
+        raw = {"image": np.ascontiguousarray(s["image"].transpose(1, 2, 0)), "mask": s["mask"],
+               "K": s["K"].astype(np.float64), "joints": s["joints_cam"].astype(np.float64),
+               "verts": s["vertices_cam"].astype(np.float64), "pose_id": int(s["pose_id"]),
+               "view_id": int(s["view_id"]), "item_id": int(s["item_id"]), "handedness": int(s["handedness"]),
+               "flipped": False}
+        if self.flip == "all" or (self.flip == "left" and raw["handedness"] == 1):
+            raw = flip_sample(raw)
+        return raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +294,7 @@ class FreiHANDSource:
         if img is None:
             raise FileNotFoundError(f"cannot read FreiHAND image {img_idx}")
         out = {"image": np.ascontiguousarray(img[..., ::-1]), "mask": self._mask(i), "K": self.K[i],
-               "pose_id": -1, "view_id": -1, "item_id": img_idx}
+               "pose_id": -1, "view_id": -1, "item_id": img_idx, "handedness": 0, "flipped": False}
         if self.has_gt:
             out["joints"] = self.xyz[i].astype(np.float64)
             out["verts"] = self.verts[i].astype(np.float64)
@@ -265,9 +305,15 @@ class FreiHANDSource:
 # building sources from a config
 
 
+def flip_mode(data_cfg: dict) -> str:
+    """The ShardSource flip mode of a run's [data] section (left_hands; runs before it: flip)."""
+    return "left" if data_cfg.get("left_hands", "flip") == "flip" else "none"
+
+
 def build_sources(cfg: dict, split: str, with_freihand: bool = True) -> list:
     d = cfg["data"]
-    sources = [ShardSource(p, split, d["split_by"], d["split_fractions"], d["split_seed"]) for p in d["datasets"]]
+    sources = [ShardSource(p, split, d["split_by"], d["split_fractions"], d["split_seed"], flip_mode(d))
+               for p in d["datasets"]]
     if with_freihand and d["freihand"]:
         fsplit = "training" if split in ("train", "all") else "evaluation"
         sources.append(FreiHANDSource(d["freihand"], fsplit, d["freihand_versions"]))
@@ -412,6 +458,9 @@ class MixedDataset(torch.utils.data.Dataset):
         out["index"] = torch.tensor(i)
         for name in ("pose_id", "view_id", "item_id"):
             out[name] = torch.tensor(int(raw.get(name, -1)))
+        out["handedness"] = torch.tensor(int(raw.get("handedness", 0)))
+        out["flipped"] = torch.tensor(bool(raw.get("flipped", False)))
+        out["image_width"] = torch.tensor(int(raw["image"].shape[1]))
         if not self.train:
             out["K"] = torch.from_numpy(np.asarray(raw["K"], np.float32))
             out["joints_cam"] = torch.from_numpy(np.asarray(raw["joints"], np.float32))

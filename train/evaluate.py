@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datagen.geometry.mirror import flip_uv, mirror_points
+
 from .augment import ROOT_SCALE_M, AugmentParams
-from .data import FreiHANDSource, MixedDataset, ShardSource
+from .data import FreiHANDSource, MixedDataset, ShardSource, flip_mode
 from .geometry import apply_affine, recover_root
 from .metrics import accel_error, summarise
 
@@ -92,7 +94,11 @@ def predict_dataset(model, dataset: MixedDataset, indices=None, batch_size: int 
 
     Keys: pred_verts, pred_joints (camera space, metres, root recovered), pred_verts_rel,
     pred_joints_rel (root-relative, metres), pred_uv (original image px), pred_root, and the
-    truth: gt_verts, gt_joints (camera space), gt_uv (px), plus pose_id, view_id, source, index.
+    truth: gt_verts, gt_joints (camera space), gt_uv (px), plus pose_id, view_id, source, index,
+    handedness (0 right, 1 left) and flipped.  Everything is in the image's own frame: a sample
+    the source flipped (a left hand shown to the network as a right one, train.data.flip_sample)
+    has its predictions and truth flipped back (x -> -x, u -> W - u), so a left image gets a
+    left hand.
     """
     model.eval()
     idx = np.arange(len(dataset)) if indices is None else np.asarray(indices)
@@ -126,7 +132,9 @@ def predict_dataset(model, dataset: MixedDataset, indices=None, batch_size: int 
                "pred_root": T, "pred_verts": verts.numpy() + T[:, None], "pred_joints": joints.numpy() + T[:, None],
                "gt_joints": gt_j, "gt_verts": batch["verts_cam"].double().numpy(), "gt_uv": gt_uv,
                "pose_id": batch["pose_id"].numpy(), "view_id": batch["view_id"].numpy(),
-               "source": batch["source"].numpy(), "index": batch["index"].numpy()}
+               "source": batch["source"].numpy(), "index": batch["index"].numpy(),
+               "handedness": batch["handedness"].numpy(), "flipped": batch["flipped"].numpy().astype(bool)}
+        unflip(add, batch["image_width"].numpy())
         for k, v in add.items():
             cols.setdefault(k, []).append(np.asarray(v))
     if not cols:
@@ -178,6 +186,23 @@ def _chain_sequences(src: ShardSource, full: ShardSource, model, aug, crop, batc
             "accel_error_2d_px_per_frame2": accel_error(P2, G2), "accel_2d_pred_px_per_frame2": accel_error(P2)}
 
 
+CAMERA_KEYS = ("pred_verts_rel", "pred_joints_rel", "pred_root", "pred_verts", "pred_joints", "gt_joints", "gt_verts")
+UV_KEYS = ("pred_uv", "gt_uv")
+
+
+def unflip(pr: dict, image_width: np.ndarray) -> None:
+    """Flip the rows of `pr` whose ``flipped`` is set back into their image's frame (in place):
+    camera-space arrays x -> -x, pixel coordinates u -> W - u (datagen.geometry.mirror)."""
+    f = np.asarray(pr["flipped"], bool)
+    if not f.any():
+        return
+    w = np.asarray(image_width, np.float64)
+    for k in CAMERA_KEYS + UV_KEYS:
+        a = np.asarray(pr[k])
+        back = mirror_points(a) if k in CAMERA_KEYS else flip_uv(a, w.reshape(-1, *[1] * (a.ndim - 2)))
+        pr[k] = np.where(f.reshape(-1, *[1] * (a.ndim - 1)), back, a)
+
+
 def metrics_of(pr: dict, fscore: bool = True) -> dict:
     m = summarise(pr["pred_joints_rel"], pr["gt_joints"], pr["pred_verts_rel"], pr["gt_verts"], pr["pred_uv"],
                   pr["gt_uv"], fscore=fscore)
@@ -199,6 +224,10 @@ def evaluate_sources(model, sources: list, aug: AugmentParams, crop: int = 128, 
             idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_samples, replace=False))
         pr = predict_dataset(model, ds, idx, batch_size, device, progress, desc=src.name)
         m = metrics_of(pr, fscore)
+        hands = np.asarray(pr["handedness"])
+        if len(np.unique(hands)) > 1:  # both hands: the metrics of each too
+            m["by_handedness"] = {name: metrics_of({k: np.asarray(v)[hands == code] for k, v in pr.items()}, fscore)
+                                  for code, name in ((0, "right"), (1, "left"))}
         if chains and isinstance(src, ShardSource) and full_sources is not None and full_sources[k] is not None:
             acc = _chain_sequences(src, full_sources[k], model, aug, crop, batch_size, device, progress)
             if acc:
@@ -239,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--freihand-json", default=None, metavar="FILE",
                     help="write FreiHAND-format predictions (camera space, root recovered) of the FreiHAND "
                          "evaluation set here (or, without --freihand, of the first evaluated dataset)")
+    ap.add_argument("--hand", default="auto", choices=("auto", "left", "right"),
+                    help="which images show left hands: auto = each sample's handedness in the dataset; left / "
+                         "right = all of them. A model trained with data.left_hands = flip gets left images "
+                         "flipped and its results flipped back: predictions are in each image's own frame")
     ap.add_argument("--max-samples", type=int, default=0, help="evaluate at most this many samples per source (0 = all)")
     ap.add_argument("--no-chains", action="store_true", help="skip the acceleration error on pose chains")
     ap.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
@@ -294,20 +327,24 @@ def _main(argv=None) -> int:
     if args.baseline == "rest-template":
         model = ConstantMesh(rest_template_mesh(tpl), tpl.regressor).to(args.device).eval()
     elif args.baseline == "mean-train-pose":
-        train_srcs = [ShardSource(p, d["train_split"], d["split_by"], tuple(d["split_fractions"]), d["split_seed"])
-                      for p in d["datasets"]]
+        train_srcs = [ShardSource(p, d["train_split"], d["split_by"], tuple(d["split_fractions"]), d["split_seed"],
+                                  flip_mode(d)) for p in d["datasets"]]
         model = ConstantMesh(mean_train_mesh(train_srcs), tpl.regressor).to(args.device).eval()
     datasets = d["datasets"] if args.data is None else args.data
+    # --hand: which images are left hands (auto: each sample's handedness in the shards).  A model
+    # trained with data.left_hands = "flip" (the default; runs before the key) sees right hands
+    # only: left images are flipped for it and its outputs flipped back.  "keep": nothing flipped.
+    flip = {"auto": "left", "left": "all", "right": "none"}[args.hand] if flip_mode(d) == "left" else "none"
     sources, fulls = [], []
     for p in datasets:
-        s = ShardSource(p, args.split, split_by, fr, sseed)
+        s = ShardSource(p, args.split, split_by, fr, sseed, flip)
         if s.topology != tpl.topology:
             raise SystemExit(f"error: {p} has topology {s.topology!r}, the model predicts {tpl.topology!r}")
         if len(s) == 0:
             print(f"warning: {p} has no samples in split {args.split!r}", file=sys.stderr)
             continue
         sources.append(s)
-        fulls.append(ShardSource(p, "all", split_by, fr, sseed) if not args.no_chains else None)
+        fulls.append(ShardSource(p, "all", split_by, fr, sseed, flip) if not args.no_chains else None)
     fh_src = None
     if args.freihand:
         if tpl.topology != "mano":
@@ -337,15 +374,21 @@ def _main(argv=None) -> int:
             for k in BASELINE_ONLY_3D:
                 v.pop(k, None)
     report = {"checkpoint": str(args.checkpoint), "untrained": args.untrained, "baseline": args.baseline,
-              "split": args.split,
+              "split": args.split, "hand": args.hand, "flip": flip,
               "split_by": split_by, "seconds": round(time.time() - t0, 2), "sources": res}
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("metrics.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for name, m in res.items():
-        print(f"[{name}] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+        print(f"[{name}] " + _line(m))
+        for hand, hm in (m.get("by_handedness") or {}).items():
+            print(f"[{name} {hand}] " + _line(hm))
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _line(m: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items() if not isinstance(v, dict))
 
 
 @torch.no_grad()

@@ -22,6 +22,14 @@ the depth of the mesh; the overlay is consistent either way.  If the least-squar
 the mesh behind the camera (a barely trained model), a weak-perspective fit is used instead and
 the JSON says so (``root_fallback_weak_perspective``).
 
+Left hands: ``--hand left`` says the images show left hands.  A model trained with
+``data.left_hands = "flip"`` (the default, MobRecon's convention) knows right hands only: the
+image is flipped horizontally (the principal point with it), the flipped image predicted, and
+the outputs flipped back (camera x -> -x, u -> W - u), so the mesh, the joints and the overlay
+are the left hand in the image's own frame; the mesh files get the template's faces with
+reversed vertex order (outward normals).  A model trained with ``"keep"`` predicts left hands
+directly (no flip).  The JSON records ``hand`` and ``flipped``.
+
 Image size: images larger than ``--max-side`` (default 1024 px) are downscaled first (the
 network sees a 128 px crop; the camera and the box are scaled with the image, so the mesh is
 the same and the 2D joints in the JSON are in the original image's pixels; the overlay is
@@ -41,6 +49,7 @@ import numpy as np
 import torch
 
 from .augment import ROOT_SCALE_M, normalise
+from datagen.geometry.mirror import flip_image, flip_K, flip_uv, mirror_points, reverse_winding
 from datagen.geometry.projection import project
 
 from .geometry import apply_affine, crop_affine, recover_root, warp_crop
@@ -130,8 +139,19 @@ def crop_for(image_shape, box, scale: float, out: int) -> np.ndarray:
 
 @torch.no_grad()
 def predict_image(model, image: np.ndarray, K: np.ndarray, box=None, scale: float = 1.3, crop: int = 128,
-                  device="cpu") -> dict:
-    """RGB uint8 image -> {verts_cam, joints_cam, uv (image px), root, A (crop affine)}."""
+                  device="cpu", flip: bool = False) -> dict:
+    """RGB uint8 image -> {verts_cam, joints_cam, uv (image px), root, A (crop affine), flipped}.
+
+    `flip`: predict on the horizontally flipped image (camera flip_K, box mirrored) and flip
+    the results back into this image's frame - how a right-hand model reads a left hand."""
+    if flip:
+        w = image.shape[1]
+        fbox = None if box is None else [w - box[2], box[1], w - box[0], box[3]]
+        r = predict_image(model, flip_image(image), flip_K(K, w), fbox, scale, crop, device)
+        F = np.array([[-1.0, 0.0, w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # image px -> flipped image px
+        return {"verts_cam": mirror_points(r["verts_cam"]), "joints_cam": mirror_points(r["joints_cam"]),
+                "uv": flip_uv(r["uv"], w), "root": mirror_points(r["root"]), "A": r["A"] @ F,
+                "root_fallback": r["root_fallback"], "flipped": True}
     A = crop_for(image.shape, box, scale, crop)
     x = torch.from_numpy(normalise(warp_crop(image, A, crop)))[None].to(device)
     out = model(x)
@@ -143,7 +163,7 @@ def predict_image(model, image: np.ndarray, K: np.ndarray, box=None, scale: floa
     if fallback:
         T = weak_perspective_root(uv_crop, A @ K, joints)
     return {"verts_cam": verts + T, "joints_cam": joints + T, "uv": apply_affine(np.linalg.inv(A), uv_crop),
-            "root": T, "A": A, "root_fallback": fallback}
+            "root": T, "A": A, "root_fallback": fallback, "flipped": False}
 
 
 def weak_perspective_root(uv: np.ndarray, K: np.ndarray, rel: np.ndarray) -> np.ndarray:
@@ -183,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="focal length in pixels of the images (default 1.46 x the longer side)")
     ap.add_argument("--principal", type=float, nargs=2, default=None, metavar=("CX", "CY"),
                     help="principal point in pixels (default: the image centre)")
+    ap.add_argument("--hand", choices=("right", "left"), default="right",
+                    help="the images show right or left hands; left: a right-hand model (data.left_hands = flip) "
+                         "predicts on the flipped image and the results are flipped back into the image's frame")
     ap.add_argument("--format", choices=("ply", "obj", "both"), default="ply", help="mesh file format")
     ap.add_argument("--max-side", type=int, default=MAX_SIDE,
                     help="downscale larger images to this longer side first (memory; the crop is 128 px anyway)")
@@ -238,6 +261,10 @@ def main(argv=None) -> int:
         print("note: no --box: each image's largest centred square is the crop, so the hand must be near the "
               "centre; otherwise give --box X0 Y0 X1 Y1 or --detect (MediaPipe Hands)", file=sys.stderr)
     scale = args.scale if args.scale is not None else ck["config"]["augment"]["scale"]
+    from .data import flip_mode
+
+    flip = args.hand == "left" and flip_mode(ck["config"]["data"]) == "left"
+    faces = reverse_winding(tpl.faces) if args.hand == "left" else tpl.faces  # a left mesh: outward normals
     crop = ck["config"]["data"]["crop_size"]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,7 +316,7 @@ def main(argv=None) -> int:
             print(f"warning: {path}: the hand region is {region:.0f} px, upsampled {crop / region:.1f}x to the "
                   f"network's {crop} px crop - expect a poor prediction", file=sys.stderr)
         try:
-            r = predict_image(model, img, K, box, scale, crop, args.device)
+            r = predict_image(model, img, K, box, scale, crop, args.device, flip)
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
             print(f"error: {path}: prediction failed ({type(exc).__name__}: {exc}); skipped", file=sys.stderr)
             status = 1
@@ -298,16 +325,16 @@ def main(argv=None) -> int:
         stem = out_dir / Path(path).stem
         written = []
         if args.format in ("ply", "both"):
-            write_ply(stem.with_suffix(".ply"), r["verts_cam"], tpl.faces)
+            write_ply(stem.with_suffix(".ply"), r["verts_cam"], faces)
             written.append(stem.with_suffix(".ply"))
         if args.format in ("obj", "both"):
-            write_obj(stem.with_suffix(".obj"), r["verts_cam"], tpl.faces)
+            write_obj(stem.with_suffix(".obj"), r["verts_cam"], faces)
             written.append(stem.with_suffix(".obj"))
-        ov = draw_overlay(img, r["uv"], r["verts_cam"], tpl.faces, K)
+        ov = draw_overlay(img, r["uv"], r["verts_cam"], faces, K)
         png = stem.parent / f"{stem.name}_overlay.png"
         cv2.imwrite(str(png), ov[..., ::-1])
         meta = {"image": str(path), "image_size": [w, h], "K": K0.tolist(), "crop_affine": (r["A"] @ S).tolist(),
-                "box": user_box, "box_source": "detect" if args.detect else ("user" if args.box else None), "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
+                "hand": args.hand, "flipped": r["flipped"], "box": user_box, "box_source": "detect" if args.detect else ("user" if args.box else None), "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
                 "root_m": r["root"].tolist(), "root_fallback_weak_perspective": r["root_fallback"],
                 "processed_size": [img.shape[1], img.shape[0]], "overlay_size": [ov.shape[1], ov.shape[0]],
                 "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K0) - uv_full, axis=-1).mean())}

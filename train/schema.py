@@ -47,6 +47,10 @@ DATA = [
        choices=("train", "val", "test", "all")),
     _o("data", "freihand_versions", [0, 1, 2, 3], "ints",
        "FreiHAND training image versions to use (0 green screen, 1-3 composited backgrounds)", metavar="V"),
+    _o("data", "left_hands", "flip", "str",
+       "left-hand samples of our datasets: flip = mirror them into right hands (image about its vertical "
+       "centre line, K's principal point, 3D labels x -> -x; MobRecon's convention: the network sees right "
+       "hands only), keep = train on them as they are", choices=("flip", "keep")),
     _o("data", "crop_size", 128, "int", "network input size in pixels (the paper: 128)", check=_pos),
     _o("data", "workers", 2, "int", "DataLoader worker processes per training process", check=_nonneg),
 ]
