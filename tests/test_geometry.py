@@ -19,6 +19,7 @@ import trimesh
 
 from datagen.geometry.alignment import similarity_align, umeyama
 from datagen.geometry.closest_point import closest_barycentric, closest_points
+from datagen.geometry.frustum import frustum_halfspaces, segments_in_frustum
 from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
 from datagen.geometry.normals import cross, face_normals, triangle_normals, vertex_normals
 from datagen.geometry.projection import project, project_world, unproject
@@ -93,6 +94,37 @@ def test_projection_matches_homogeneous_brute_force():
     np.testing.assert_allclose(unproject(uv, z, skewed, R, t), pts, atol=1e-12)
     with pytest.raises(ValueError, match="last row"):
         project(pts, np.ones((3, 3)))
+
+
+def test_segments_in_frustum_match_dense_sampling():
+    # Brute force: a segment is in frame when one of many points along it projects into the
+    # image in front of the camera (project + bounds; an independent formulation).
+    rng = np.random.default_rng(4)
+    K = np.array([[373.35, 0.0, 128.0], [0.0, 373.35, 128.0], [0.0, 0.0, 1.0]])
+    skewed = np.array([[300.0, 3.0, 100.0], [0.0, 320.0, 140.0], [0.0, 0.0, 1.0]])
+    a = rng.uniform([-0.4, -0.4, -0.2], [0.4, 0.4, 0.6], size=(400, 3))
+    b = rng.uniform([-0.4, -0.4, -0.2], [0.4, 0.4, 0.6], size=(400, 3))
+    s = np.linspace(0.0, 1.0, 4001)[:, None, None]
+    pts = a[None] + s * (b - a)[None]  # (S, N, 3)
+    for k, (w, h) in ((K, (256, 256)), (skewed, (200, 300))):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = project(pts, k)
+        inside = (pts[..., 2] > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= w) & (uv[..., 1] >= 0) & (uv[..., 1] <= h)
+        brute = inside.any(0)
+        got = segments_in_frustum(a, b, k, w, h)
+        assert brute.sum() > 50 and (~brute).sum() > 50  # both kinds occur
+        assert np.array_equal(got, brute)
+        # the half-spaces agree with the projection on the sampled points in front of the camera
+        n, c = frustum_halfspaces(k, w, h)
+        front = pts[..., 2] > 0
+        assert np.array_equal(((pts @ n.T + c) >= 0).all(-1)[front], inside[front])
+    # batched shapes, a segment behind the camera, one through it, one on the optical axis
+    assert segments_in_frustum(np.zeros((2, 3, 3)), np.ones((2, 3, 3)), K, 256, 256).shape == (2, 3)
+    assert not segments_in_frustum([0, 0, -1.0], [0.01, 0, -0.5], K, 256, 256)
+    assert segments_in_frustum([0, 0, -1.0], [0, 0, 1.0], K, 256, 256)
+    assert not segments_in_frustum([0, 0, -1.0], [0, 0, 1.0], K, 256, 256, near=2.0)
+    with pytest.raises(ValueError, match="near"):
+        segments_in_frustum([0, 0, 1.0], [0, 0, 2.0], K, 256, 256, near=-1)
 
 
 # ------------------------------------------------------------------------- closest point
