@@ -117,6 +117,66 @@ def wrist_difference(prepared) -> WristDifference:
                            float(np.linalg.norm(d[:, [0, 2]], axis=1).mean()))
 
 
+def wrist_grid(cfg, flexions, deviations, poses, view_step: int = 1) -> list[dict]:
+    """For each wrist angle pair (flexion, deviation) applied to every pose of `poses` (the
+    config's pose table, fingers as prepared): the cut end's exact frame check over all views
+    (views whose frustum the cut end meets, for any of the poses), the smallest distance from a
+    camera centre to the arm's surface (a camera inside or touching the arm sees its inside), and
+    the share of items (poses x every `view_step`-th view) where the arm hides more than half of
+    the hand."""
+    from datagen.cameras.cut_end import cut_end_faces, faces_in_frame
+    from datagen.cameras.hemisphere import views_for
+    from datagen.geometry.closest_point import closest_points
+    from datagen.geometry.raster import rasterize
+    from datagen.hand import load_hand_model
+    from datagen.hand.asset import build_asset
+    from datagen.hand.base import forward_kinematics
+    from datagen.poses.construction import build_pose_table
+    from datagen.poses.wrist import forearm_rotation
+
+    hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype, cfg.hand.forearm_length_m)
+    asset = build_asset(hand, cfg.hand.subdivision_levels)
+    table = build_pose_table(hand, cfg.poses.interpolation_steps)
+    views = views_for(cfg.cameras, asset)
+    centres = -np.einsum("vji,vj->vi", views.R, views.t)
+    F = np.asarray(asset.dense_faces, np.int64)
+    part = np.asarray(asset.dense_part)
+    face_arm = (part[F] == ARM_PART).all(1)
+    arm_faces = F[(part[F] == ARM_PART).any(1)]
+    cut = cut_end_faces(asset)
+    sub = np.arange(0, len(views.R), view_step)
+    rows = []
+    alone = {}
+    for f in flexions:
+        for d in deviations:
+            rot = table.rotations[np.asarray(poses)].copy()
+            rot[:, hand.rig.forearm] = forearm_rotation(f, d)
+            Vb = hand.skin(forward_kinematics(hand.rig, rot))
+            in_frame = np.zeros(len(views.R), bool)
+            clearance = np.inf
+            hides = []
+            for k, p in enumerate(poses):
+                V = asset.dense(Vb[k])
+                in_frame |= faces_in_frame(V, cut, views)
+                clearance = min(clearance, float(closest_points(V, arm_faces, centres)[2].min()))
+                for v in sub:
+                    cam = V @ views.R[v].T + views.t[v]
+                    full = rasterize(cam, F, views.K, views.width, views.height).face
+                    if (p, v) not in alone:
+                        alone[(p, v)] = int((rasterize(cam, F[~face_arm], views.K, views.width,
+                                                       views.height).face >= 0).sum())
+                    hit = full >= 0
+                    hides.append(1.0 - (~face_arm[full[hit]]).sum() / max(alone[(p, v)], 1))
+            hides = np.asarray(hides)
+            rows.append({"flexion_deg": float(f), "deviation_deg": float(d),
+                         "cut_end_views": int(in_frame.sum()), "camera_clearance_m": clearance,
+                         "arm_hides_half": float((hides > 0.5).mean()), "mean_hidden": float(hides.mean())})
+            print(f"flexion {f:+6.1f} deviation {d:+6.1f}: cut end in frame in {in_frame.sum():3d}/{len(views.R)} "
+                  f"views, camera clearance {clearance * 100:5.1f} cm, arm hides > 1/2 in "
+                  f"{rows[-1]['arm_hides_half']:.3f} (mean hidden {hides.mean():.3f})", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     from datagen.cameras.hemisphere import views_for
     from datagen.config import load_config
@@ -128,8 +188,36 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the per-item numbers here (.json)")
     ap.add_argument("--wrist", action="store_true", help="only: our wrist vs the MANO-style wrist on the 778 path")
+    ap.add_argument("--cut-end", action="store_true",
+                    help="only: the cut end's exact frame check, every pose x every view of the config")
+    ap.add_argument("--wrist-grid", default=None, metavar="F0:F1:STEP,D0:D1:STEP",
+                    help="only: per wrist angle pair of this grid (degrees), cut end in frame, camera clearance "
+                         "and arm occlusion (with --poses poses, --view-step)")
+    ap.add_argument("--view-step", type=int, default=2, help="--wrist-grid: rasterise every n-th view")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except Exception as e:  # noqa: BLE001 - a bad config: say which, exit non-zero
+        print(f"forearm_bench: {e}", file=sys.stderr)
+        return 2
+    if not cfg.hand.forearm:
+        print("forearm_bench: the config has no forearm ([hand] forearm = false)", file=sys.stderr)
+        return 2
+    if args.wrist_grid:
+        try:
+            (f0, f1, fs), (d0, d1, ds) = [[float(x) for x in part.split(":")] for part in args.wrist_grid.split(",")]
+        except ValueError:
+            print(f"forearm_bench: --wrist-grid {args.wrist_grid!r}: expected F0:F1:STEP,D0:D1:STEP", file=sys.stderr)
+            return 2
+        poses = np.sort(np.random.default_rng(args.seed).choice(1520, args.poses, replace=False))
+        rows = wrist_grid(cfg, np.arange(f0, f1 + 1e-9, fs), np.arange(d0, d1 + 1e-9, ds), poses, args.view_step)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"poses": poses.tolist(), "view_step": args.view_step, "grid": rows}))
+        best = min(rows, key=lambda r: (r["cut_end_views"], r["arm_hides_half"]))
+        print(f"wrist_grid_points={len(rows)} min_cut_end_views={best['cut_end_views']} "
+              f"at_flexion={best['flexion_deg']:+.1f} at_deviation={best['deviation_deg']:+.1f}")
+        return 0
     prepared = prepare_poses(cfg, progress=True)
     if args.wrist:
         w = wrist_difference(prepared)
@@ -138,6 +226,18 @@ def main(argv=None) -> int:
         print(f"wrist_vs_mano_mm={w.mean_mm:.2f}")
         return 0
     views = views_for(cfg.cameras, prepared.asset)
+    if args.cut_end:
+        from datagen.cameras.cut_end import cut_end_report
+
+        r = cut_end_report(prepared, views, progress=True)
+        n_lon = cfg.cameras.longitudes
+        for ring in range(len(views.R) // n_lon):
+            sl = r.in_frame[:, ring * n_lon:(ring + 1) * n_lon]
+            print(f"ring {ring}: cut end in frame in {sl.mean():.3f} of the items, in {sl.any(0).sum()}/{n_lon} views "
+                  f"for some pose")
+        print(f"cut_end_items={r.in_frame.size} cut_end_in_frame={r.item_share:.4f} "
+              f"views_with_cut_end={int(r.in_frame.any(0).sum())}")
+        return 0
     poses = np.sort(np.random.default_rng(args.seed).choice(len(prepared.ids), args.poses, replace=False))
     m = measure(prepared, views, poses)
     n_lon = cfg.cameras.longitudes

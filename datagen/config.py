@@ -464,7 +464,9 @@ def _validate(cfg: Config) -> Config:
         _check_range(f"hand.phenotype.{k}", float(v), 0.0, 1.0)
     if h.subdivision_levels not in (0, 1, 2):
         raise ConfigError(f"hand.subdivision_levels = {h.subdivision_levels}: must be 0, 1 or 2")
-    _check_range("hand.forearm_length_m", h.forearm_length_m, 0.05, 0.23)
+    # 0.05 .. 0.23: a forearm; 0.29 .. 0.39 (anny's average adult): through the extended elbow into the
+    # upper arm; the hand model checks its own limits when it builds the arm (datagen.hand.forearm).
+    _check_range("hand.forearm_length_m", h.forearm_length_m, 0.05, 0.40)
     _check_interval("hand.wrist_flexion_deg", h.wrist_flexion_deg, *WRIST_FLEXION_LIMITS_DEG)
     _check_interval("hand.wrist_deviation_deg", h.wrist_deviation_deg, *WRIST_DEVIATION_LIMITS_DEG)
     _check_range("hand.left_share", h.left_share, 0.0, 1.0)

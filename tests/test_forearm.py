@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -96,7 +98,6 @@ def test_wrist_bend_moves_the_arm_only(forearm_hand):
 
 
 def test_part_mask_and_arm_as_occluder(forearm_hand, config):
-    from types import SimpleNamespace
 
     from datagen.cameras.hemisphere import views_for
     from datagen.hand.forearm import ARM_PART
@@ -127,3 +128,45 @@ def test_part_mask_and_arm_as_occluder(forearm_hand, config):
     alone = compute_labels(D, hand_faces, kp, views.K, views.R[v], views.t[v], 256, 256, wrist_joint=True)
     hand_px = (full.face >= 0) & ~(asset.dense_part[F[np.maximum(full.face, 0), 0]] == ARM_PART)
     assert hand_px.sum() <= alone.mask.sum()
+
+
+def test_cut_end_frame_check_is_exact_against_the_rasteriser(forearm_hand, config):
+    # The cut end meets a view's frustum (datagen.cameras.cut_end) whenever the exact
+    # rasteriser finds a pixel of it, and never in a view where the frame check says no; with
+    # the 0.2 m arm along the pole the top ring looks at the cut end, the equator never does.
+    from datagen.cameras.cut_end import cut_end_faces, faces_in_frame
+    from datagen.cameras.hemisphere import views_for
+    from datagen.geometry.raster import rasterize
+
+    _, arm, asset = forearm_hand
+    views = views_for(config.cameras, asset)
+    D = asset.dense(arm.rest_vertices)
+    cut = cut_end_faces(asset)
+    assert 0 < len(cut) < len(asset.dense_faces) // 10
+    in_frame = faces_in_frame(D, cut, views)
+    assert in_frame[5 * 36:].all() and not in_frame[:36].any()
+    for v in range(0, 216, 7):
+        cam = D @ views.R[v].T + views.t[v]
+        px = (rasterize(cam, cut, views.K, views.width, views.height).face >= 0).any()
+        assert in_frame[v] or not px
+    # a hand without a forearm has no cut end
+    assert len(cut_end_faces(SimpleNamespace(dense_part=np.zeros(3), dense_faces=np.zeros((1, 3))))) == 0
+
+
+def test_arm_through_the_extended_elbow(config):
+    # Past the elbow the upper arm continues the forearm's axis (the elbow extended), cut once.
+    from datagen.hand import load_hand_model
+    from datagen.hand.asset import _wrist_loop
+    from datagen.hand.forearm import ForearmError
+
+    arm = load_hand_model(config.hand.model, config.hand.phenotype, forearm_length_m=0.36)
+    loop = np.asarray(_wrist_loop(arm.faces))
+    assert arm.arm_vertex[loop].all()
+    V = arm.rest_vertices
+    u = (arm.elbow - 0) / np.linalg.norm(arm.elbow)  # wrist joint (origin) -> elbow
+    s = V @ u
+    assert 0.34 < s[arm.arm_vertex].max() < 0.37
+    rim = V[loop] - np.outer(V[loop] @ u, u)  # the cut rim around the axis continued past the elbow
+    assert np.linalg.norm(rim.mean(0)) < 0.01 and 0.03 < np.linalg.norm(rim - rim.mean(0), axis=1).mean() < 0.07
+    with pytest.raises(ForearmError, match="hand.forearm_length_m"):
+        load_hand_model(config.hand.model, config.hand.phenotype, forearm_length_m=0.26)  # at the elbow

