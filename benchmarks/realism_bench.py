@@ -76,6 +76,19 @@ class BenchError(RuntimeError):
 
 # ----------------------------------------------------------------------------- pure parts
 
+def handedness_agreement(records: list[dict]) -> dict:
+    """Per label handedness ("left"/"right", items whose labels carry one), how often MediaPipe's
+    own handedness (unmirrored) says the same on the detected items:
+    {label: {"detected", "agree", "rate"}}."""
+    out = {}
+    for hand in ("left", "right"):
+        det = [r for r in records if r.get("handedness") == hand and r["detected"]]
+        if det:
+            agree = sum(str(r.get("det_handedness") or "").lower() == hand for r in det)
+            out[hand] = {"detected": len(det), "agree": agree, "rate": agree / len(det)}
+    return out
+
+
 def sample_items(n_poses: int, n_views: int, n: int, seed: int) -> list[tuple[int, int]]:
     """n distinct (pose, view) items, seeded, spread uniformly over poses and views.
 
@@ -704,6 +717,10 @@ def run(args) -> int:
         counts = {h: det_hand.count(h) for h in sorted(set(map(str, det_hand)))}
         notes.append("-- MediaPipe handedness of the detections (label swapped: MediaPipe assumes a mirrored "
                      "image): " + ", ".join(f"{h} {c}" for h, c in counts.items()))
+    agreement = handedness_agreement(records)
+    if agreement:
+        notes.append("-- MediaPipe handedness (swapped) agrees with the label: " + ", ".join(
+            f"{h} {a['agree']}/{a['detected']} ({a['rate']:.2f})" for h, a in agreement.items()))
     kp_rows = per_keypoint(records)
 
     misses = [r for r in records if not r["detected"]]
@@ -738,6 +755,7 @@ def run(args) -> int:
         },
         "summary": overall,
         "groups": {"latitude": ring_rows, "side": side_rows, "tone": tone_rows, "handedness": hand_rows},
+        "handedness_agreement": agreement,
         "per_keypoint": kp_rows,
         "contact_sheet": str(sheet_path),
         "items": [{k: v for k, v in r.items() if k != "gt_2d"} for r in records],

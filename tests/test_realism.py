@@ -151,3 +151,14 @@ def test_grid_from_config_reads_toml(tmp_path):
     bad.write_text("[poses\n")
     with pytest.raises(rb.BenchError, match="bad.toml"):
         rb.grid_from_config(bad)
+
+
+def test_handedness_agreement_counts_detected_items_per_label():
+    recs = [{"handedness": "left", "detected": True, "det_handedness": "Left"},
+            {"handedness": "left", "detected": True, "det_handedness": "Right"},
+            {"handedness": "left", "detected": False, "det_handedness": None},
+            {"handedness": "right", "detected": True, "det_handedness": "Right"},
+            {"handedness": None, "detected": True, "det_handedness": "Right"}]
+    a = rb.handedness_agreement(recs)
+    assert a == {"left": {"detected": 2, "agree": 1, "rate": 0.5}, "right": {"detected": 1, "agree": 1, "rate": 1.0}}
+    assert rb.handedness_agreement([{"handedness": None, "detected": True, "det_handedness": "Left"}]) == {}
