@@ -8,6 +8,8 @@ output, or use ``--fresh``, to redo it).  Sized for about 10 minutes on 2 CPU co
 * data: 12 base poses (finger states chosen so every finger is bent in about half of them) and
   the 198 poses interpolated between every pair of them (66 chains base a -> t = 1/4, 1/2, 3/4
   -> base b) = 210 poses, from 3 viewpoints = 630 items at 256x256, 1 path sample + denoising;
+  a quarter of them left hands (``[hand] left_share = 0.25``; training flips them into right
+  hands, ``data.left_hands = "flip"``, and the predictions are flipped back for the picture);
 * split: whole chains are held out (``--split-by chain``, about 30% of the samples): the test
   poses are never seen in training, and they form 5-frame sequences for the acceleration error;
 * network: GhostStack encoder + DSConv decoder (the paper's decoder: ``model.template_offset``
@@ -109,6 +111,7 @@ def picture(ckpt: Path, dataset: Path, split_seed: int, out_png: Path, n: int = 
     import torch
 
     from train.augment import AugmentParams, crop_box
+    from datagen.geometry.mirror import reverse_winding
     from train.data import ShardSource
     from train.metrics import pa_errors
     from train.model_io import model_from_checkpoint
@@ -120,7 +123,7 @@ def picture(ckpt: Path, dataset: Path, split_seed: int, out_png: Path, n: int = 
         cv2.putText(img, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
 
     model, tpl, ck = model_from_checkpoint(ckpt)
-    src = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed)
+    src = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed, flip="none")  # images as rendered
     scale = AugmentParams.from_config(ck["config"]["augment"]).scale
     # one item per view and spread over the held-out poses
     rng = np.random.default_rng(0)
@@ -135,16 +138,18 @@ def picture(ckpt: Path, dataset: Path, split_seed: int, out_png: Path, n: int = 
         s = src.get(i)
         c, side = crop_box(s)  # the silhouette's box: what a hand detector would give
         box = (c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2)
+        left = s["handedness"] == 1  # a right-hand model: flip, predict, flip back (train.predict --hand left)
+        faces = reverse_winding(tpl.faces) if left else tpl.faces
         with torch.no_grad():
-            r = predict_image(model, s["image"], s["K"], box, scale, ck["config"]["data"]["crop_size"])
+            r = predict_image(model, s["image"], s["K"], box, scale, ck["config"]["data"]["crop_size"], flip=left)
         uv_gt = s["joints"] @ s["K"].T
         uv_gt = uv_gt[:, :2] / uv_gt[:, 2:]
-        gt = draw_overlay(s["image"], uv_gt, s["verts"], tpl.faces, s["K"])
+        gt = draw_overlay(s["image"], uv_gt, s["verts"], faces, s["K"])
         sk = draw_skeleton(s["image"], r["uv"])
-        me = shade_mesh(s["image"], r["verts_cam"], tpl.faces, s["K"], tint=(255, 190, 120))
+        me = shade_mesh(s["image"], r["verts_cam"], faces, s["K"], tint=(255, 190, 120))
         pa = 1000 * float(pa_errors(r["joints_cam"][None], s["joints"][None]).mean())
         s["image"] = s["image"].copy()
-        label(s["image"], f"pose {s['pose_id']}, view {s['view_id']}")
+        label(s["image"], f"{'left' if left else 'right'}, pose {s['pose_id']}, view {s['view_id']}")
         label(me, f"PA-MPJPE {pa:.1f} mm" + (" (weak-persp. root)" if r["root_fallback"] else ""))
         rows.append(np.hstack([s["image"], gt, sk, me]))
     img = np.vstack(rows)
@@ -180,6 +185,7 @@ def main(argv=None) -> int:
 
     render_cfg = out / "render.toml"
     render_cfg.write_text("# the demo's render settings on top of configs/default.toml\n"
+                          "[hand]\nleft_share = 0.25     # some left hands (the mirrored hand)\n"
                           "[render]\nsamples = 1          # + denoising: fast, and fine at 256x256\ndenoise = true\n")
     stage("render (Blender Cycles, CPU)", (render / ".demo-complete").exists(), lambda: (
         run([PY, "blender_scripts/render.py", "--config", str(render_cfg), "--out", str(render),
@@ -227,12 +233,13 @@ def main(argv=None) -> int:
         print(f"wrote {out / 'predictions.png'}")
         from train.data import ShardSource
 
-        s = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed).get(0)
+        s = ShardSource(dataset, "test", "chain", FRACTIONS, split_seed, flip="none").get(0)
         import cv2
 
         cv2.imwrite(str(out / "test_image.png"), s["image"][..., ::-1])
         run([PY, "-m", "train.predict", str(out / "test_image.png"), "--checkpoint", str(tr / "model.pt"),
-             "--out", str(out / "predict"), "--focal", str(float(s["K"][0, 0]))])
+             "--out", str(out / "predict"), "--focal", str(float(s["K"][0, 0])),
+             "--hand", "left" if s["handedness"] == 1 else "right"])
 
     stage("pictures of predictions", (out / "predictions.png").exists(), pics)
 
