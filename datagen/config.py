@@ -80,6 +80,19 @@ class PoseConfig:
 
 
 @dataclass(frozen=True)
+class CameraJitterConfig:
+    """[cameras.jitter]: per-item camera variety around each view (datagen.cameras.jitter,
+    docs/RENDERING.md "Camera variety").  These defaults are "off": every item keeps its view's
+    camera (and the key is left out of digests, LATER_KEYS)."""
+
+    distance_scale: tuple[float, float] = (1.0, 1.0)  # camera distance to the aim, times U(lo, hi)
+    focal_scale: tuple[float, float] = (1.0, 1.0)  # focal length times U(lo, min(hi, framing cap))
+    roll_deg: tuple[float, float] = (0.0, 0.0)  # in-plane roll about the optical axis
+    shift: float = 0.0  # principal point moved up to this fraction of the width / height
+    margin_px: float = 4.0  # the hand's silhouette keeps this distance from every border
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     longitudes: int = 36
     latitudes: int = 6
@@ -97,6 +110,8 @@ class CameraConfig:
     # (their entry declares the names and defaults); K, the image size and the radius are shared.
     sampler: str = "hemisphere"
     options: dict[str, Any] = field(default_factory=dict)
+    # Per-item variety around every view (distance, focal, roll, off-centre): off by default.
+    jitter: CameraJitterConfig = field(default_factory=CameraJitterConfig)
 
 
 @dataclass(frozen=True)
@@ -213,7 +228,9 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("backgrounds", "flip"): True,
               ("lights", "count"): [0, 0], ("lights", "types"): list(LIGHT_TYPES), ("lights", "power"): [0.25, 1.0],
               ("lights", "temperature_k"): [2700.0, 6500.0], ("lights", "distance_m"): [0.4, 1.2],
-              ("lights", "cone_deg"): 90.0, ("lights", "size_m"): [0.05, 0.3], ("lights", "spot_deg"): [30.0, 60.0]}
+              ("lights", "cone_deg"): 90.0, ("lights", "size_m"): [0.05, 0.3], ("lights", "spot_deg"): [30.0, 60.0],
+              ("cameras", "jitter"): {"distance_scale": [1.0, 1.0], "focal_scale": [1.0, 1.0],
+                                      "roll_deg": [0.0, 0.0], "shift": 0.0, "margin_px": 4.0}}
 # Sections added after the first run.json format: left out of digests when every key in them is
 # at its LATER_KEYS value (an empty section then means "as before it existed").
 LATER_SECTIONS = ("backgrounds", "lights")
@@ -399,6 +416,27 @@ def _check_distinct_views(c: CameraConfig) -> None:
                               f"turn), repeating views; use a step <= {360.0 / c.longitudes:g} or fewer longitudes")
 
 
+# Limits of [cameras.jitter]: the camera stays outside the hand (distance), the focal within a
+# factor 2, a half turn of roll either way, the principal point inside the middle of the image.
+JITTER_DISTANCE_LIMITS = (0.7, 3.0)
+JITTER_FOCAL_LIMITS = (0.5, 2.0)
+
+
+def _camera_jitter(raw: Any) -> CameraJitterConfig:
+    """[cameras.jitter] checked (a table; ranges inside their limits; names the key)."""
+    if isinstance(raw, CameraJitterConfig):
+        raw = dataclasses.asdict(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"cameras.jitter must be a table ([cameras.jitter]), got {raw!r}")
+    j = _build(CameraJitterConfig, raw, "cameras.jitter.")
+    d = _check_interval("cameras.jitter.distance_scale", j.distance_scale, *JITTER_DISTANCE_LIMITS)
+    f = _check_interval("cameras.jitter.focal_scale", j.focal_scale, *JITTER_FOCAL_LIMITS)
+    r = _check_interval("cameras.jitter.roll_deg", j.roll_deg, -180.0, 180.0)
+    _check_range("cameras.jitter.shift", j.shift, 0.0, 0.5)
+    _check_range("cameras.jitter.margin_px", j.margin_px, 0.0, 1000.0)
+    return dataclasses.replace(j, distance_scale=d, focal_scale=f, roll_deg=r)
+
+
 def _pose_options(p: PoseConfig) -> PoseConfig:
     """[poses] splay, splay_scale and families checked (family names: datagen.poses.angles.FAMILY_NAMES)."""
     _check_range("poses.splay_scale", p.splay_scale, 0.0, 1.0)
@@ -509,7 +547,8 @@ def _validate(cfg: Config) -> Config:
     for key in ("width", "height"):
         _check_range(f"cameras.{key}", getattr(c, key), 16, 8192)
     _check_range("cameras.focal_px", c.focal_px, 1.0, 1e6)
-    cfg = dataclasses.replace(cfg, cameras=dataclasses.replace(cfg.cameras, options=_sampler_options(cfg.cameras)))
+    cfg = dataclasses.replace(cfg, cameras=dataclasses.replace(cfg.cameras, options=_sampler_options(cfg.cameras),
+                                                               jitter=_camera_jitter(cfg.cameras.jitter)))
 
     d = cfg.hdri
     if not d.sources or not all(isinstance(s, str) for s in d.sources):

@@ -2,6 +2,11 @@
 
 The last line is the summary: `views=216 worst_margin_px=X` (the hand's smallest distance to
 the image border over all poses and views; negative = cropped).
+
+With `[cameras.jitter]` on (datagen.cameras.jitter) the report covers every item's own camera:
+all poses x views, each with the one draw its seed gives (not a sample), and prints the hand's
+size and offset in the frame with and without the jitter; the last line is then
+`views=V items=N jitter=on worst_margin_px=X` (X over every item's camera).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import sys
 import numpy as np
 
 from datagen.console import setup_logging
-from datagen.cameras.framing import framing_margins
+from datagen.cameras.framing import box_stats, framing_margins, jitter_framing
+from datagen.cameras.jitter import jitter_on
 from datagen.cameras.samplers import views_for
 
 
@@ -45,8 +51,46 @@ def main(argv=None) -> int:
             where = f" (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})"
         print(f"radius {cfg.cameras.radius_m} m, f {cfg.cameras.focal_px} px, {cfg.cameras.width}x{cfg.cameras.height}")
         print(f"worst: pose {p} view {v}{where}")
-        print(f"views={len(views)} worst_margin_px={m.min():.1f}")
+        if not jitter_on(cfg.cameras):
+            print(f"views={len(views)} worst_margin_px={m.min():.1f}")
+            return 0
+        report_jitter(cfg, prepared, views, m)
     return 0
+
+
+def _pct(a, qs=(0, 5, 25, 50, 75, 95, 100)) -> str:
+    return " ".join(f"{x:6.2f}" for x in np.percentile(a, qs))
+
+
+def report_jitter(cfg, prepared, views, view_margins) -> None:
+    """The jittered cameras' framing: every item (poses x views, the item's own draw)."""
+    j = cfg.cameras.jitter
+    print(f"[cameras.jitter] distance_scale {list(j.distance_scale)} focal_scale {list(j.focal_scale)} "
+          f"roll_deg {list(j.roll_deg)} shift {j.shift} margin_px {j.margin_px}")
+    base = box_stats(views, prepared, progress=True)
+    r = jitter_framing(cfg.cameras, prepared, views, cfg.seed, progress=True)
+    m = r["margin"]
+    n = m.size
+    print(f"{'percentiles 0 5 25 50 75 95 100':>46s}")
+    print(f"{'hand box side / image side, views':<34s} {_pct(base['box_frac'])}")
+    print(f"{'hand box side / image side, jitter':<34s} {_pct(r['box_frac'])}")
+    print(f"{'box centre offset / image, views':<34s} {_pct(base['offset_frac'])}")
+    print(f"{'box centre offset / image, jitter':<34s} {_pct(r['offset_frac'])}")
+    print(f"{'distance scale':<34s} {_pct(r['distance_scale'])}")
+    print(f"{'focal scale (after the cap)':<34s} {_pct(r['focal_scale'])}")
+    print(f"{'roll deg':<34s} {_pct(r['roll_deg'])}")
+    print(f"focal below focal_scale's low end (the hand would not fit otherwise): {int(r['capped'].sum())} "
+          f"of {n} items")
+    if cfg.cameras.sampler == "hemisphere":
+        lat = np.asarray(views.latitude_deg)
+        print(f"{'latitude':>9s} {'worst margin px':>16s} {'median box side':>16s}")
+        for la in np.unique(lat):
+            sel = lat == la
+            print(f"{la:9.1f} {m[:, sel].min():16.1f} {np.median(r['box_frac'][:, sel]):16.2f}")
+    p, v = np.unravel_index(np.argmin(m), m.shape)
+    print(f"worst jittered item: pose {p} view {v} (margin {m[p, v]:.1f} px; the views' own worst "
+          f"{view_margins.min():.1f} px)")
+    print(f"views={len(views)} items={n} jitter=on worst_margin_px={m.min():.1f}")
 
 
 if __name__ == "__main__":
