@@ -14,7 +14,8 @@ A long-lived worker can call `render_item` for any list of items without rebuild
 
 Camera: Blender's camera is made to equal K, R, t exactly: sensor fit horizontal, sensor
 width W (so 1 mm = 1 px), lens = f, shift from the principal point, pixel aspect 1, and the
-OpenCV -> Blender axis flip diag(1, -1, -1).  tests/test_render.py proves it by comparing
+OpenCV -> Blender axis flip diag(1, -1, -1).  K, R, t are the item's (`item_camera`): the
+view's, or with [cameras.jitter] the item's own jittered camera (datagen.cameras.jitter).  tests/test_render.py proves it by comparing
 Cycles' own coverage and depth with the rasterised labels.
 
 Render settings come from the config's [render] section plus the measured fixed choices in
@@ -33,6 +34,8 @@ from mathutils import Matrix
 
 from blender_scripts import compat
 from datagen import atomic
+from datagen.cameras.framing import camera_for_item
+from datagen.cameras.jitter import ItemCamera, jitter_on, view_camera
 from datagen.scene.hdri import (
     ENV_UP_HAND,
     Hdri,
@@ -541,24 +544,33 @@ class SceneRenderer:
 
     def _build_camera(self) -> None:
         cam = bpy.data.cameras.new("camera")
-        K = self.views.K
-        W, H = self.views.width, self.views.height
-        if abs(K[0, 0] - K[1, 1]) > 1e-9 * K[0, 0] or abs(K[0, 1]) > 0:
-            raise ValueError("Blender cameras need fx == fy and no skew (pixel aspect 1)")
         cam.type = "PERSP"
         cam.sensor_fit = "HORIZONTAL"
-        cam.sensor_width = float(W)  # 1 mm of sensor = 1 pixel
+        cam.sensor_width = float(self.views.width)  # 1 mm of sensor = 1 pixel
         cam.lens_unit = "MILLIMETERS"
-        cam.lens = float(K[0, 0])
-        # Shifts are in units of the larger image side; +x moves the view window right (the
-        # optical axis then projects left of the centre), +y moves it up (axis projects lower).
-        cam.shift_x = float((W / 2 - K[0, 2]) / max(W, H))
-        cam.shift_y = float((K[1, 2] - H / 2) / max(W, H))
         cam.clip_start = 0.005
         cam.clip_end = 100.0
         self.camera = bpy.data.objects.new("camera", cam)
         self.scene.collection.objects.link(self.camera)
         self.scene.camera = self.camera
+        self._K = None
+        self._set_intrinsics(self.views.K)
+
+    def _set_intrinsics(self, K: np.ndarray) -> None:
+        """Blender's lens and shift for K (per item with [cameras.jitter]; no-op if unchanged)."""
+        K = np.asarray(K, np.float64)
+        if self._K is not None and np.array_equal(K, self._K):
+            return
+        W, H = self.views.width, self.views.height
+        if abs(K[0, 0] - K[1, 1]) > 1e-9 * K[0, 0] or abs(K[0, 1]) > 0:
+            raise ValueError("Blender cameras need fx == fy and no skew (pixel aspect 1)")
+        cam = self.camera.data
+        cam.lens = float(K[0, 0])
+        # Shifts are in units of the larger image side; +x moves the view window right (the
+        # optical axis then projects left of the centre), +y moves it up (axis projects lower).
+        cam.shift_x = float((W / 2 - K[0, 2]) / max(W, H))
+        cam.shift_y = float((K[1, 2] - H / 2) / max(W, H))
+        self._K = K.copy()
 
     # ------------------------------------------------------------------ per item
     def set_pose(self, pose_id: int, out_dir: str | Path | None = None) -> np.ndarray:
@@ -578,31 +590,53 @@ class SceneRenderer:
                                 keypoints=self.tables.keypoints[pose_id].astype(np.float32))
         return dense
 
+    def item_camera(self, spec: ItemSpec) -> ItemCamera:
+        """The item's camera: its view's, or jittered per item ([cameras.jitter], drawn from the
+        item seed and fitted to the item's posed hand - mirrored for a left hand -:
+        datagen.cameras.jitter)."""
+        if not jitter_on(self.cfg.cameras):
+            return view_camera(self.views, spec.view_id)
+        self.set_pose(spec.pose_id)
+        return camera_for_item(self.cfg.cameras, self.views, self.tables, self.cfg.seed, spec.pose_id,
+                               spec.view_id, points=handed_points(self._hand_points(), spec.handedness),
+                               aim=self.palm_centre(spec.handedness))
+
+    def _hand_points(self) -> np.ndarray:
+        """The current pose's hand vertices (not the forearm): what the jittered camera frames."""
+        part = np.asarray(self.tables.dense_part)
+        return self._dense[part != 6] if (part == 6).any() else self._dense
+
     def set_view(self, view_id: int, rotation_deg: float, left: bool = False) -> np.ndarray:
+        """Place hand and camera of view `view_id` (its own camera, no jitter); see set_camera."""
+        return self.set_camera(view_camera(self.views, view_id), rotation_deg, left)
+
+    def set_camera(self, camera: ItemCamera, rotation_deg: float, left: bool = False) -> np.ndarray:
         """Place hand and camera in Blender's world: hand frame rotated by M (datagen.hdri).
 
-        `left`: the item's world is the mirrored hand frame (datagen.labels.handedness): the
-        mesh object gets the reflection S = diag(-1, 1, 1) in its matrix; Cycles renders a
-        negatively scaled object with its faces' orientation and normals flipped accordingly
-        (tests/test_left_hands.py checks silhouette, depth and front faces against the labels)."""
+        `camera`: the item's (`item_camera`).  `left`: the item's world is the mirrored hand
+        frame (datagen.labels.handedness): the mesh object gets the reflection S = diag(-1, 1, 1)
+        in its matrix; Cycles renders a negatively scaled object with its faces' orientation and
+        normals flipped accordingly (tests/test_left_hands.py checks silhouette, depth and front
+        faces against the labels)."""
         M4 = np.eye(4)
         M = hand_to_world(rotation_deg)
         M4[:3, :3] = M
-        cam = M4 @ opencv_to_blender_camera(self.views.R[view_id], self.views.t[view_id])
+        self._set_intrinsics(camera.K)
+        cam = M4 @ opencv_to_blender_camera(camera.R, camera.t)
         hand = M4 @ np.diag([-1.0, 1.0, 1.0, 1.0]) if left else M4
         # mathutils.Matrix takes rows; a bare nested list would be read column-major.
         self.hand.matrix_world = Matrix([list(map(float, row)) for row in hand])
         self.camera.matrix_world = Matrix([list(map(float, row)) for row in cam])
         return M
 
-    def exposure(self, index: int, strength: float, view_id: int, M: np.ndarray,
+    def exposure(self, index: int, strength: float, centre: np.ndarray, M: np.ndarray,
                  handedness: str = "right", lights_factor: float = 1.0) -> tuple[float, float, float]:
         """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
-        `index` seen from view `view_id`, with the current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule).
+        `index` seen from the camera centre `centre` (hand frame; the item camera's), with the
+        current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule).
         `lights_factor` (>= 1): the extra lights' share of the predicted light on the skin
         (datagen.scene.lights.exposure_factor); the rule exposes for the sum."""
         probe = self._probes[index]
-        centre = self.views.centres[view_id]
         side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
         dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
         dense, faces = handed_mesh(dense, self.tables.dense_faces, handedness)
@@ -811,7 +845,7 @@ class SceneRenderer:
         rasterised mask and depth.
         """
         self.set_pose(spec.pose_id)
-        self.set_view(spec.view_id, spec.hdri_rotation_deg, spec.left)
+        self.set_camera(self.item_camera(spec), spec.hdri_rotation_deg, spec.left)
         if getattr(self, "_depth_material", None) is None:
             mat = bpy.data.materials.new("camera_depth")
             nt = self._node_tree(mat)
@@ -834,12 +868,15 @@ class SceneRenderer:
         paths = item_paths(out_dir, spec.pose_id, spec.view_id)
         paths.label.parent.mkdir(parents=True, exist_ok=True)
         right_dense = self.set_pose(spec.pose_id, out_dir)
-        M = self.set_view(spec.view_id, spec.hdri_rotation_deg, spec.left)
+        cam = self.item_camera(spec)
+        M = self.set_camera(cam, spec.hdri_rotation_deg, spec.left)
         factor, facing = self.lights_factor(spec)
-        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, spec.view_id, M, spec.handedness,
+        eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, cam.centre, M, spec.handedness,
                                           factor)
         self.set_environment(spec.hdri_index, eff)
         scene_blocks = {}
+        if cam.jitter is not None:  # only with [cameras.jitter] on: default items stay as they were
+            scene_blocks["camera_jitter"] = cam.jitter
         if self.cfg.lights.count[1] > 0 or self._lights:
             lights = self.set_lights(spec, M, skin_e)
             for rec, f in zip(lights, facing):
@@ -860,12 +897,11 @@ class SceneRenderer:
         # The item's hand: the right hand, or its mirror image with reversed winding (left).
         dense, faces = handed_mesh(right_dense, self.tables.dense_faces, spec.handedness)
         labels = compute_labels(dense, faces, handed_points(self.tables.keypoints[spec.pose_id], spec.handedness),
-                                v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
-                                wrist_joint=self.tables.wrist_joint)
+                                cam.K, cam.R, cam.t, v.width, v.height, wrist_joint=self.tables.wrist_joint)
         # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(
-            spec, labels, dense, self.tables, v.K, v.R[spec.view_id], v.t[spec.view_id], v.width, v.height,
+            spec, labels, dense, self.tables, cam.K, cam.R, cam.t, v.width, v.height,
             hdri=dict(self.hdri_record(spec, M, eff, side, skin_e), **({"lights_factor": factor} if spec.lights else {})),
             render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions, faces=faces,
             scene=scene_blocks))

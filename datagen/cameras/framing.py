@@ -106,17 +106,19 @@ def framing_problem(prepared, views: Views, items, sampler: str = "hemisphere") 
 
 
 def camera_for_item(cam_cfg, views: Views, prepared, config_seed: int, pose_id: int, view_id: int,
-                    points: np.ndarray | None = None) -> ItemCamera:
+                    points: np.ndarray | None = None, aim: np.ndarray | None = None) -> ItemCamera:
     """Item (pose_id, view_id)'s camera: its view's, or with `[cameras.jitter]` on the jittered
     one (datagen.cameras.jitter) fitted to the posed hand.  `points`: the hand's points if the
     caller has them (default: every dense vertex of the hand, `hand_vertices`; the renderer's
-    choice, which needs no scipy); `prepared`: Prepared or HandTables (palm_centre, dense)."""
+    choice, which needs no scipy; it passes a left hand's mirrored points); `aim`: the point the
+    distance is measured to (default the palm centre); `prepared`: Prepared or HandTables."""
     if not jitter_on(cam_cfg):
         return view_camera(views, view_id)
     if points is None:
         points = hand_vertices(prepared, pose_id)
-    hand = getattr(prepared, "asset", prepared)
-    return item_camera(cam_cfg.jitter, views, view_id, config_seed, pose_id, points, hand.palm_centre)
+    if aim is None:
+        aim = getattr(prepared, "asset", prepared).palm_centre
+    return item_camera(cam_cfg.jitter, views, view_id, config_seed, pose_id, points, aim)
 
 
 def jitter_framing(cam_cfg, prepared, views: Views, config_seed: int, progress: bool = False) -> dict:
