@@ -34,6 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from datagen.cameras.jitter import check_item_camera
 from datagen.dataset import shards as S
 from datagen.geometry.projection import project
 from datagen.hand.asset import HandAsset
@@ -52,6 +53,17 @@ PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoin
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
+
+
+def run_jitter(run_config: dict | None):
+    """`[cameras.jitter]` of a resolved config dict (run.json's) as CameraJitterConfig, or None
+    when it is off or predates the key (every item then has its view's camera)."""
+    from datagen.cameras.jitter import jitter_active
+    from datagen.config import CameraJitterConfig
+
+    raw = ((run_config or {}).get("cameras") or {}).get("jitter") or {}
+    j = CameraJitterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    return j if jitter_active(j) else None
 
 
 class PackError(RuntimeError):
@@ -180,6 +192,8 @@ class Scan:
         # background images ([backgrounds]): run.json's list (with licences) and the ones items show
         self.background_index = {str(b.get("name")): i for i, b in enumerate(inputs.run.get("backgrounds") or [])}
         self.backgrounds_used: set[int] = set()
+        # [cameras.jitter] of the run: items then carry their own cameras (datagen.cameras.jitter)
+        self.jitter = run_jitter(inputs.run.get("config"))
         self.skin_names: list[str] | None = None
         self.constant: dict = {}  # unparsed label keys with the same value in every item
         self.varying_keys: list[str] = []  # unparsed label keys kept per sample (extra_json)
@@ -311,10 +325,16 @@ class Scan:
             raise ItemError(f"ids pose {lab['pose_id']} view {lab['view_id']} item {lab['item_id']} do not match "
                             f"the file's place (pose {pose}, view {view}, item {pose * V + view})")
         K, R, t = _arr(lab, "K", (3, 3)), _arr(lab, "R", (3, 3)), _arr(lab, "t", (3,))
-        for name, a, b in (("K", K, inp.views["K"][view]), ("R", R, inp.views["R"][view]),
-                           ("t", t, inp.views["t"][view])):
-            if not np.allclose(a, b, rtol=TOL_CAM, atol=TOL_CAM):
-                raise ItemError(f"camera {name} differs from views.npz view {view}")
+        if self.jitter is not None:  # the item's own camera: one its view's can become under the run's jitter
+            problem = check_item_camera(K, R, t, inp.views["K"][view], inp.views["R"][view], inp.views["t"][view],
+                                        inp.width, inp.height, self.jitter)
+            if problem:
+                raise ItemError(f"camera: {problem} (view {view}, [cameras.jitter] of run.json)")
+        else:
+            for name, a, b in (("K", K, inp.views["K"][view]), ("R", R, inp.views["R"][view]),
+                               ("t", t, inp.views["t"][view])):
+                if not np.allclose(a, b, rtol=TOL_CAM, atol=TOL_CAM):
+                    raise ItemError(f"camera {name} differs from views.npz view {view}")
         kp2 = _arr(lab, "keypoints_2d", (21, 2))
         kp3 = _arr(lab, "keypoints_3d_cam", (21, 3))
         vis = _arr(lab, "visible", (21,), bool)
@@ -328,12 +348,12 @@ class Scan:
         if handedness not in HANDEDNESS:
             raise ItemError(f"handedness {handedness!r}: must be 'right' or 'left'")
         # a left item's 3D labels are those of the mirrored hand (datagen.labels.handedness)
-        expect3 = handed_points(self._pose_keypoints(pose), handedness) @ inp.views["R"][view].T + inp.views["t"][view]
+        expect3 = handed_points(self._pose_keypoints(pose), handedness) @ R.T + t
         err3 = np.abs(kp3 - expect3).max()
         if err3 > TOL_3D_M:
             raise ItemError(f"keypoints_3d_cam differ from meshes/pose_{pose:05d}.npz keypoints ({handedness} hand) by "
                             f"{err3 * 1e3:.3f} mm")
-        proj = project(expect3, inp.views["K"][view])
+        proj = project(expect3, K)
         err2 = np.abs(kp2 - proj).max()
         if err2 > TOL_2D_PX:
             raise ItemError(f"keypoints_2d differ from the projection of the 3D keypoints by {err2:.3f} px")
@@ -385,7 +405,8 @@ class Scan:
                "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap, "crossings": crossings,
                "skin_distance_m": skin_dist, "bbox_xyxy": bbox, "mask_area_px": area, "hdri_index": hdri_index,
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
-               "hdri_strength": float(hdri.get("strength", np.nan)), "handedness": handedness_code(handedness)}
+               "hdri_strength": float(hdri.get("strength", np.nan)), "handedness": handedness_code(handedness),
+               "K": K, "R": R, "t": t}
         return row, skin, extra
 
 

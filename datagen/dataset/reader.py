@@ -18,7 +18,7 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | joints_cam | float32 (21, 3) | rig keypoints in camera space, metres (FreiHAND order) |
 | vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres (a left sample's faces are the template's with reversed vertex order) |
 | mano_joints_cam | float32 (21, 3) | joint_regressor @ vertices_cam |
-| K, R, t | float32 (3, 3), (3, 3), (3,) | OpenCV camera: x_cam = R x_hand + t |
+| K, R, t | float32 (3, 3), (3, 3), (3,) | the sample's OpenCV camera: x_cam = R x_hand + t (its view's, or its own with [cameras.jitter]) |
 | pose_id, view_id, item_id, index | int64 | ids (docs/ARCHITECTURE.md); index = position in this dataset |
 | handedness | int64 | with the ids: 0 right hand, 1 left hand (the mirrored right hand; every 3D output above is the left hand's) |
 | hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
@@ -131,9 +131,7 @@ class Tables:
 
     def _load(self) -> None:
         with h5py.File(self.path, "r") as f:
-            if int(f.attrs.get("schema_version", -1)) != S.SCHEMA_VERSION:
-                raise S.DatasetError(f"{self.path}: schema version {f.attrs.get('schema_version')}, "
-                                 f"this reader knows {S.SCHEMA_VERSION}")
+            S.check_schema(f.attrs.get("schema_version", -1), self.path)
             self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
             self.samples = {k: f["samples"][k][()] for k in f["samples"]}
             self.pose_ids = f["poses/pose_id"][()]
@@ -254,7 +252,10 @@ class ShardDataset:
         c = r.columns
         pose, view = int(c["pose_id"][row]), int(c["view_id"][row])
         tb = self.tables
-        K, R, t = tb.K32[view], tb.R32[view], tb.t32[view]
+        if "K" in c:  # the sample's own camera (schema 2; per item with [cameras.jitter])
+            K, R, t = (c[k][row].astype(np.float32) for k in ("K", "R", "t"))
+        else:  # schema 1: the view's
+            K, R, t = tb.K32[view], tb.R32[view], tb.t32[view]
         want = self.fields
         out: dict = {}
         options = {"image_float": self.image_float}

@@ -51,7 +51,10 @@ from datagen.dataset.codecs import (  # noqa: F401
 )
 from datagen.labels.passes import codec  # noqa: F401 - a pass's codec by name
 
-SCHEMA_VERSION = 1
+# 2: every sample carries its own camera (K, R, t columns; per item with [cameras.jitter]).
+# Schema 1 datasets (no camera columns: every sample has its view's camera) still read.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 LIBVER = ("v110", "v110")  # readable by HDF5 >= 1.10; fixed so a library upgrade cannot change the bytes
 MANIFEST = "manifest.json"
 TABLES = "tables.h5"
@@ -99,11 +102,19 @@ SAMPLE_COLUMNS = {
     "hdri_rotation_deg": ("float32", ()),
     "hdri_strength": ("float32", ()),
     "handedness": ("uint8", ()),  # 0 right, 1 left (datagen.labels.handedness)
+    # The sample's camera (x_cam = R x_hand + t), as in its item JSON: the view's, or with
+    # [cameras.jitter] the item's own.  Since schema 2 (SINCE_SCHEMA).
+    "K": ("float64", (3, 3)),
+    "R": ("float64", (3, 3)),
+    "t": ("float64", (3,)),
     # "skin": float32 (N, S), names in the attribute skin_names (S comes from the render items)
 }
 # Columns added after schema version 1, with the value a shard written before them means
 # (every sample was a right hand): read as that value when missing, so older datasets stay readable.
 LATER_COLUMNS = {"handedness": 0}
+# Columns of a later schema: a shard of an older schema does not have them (a schema 1 sample's
+# camera is its view's, tables.h5 views/; the reader falls back to it).
+SINCE_SCHEMA = {"K": 2, "R": 2, "t": 2}
 
 
 def read_column(f, name: str, count: int) -> np.ndarray:
@@ -112,6 +123,22 @@ def read_column(f, name: str, count: int) -> np.ndarray:
         dtype, shape = SAMPLE_COLUMNS[name]
         return np.full((count, *shape), LATER_COLUMNS[name], dtype)
     return f[name][()]
+
+
+def sample_columns(version: int) -> dict:
+    """SAMPLE_COLUMNS that a shard of schema `version` holds."""
+    return {k: v for k, v in SAMPLE_COLUMNS.items() if SINCE_SCHEMA.get(k, 1) <= version}
+
+
+def check_schema(version, what) -> int:
+    """The schema version as int, or DatasetError naming `what` when this reader cannot read it."""
+    try:
+        v = int(version)
+    except (TypeError, ValueError):
+        v = -1
+    if v not in READABLE_SCHEMAS:
+        raise DatasetError(f"{what}: schema version {version}, this reader knows {', '.join(map(str, READABLE_SCHEMAS))}")
+    return v
 
 
 def set_attrs(obj, attrs: dict) -> None:
@@ -302,13 +329,11 @@ class ShardReader:
 
     def _open(self) -> None:
         f = self.f
-        version = int(f.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
-            raise DatasetError(f"{self.path}: schema version {version}, this reader knows {SCHEMA_VERSION}")
+        self.schema_version = check_schema(f.attrs.get("schema_version", -1), self.path)
         self.count = int(f.attrs["count"])
         self.height, self.width = int(f.attrs["height"]), int(f.attrs["width"])
         self.codecs = {k: codec(k, v) for k, v in attr_json(f, "codecs").items()}
-        self.columns = {k: read_column(f, k, self.count) for k in SAMPLE_COLUMNS}
+        self.columns = {k: read_column(f, k, self.count) for k in sample_columns(self.schema_version)}
         self.columns["skin"] = f["skin"][()]
         self.skin_names = attr_json(f["skin"], "names")
         self.offsets = {k: f[k + "_offset_m"][()] for k, c in self.codecs.items() if c.offset}
@@ -375,9 +400,9 @@ class ShardReader:
                 out[k] = int(self.blob_offsets[k][-1])
             else:
                 out[k] = int(self._ds[k].id.get_storage_size())
-        small = list(SAMPLE_COLUMNS) + ["skin"] + [k + "_offset_m" for k in self.offsets] + \
+        small = list(sample_columns(self.schema_version)) + ["skin"] + [k + "_offset_m" for k in self.offsets] + \
             [k + "_offsets" for k in self.blob_offsets] + (["extra_json"] if "extra_json" in self.f else [])
-        out["labels"] = int(sum(self.f[k].id.get_storage_size() for k in small))
+        out["labels"] = int(sum(self.f[k].id.get_storage_size() for k in small if k in self.f))
         return out
 
     def close(self) -> None:

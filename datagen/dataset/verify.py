@@ -32,7 +32,9 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from datagen.cameras.jitter import check_item_camera
 from datagen.dataset import shards as S
+from datagen.dataset.pack import run_jitter
 from datagen.geometry.projection import project
 from datagen.labels.handedness import handed_points, handedness_name
 from datagen.labels.passes import LABEL_PASSES, ordered
@@ -130,7 +132,7 @@ def _check_mapping(f: h5py.File, rep: Report) -> None:
 def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
     try:
         with h5py.File(root / S.TABLES, "r") as f:
-            if int(f.attrs.get("schema_version", -1)) != S.SCHEMA_VERSION:
+            if f.attrs.get("schema_version", -1) not in S.READABLE_SCHEMAS:
                 rep.add("schema", f"{S.TABLES}: schema version {f.attrs.get('schema_version')}")
                 return None
             for k in ("poses/pose_id", "poses/keypoints", "poses/mano_vertices", "poses/dense_vertices",
@@ -177,7 +179,7 @@ def check_shard_schema(r: S.ShardReader, k: int, entry: dict, tables: dict | Non
         rep.add("count mismatch", f"{name}: {n} samples, the manifest says {entry.get('samples')}")
     f = r.f
     ok = True
-    for col, (dtype, shape) in S.SAMPLE_COLUMNS.items():
+    for col, (dtype, shape) in S.sample_columns(r.schema_version).items():
         if col not in f and col in S.LATER_COLUMNS:
             continue  # packed before the column existed: read as its default
         if col not in f or f[col].shape != (n, *shape) or f[col].dtype != np.dtype(dtype):
@@ -245,7 +247,18 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
         if list(c["bbox_xyxy"][row]) != bbox:
             rep.add("silhouette", f"{where}: bbox {c['bbox_xyxy'][row].tolist()} vs silhouette {bbox}")
         v = int(c["view_id"][row])
-        K, R, t = tables["K"][v], tables["R"][v], tables["t"][v]
+        if "K" in c:  # the sample's own camera (schema 2)
+            K, R, t = c["K"][row], c["R"][row], c["t"][row]
+            jitter = tables.get("jitter")
+            problem = None
+            if jitter is not None:
+                problem = check_item_camera(K, R, t, tables["K"][v], tables["R"][v], tables["t"][v], W, H, jitter)
+            elif not all(np.allclose(a, tables[k][v], rtol=1e-6, atol=1e-6) for k, a in (("K", K), ("R", R), ("t", t))):
+                problem = f"differs from view {v}'s in {S.TABLES} (the dataset has no [cameras.jitter])"
+            if problem:
+                rep.add("camera", f"{where}: camera {problem}")
+        else:  # schema 1: the view's camera
+            K, R, t = tables["K"][v], tables["R"][v], tables["t"][v]
         # the pose table's right hand, mirrored for a left sample (datagen.labels.handedness)
         kp3 = handed_points(tables["keypoints"][pose_row[int(c["pose_id"][row])]].astype(np.float64),
                             handedness_name(c["handedness"][row]))
@@ -311,9 +324,9 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
     except json.JSONDecodeError as exc:
         rep.add("manifest", f"{S.MANIFEST} is not valid JSON: {exc}")
         return rep
-    if manifest.get("schema_version") != S.SCHEMA_VERSION:
+    if manifest.get("schema_version") not in S.READABLE_SCHEMAS:
         rep.add("schema", f"{S.MANIFEST}: schema version {manifest.get('schema_version')}, this tool knows "
-                          f"{S.SCHEMA_VERSION}")
+                          f"{', '.join(map(str, S.READABLE_SCHEMAS))}")
         return rep
     shards = manifest.get("shards", [])
     if sum(s.get("samples", 0) for s in shards) != manifest.get("counts", {}).get("samples"):
@@ -322,6 +335,8 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
                      f"{manifest.get('topology')}, {manifest['counts'].get('skipped', 0)} item(s) skipped at pack time")
     good = set(check_files(root, manifest, rep))
     tables = check_tables(root, manifest, rep) if (root / S.TABLES).exists() else None
+    if tables is not None:  # per-sample cameras are checked against the views under the run's jitter
+        tables["jitter"] = run_jitter(manifest.get("config"))
     rng = np.random.default_rng(seed)
     checked = 0
     it = list(enumerate(shards))
