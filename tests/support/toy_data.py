@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from datagen.cameras.hemisphere import hemisphere
+from datagen.cameras.jitter import item_camera
 from datagen.config import CameraConfig
 from datagen.dataset import shards as S
 from datagen.dataset.pack import pack
@@ -95,9 +96,10 @@ def pose_mesh(asset: HandAsset, pose: int):
 
 
 def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 64, seed: int = 0,
-                    left=()) -> Path:
+                    left=(), jitter=None) -> Path:
     """Write a complete RENDER_DIR (docs/ARCHITECTURE.md) for the toy hand; items (pose, view)
-    in `left` are left hands (the mirrored mesh, datagen.labels.handedness)."""
+    in `left` are left hands (the mirrored mesh, datagen.labels.handedness).  `jitter`: a
+    CameraJitterConfig; every item then has its own camera (datagen.cameras.jitter)."""
     from datagen.labels.handedness import handed_mesh, handed_points
 
     left = {tuple(x) for x in left}
@@ -117,7 +119,12 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
              rotations=np.tile(np.eye(3), (P, 16, 1, 1)))
     hdris = [{"name": "studio", "file": "studio.exr", "licence": "CC0-1.0"},
              {"name": "forest", "file": "forest.hdr", "licence": "CC0-1.0"}]
-    run = {"config": {"seed": seed, "cameras": {"width": size, "height": size}}, "seed": seed,
+    cams = {"width": size, "height": size}
+    if jitter is not None:
+        import dataclasses
+
+        cams["jitter"] = json.loads(json.dumps(dataclasses.asdict(jitter)))
+    run = {"config": {"seed": seed, "cameras": cams}, "seed": seed,
            "versions": {"bpy": "toy"}, "hand": asset.licence, "hdris": hdris,
            "visibility": {"surface_keypoints": list(SURFACE), "surface_tolerance_m": 0.004,
                           "joint_flesh_m": FLESH.tolist()}}
@@ -134,6 +141,10 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
             hand = "left" if (p, view) in left else "right"
             R, t, K = views.R[view], views.t[view], views.K
             hv, hf = handed_mesh(v, asset.dense_faces, hand)
+            jit = None
+            if jitter is not None:
+                cam = item_camera(jitter, views, view, seed, p, hv, handed_points(asset.palm_centre, hand))
+                R, t, K, jit = cam.R, cam.t, cam.K, cam.jitter
             cam = hv @ R.T + t
             r = rasterize(cam, hf, K, size, size)
             kc = handed_points(kp.astype(np.float32).astype(np.float64), hand) @ R.T + t
@@ -163,6 +174,8 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
                                "rotation_deg": 10.0 * view, "strength": 1.0 + 0.1 * p},
                       "skin": {"melanin": 0.1 * p, "redness": 0.5, "roughness": 0.4},
                       "mask_area_px": int(r.mask.sum()), "render": {"samples": 16}, "versions": {"bpy": "toy"}}
+            if jit is not None:
+                labels["camera_jitter"] = jit
             (Path(str(base) + ".json")).write_text(json.dumps(labels))
     return root
 
