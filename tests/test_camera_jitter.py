@@ -39,15 +39,15 @@ def test_off_is_the_views_camera_bit_for_bit(config, prepared, views):
         assert cam.K is views.K and np.array_equal(cam.R, views.R[v]) and np.array_equal(cam.t, views.t[v])
 
 
-def test_new_stream_leaves_the_item_streams_alone():
-    """The camera stream is child 3 of the item seed: children 0-2 (environment, skin, Cycles)
-    are the ones make_spec has always spawned."""
-    root = np.random.SeedSequence([0, 5, 7])
-    old = root.spawn(3)
-    new = np.random.SeedSequence([0, 5, 7]).spawn(4)
-    for a, b in zip(old, new[:3]):
-        assert np.array_equal(a.generate_state(4), b.generate_state(4))
-    assert not np.array_equal(new[3].generate_state(4), old[0].generate_state(4))
+def test_camera_stream_is_its_own_child_of_the_item_seed():
+    """The camera draws come from child 16 of the item seed, no stream make_spec draws from
+    (0-5: environment, skin, Cycles, handedness, background, lights)."""
+    from datagen.cameras.jitter import STREAM
+
+    kids = np.random.SeedSequence([0, 5, 7]).spawn(STREAM + 1)
+    assert np.array_equal(np.random.default_rng(kids[STREAM]).random(5), jitter_draws(0, 5, 7))
+    firsts = {float(np.random.default_rng(k).random()) for k in kids[:STREAM]}
+    assert float(jitter_draws(0, 5, 7)[0]) not in firsts
 
 
 def test_jittered_camera_is_deterministic_and_keeps_the_hand_in_frame(config, prepared, views):

@@ -3,8 +3,9 @@ and focal jitter, in-plane roll and an off-centre hand, drawn per item around it
 
 The sampler's views (the paper's 216 by default) stay the geometry; an item's camera is its
 view's camera changed by five uniform draws from its own child stream of the item seed,
-`SeedSequence([seed, pose_id, view_id]).spawn(4)[3]` (streams 0-2 are datagen.scene.items'),
-so the environment, skin and Cycles draws stay bit-identical and any item is rebuilt exactly:
+child 16 of `SeedSequence([seed, pose_id, view_id])` (`spawn(17)[16]`; the low children are
+datagen.scene.items' - environment, skin, Cycles, handedness, background, lights - and 16 leaves
+room for more), so every other draw stays bit-identical and any item is rebuilt exactly:
 
 1. distance: the camera moves along its optical axis, away from (scale > 1) or towards the
    point it aims at; the aim's depth d becomes `distance_scale * d` (t_z += (scale - 1) d).
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STREAM = 3  # child of the item seed: 0 environment, 1 skin, 2 Cycles (datagen.scene.items)
+STREAM = 16  # child of the item seed; the low children are datagen.scene.items' streams
 MIN_DEPTH_M = 0.01  # a hand point nearer to the camera plane than this is refused
 
 
@@ -71,7 +72,8 @@ def view_camera(views, view_id: int) -> ItemCamera:
 
 def jitter_draws(config_seed: int, pose_id: int, view_id: int) -> np.ndarray:
     """The item's five uniforms in [0, 1): distance, roll, focal, shift x, shift y."""
-    ss = np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)]).spawn(STREAM + 1)[STREAM]
+    # = SeedSequence([...]).spawn(STREAM + 1)[STREAM], without making the children before it
+    ss = np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)], spawn_key=(STREAM,))
     return np.random.default_rng(ss).random(5)
 
 

@@ -51,7 +51,8 @@ def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int, n_bac
     rotation, strength), 1 = skin, 2 = the Cycles sampling seed, 3 = handedness (one uniform
     draw u, left when u < [hand] left_share; nothing is drawn at left_share 0), 4 = background
     image ([backgrounds], drawn only when its share is > 0), 5 = extra lights ([lights], drawn
-    only when count allows any); adding a draw to one stream never changes the others, and child
+    only when count allows any), 16 = the camera jitter ([cameras.jitter], datagen.cameras.jitter,
+    drawn there); adding a draw to one stream never changes the others, and child
     k is the same whatever number of children is spawned, so items stay bit-identical with the
     options off.  The HDRI (background) index depends on how many HDRIs (images) the sources hold.
     """
