@@ -52,6 +52,9 @@ from datagen.render.layout import item_paths, mesh_path
 from datagen.labels.handedness import handed_mesh, handed_points
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
 from datagen.labels.visibility import compute_labels
+from datagen.geometry.raster import rasterize
+from datagen.scene.items import OCCLUDER_STREAM, item_stream
+from datagen.scene.occluders import Placement, place
 from datagen.scene.skin import (
     CREASE_FIELDS,
     CREASE_MELANIN,
@@ -137,6 +140,21 @@ def _versions(tables) -> dict:
             "project": project}
 
 
+def _mix_rgb(N, L, fac, a, b):
+    """A colour Mix node (clamped factor) in node tree (nodes N, links L); fac/a/b: a value or a
+    socket.  Returns (node, its colour output)."""
+    m = N.new("ShaderNodeMix")
+    m.data_type = "RGBA"
+    m.clamp_factor = True
+    for sock, val in (("Factor_Float", fac), ("A_Color", a), ("B_Color", b)):
+        target = next(i for i in m.inputs if i.identifier == sock)
+        if isinstance(val, (int, float)):
+            target.default_value = val
+        else:
+            L.new(val, target)
+    return m, next(o for o in m.outputs if o.identifier == "Result_Color")
+
+
 def opencv_to_blender_camera(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """4x4 Blender camera matrix_world (in the hand frame) for an OpenCV world-to-camera R, t."""
     M = np.eye(4)
@@ -192,6 +210,9 @@ class SceneRenderer:
         self._build_world()
         self._build_hand()
         self._build_camera()
+        self._occluder = None  # the current item's object (bpy object), None without one
+        self._item_world = Matrix()  # set_view: the item's labelled frame -> Blender's world
+        self._occluder_material = self._build_occluder_material() if self.cfg.occluders.share > 0 else None
 
     def _setup_device(self) -> None:
         scene = self.scene
@@ -385,16 +406,7 @@ class SceneRenderer:
             return node, node.outputs[0]
 
         def mix(fac, a, b):
-            m = N.new("ShaderNodeMix")
-            m.data_type = "RGBA"
-            m.clamp_factor = True
-            for sock, val in (("Factor_Float", fac), ("A_Color", a), ("B_Color", b)):
-                target = next(i for i in m.inputs if i.identifier == sock)
-                if isinstance(val, (int, float)):
-                    target.default_value = val
-                else:
-                    L.new(val, target)
-            return m, next(o for o in m.outputs if o.identifier == "Result_Color")
+            return _mix_rgb(N, L, fac, a, b)
 
         def math_node(op, a, b=None):
             m = N.new("ShaderNodeMath")
@@ -542,6 +554,63 @@ class SceneRenderer:
         # Values on RGB nodes' outputs do not tag the material for Cycles by themselves.
         self.material.update_tag()
 
+    def _build_occluder_material(self):
+        """The occluders' material: Principled BSDF whose base colour mixes two colours by a
+        noise texture in object coordinates; the values are set per item (set_occluders)."""
+        mat = bpy.data.materials.new("occluder")
+        nt = self._node_tree(mat)
+        N, L = nt.nodes, nt.links
+        out = N.new("ShaderNodeOutputMaterial")
+        bsdf = N.new("ShaderNodeBsdfPrincipled")
+        p = compat.Principled(bsdf, "NONE")
+        p.set_specular(ior=1.5, level=0.5)
+        L.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+        coord = N.new("ShaderNodeTexCoord")
+        noise = N.new("ShaderNodeTexNoise")
+        noise.inputs["Detail"].default_value = 4.0
+        L.new(coord.outputs["Object"], noise.inputs["Vector"])
+        amount = N.new("ShaderNodeMath")
+        amount.operation = "MULTIPLY"
+        L.new(noise.outputs["Fac"], amount.inputs[0])
+        c1, c2 = N.new("ShaderNodeRGB"), N.new("ShaderNodeRGB")
+        _, base = _mix_rgb(N, L, amount.outputs[0], c1.outputs[0], c2.outputs[0])
+        p.link_base_color(L, base)
+        self._occ_nodes = {"noise": noise, "amount": amount, "c1": c1, "c2": c2, "principled": p}
+        return mat
+
+    def set_occluders(self, placement: Placement | None) -> None:
+        """Replace the previous item's object by this item's (datagen.scene.occluders.Placement;
+        None or an empty placement: no object).  Its vertices are in the item's labelled hand
+        frame (mirrored for a left hand), so it takes set_view's world transform without the
+        hand's mirror; call set_view first."""
+        if self._occluder is not None:
+            old = self._occluder.data
+            bpy.data.objects.remove(self._occluder)
+            bpy.data.meshes.remove(old)
+            self._occluder = None
+        mesh = placement.mesh() if placement is not None else None
+        if mesh is None:
+            return
+        V, F = mesh
+        me = bpy.data.meshes.new("occluder")
+        me.from_pydata(V.tolist(), [], F.tolist())
+        me.validate(verbose=False)
+        if placement.objects[0].kind != "box":
+            compat.shade_smooth(me)
+        me.materials.append(self._occluder_material)
+        obj = bpy.data.objects.new("occluder", me)
+        self.scene.collection.objects.link(obj)
+        obj.matrix_world = self._item_world
+        self._occluder = obj
+        m, n = placement.objects[0].material, self._occ_nodes
+        n["c1"].outputs[0].default_value = (*m["colour"], 1.0)
+        n["c2"].outputs[0].default_value = (*m["colour2"], 1.0)
+        n["noise"].inputs["Scale"].default_value = m["noise_scale_per_m"]
+        n["amount"].inputs[1].default_value = m["noise_mix"]
+        n["principled"].input("roughness").default_value = m["roughness"]
+        n["principled"].input("metallic").default_value = m["metallic"]
+        self._occluder_material.update_tag()
+
     def _build_camera(self) -> None:
         cam = bpy.data.cameras.new("camera")
         cam.type = "PERSP"
@@ -627,6 +696,11 @@ class SceneRenderer:
         # mathutils.Matrix takes rows; a bare nested list would be read column-major.
         self.hand.matrix_world = Matrix([list(map(float, row)) for row in hand])
         self.camera.matrix_world = Matrix([list(map(float, row)) for row in cam])
+        # The item's world (the labelled, possibly mirrored, hand frame) -> Blender's: occluders'
+        # vertices are in the labelled frame, so they take M4 without the mirror.
+        self._item_world = Matrix([list(map(float, row)) for row in M4])
+        if self._occluder is not None:
+            self._occluder.matrix_world = self._item_world
         return M
 
     def exposure(self, index: int, strength: float, centre: np.ndarray, M: np.ndarray,
@@ -810,6 +884,8 @@ class SceneRenderer:
         path = Path(path)
         if material is not None:
             self.mesh.materials[0] = material
+            if self._occluder is not None:
+                self._occluder.data.materials[0] = material
         try:
             c.samples, c.use_adaptive_sampling, c.use_denoising = samples, False, False
             c.pixel_filter_type, c.filter_width = "BOX", 0.01
@@ -830,6 +906,8 @@ class SceneRenderer:
                 bpy.data.images.remove(img)
         finally:
             self.mesh.materials[0] = self.material
+            if self._occluder is not None:
+                self._occluder.data.materials[0] = self._occluder_material
             for obj, values in saved:
                 for k, v in values.items():
                     setattr(obj, k, v)
@@ -896,8 +974,18 @@ class SceneRenderer:
         v = self.views
         # The item's hand: the right hand, or its mirror image with reversed winding (left).
         dense, faces = handed_mesh(right_dense, self.tables.dense_faces, spec.handedness)
+        hand_raster = objects = occluders = None
+        if self.cfg.occluders.share > 0:  # the item's object, if it draws one (datagen.scene.occluders)
+            hand_raster = rasterize(dense @ cam.R.T + cam.t, faces, cam.K, v.width, v.height)
+            placement = place(self.cfg.occluders, item_stream(self.cfg.seed, spec.pose_id, spec.view_id,
+                                                              OCCLUDER_STREAM),
+                              dense, faces, self.tables.dense_part, cam.K, cam.R, cam.t, v.width, v.height,
+                              hand_raster)
+            self.set_occluders(placement)
+            objects, occluders = placement.mesh(), placement.record()
         labels = compute_labels(dense, faces, handed_points(self.tables.keypoints[spec.pose_id], spec.handedness),
-                                cam.K, cam.R, cam.t, v.width, v.height, wrist_joint=self.tables.wrist_joint)
+                                cam.K, cam.R, cam.t, v.width, v.height, wrist_joint=self.tables.wrist_joint,
+                                hand_raster=hand_raster, objects=objects, occluders=occluders)
         # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(

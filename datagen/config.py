@@ -189,6 +189,17 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class OccluderConfig:
+    # Objects in front of the hand or held by it (datagen/scene/occluders.py, docs/RENDERING.md
+    # "Occluders").  Off by default (share 0): then no item draws or renders anything new.
+    share: float = 0.0  # share of the items that get an object (seeded per item)
+    held_share: float = 0.5  # of those, the share held / touching the hand (the rest: in front of it)
+    kinds: tuple[str, ...] = ("box", "sphere", "cylinder", "stick", "torus", "cup", "capsule")
+    coverage: tuple[float, float] = (0.10, 0.60)  # share of the hand's silhouette an object hides
+    max_attempts: int = 32  # placements drawn per item before giving up (an item without an object)
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     hand: HandConfig = field(default_factory=HandConfig)
@@ -199,6 +210,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     backgrounds: BackgroundConfig = field(default_factory=BackgroundConfig)
     lights: LightsConfig = field(default_factory=LightsConfig)
+    occluders: OccluderConfig = field(default_factory=OccluderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,10 +242,13 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("lights", "temperature_k"): [2700.0, 6500.0], ("lights", "distance_m"): [0.4, 1.2],
               ("lights", "cone_deg"): 90.0, ("lights", "size_m"): [0.05, 0.3], ("lights", "spot_deg"): [30.0, 60.0],
               ("cameras", "jitter"): {"distance_scale": [1.0, 1.0], "focal_scale": [1.0, 1.0],
-                                      "roll_deg": [0.0, 0.0], "shift": 0.0, "margin_px": 4.0}}
+                                      "roll_deg": [0.0, 0.0], "shift": 0.0, "margin_px": 4.0},
+              ("occluders", "share"): 0.0, ("occluders", "held_share"): 0.5,
+              ("occluders", "kinds"): ["box", "sphere", "cylinder", "stick", "torus", "cup", "capsule"],
+              ("occluders", "coverage"): [0.1, 0.6], ("occluders", "max_attempts"): 32}
 # Sections added after the first run.json format: left out of digests when every key in them is
 # at its LATER_KEYS value (an empty section then means "as before it existed").
-LATER_SECTIONS = ("backgrounds", "lights")
+LATER_SECTIONS = ("backgrounds", "lights", "occluders")
 # [hand] keys that only change what is rendered, not the hand or pose tables: left out of the
 # prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
 RENDER_ONLY_HAND_KEYS = ("left_share",)
@@ -488,6 +503,31 @@ def _lights(li: LightsConfig) -> None:
     _check_interval("lights.spot_deg", li.spot_deg, 1.0, 180.0)
 
 
+def _occluder_options(cfg: Config) -> Config:
+    """[occluders] checked; with share > 0 the part_mask pass (3 = object) travels with every item."""
+    o = cfg.occluders
+    _check_range("occluders.share", o.share, 0.0, 1.0)
+    _check_range("occluders.held_share", o.held_share, 0.0, 1.0)
+    from datagen.scene.occluders import KINDS
+
+    if not o.kinds:
+        raise ConfigError("occluders.kinds must list at least one kind")
+    for k in o.kinds:
+        if k not in KINDS:
+            raise ConfigError(f"occluders.kinds: unknown kind {k!r}; known: {', '.join(KINDS)}")
+    if len(set(o.kinds)) != len(o.kinds):
+        raise ConfigError("occluders.kinds lists a kind twice")
+    lo, hi = _check_interval("occluders.coverage", o.coverage, 0.0, 1.0)
+    if hi <= 0:
+        raise ConfigError("occluders.coverage: the upper bound must be > 0")
+    _check_range("occluders.max_attempts", o.max_attempts, 1, 1000)
+    cfg = dataclasses.replace(cfg, occluders=dataclasses.replace(o, coverage=(lo, hi)))
+    if o.share > 0 and "part_mask" not in cfg.render.label_passes:
+        cfg = dataclasses.replace(cfg, render=dataclasses.replace(
+            cfg.render, label_passes=tuple(cfg.render.label_passes) + ("part_mask",)))
+    return cfg
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
     entry = _hand_model(h.model)
@@ -567,6 +607,7 @@ def _validate(cfg: Config) -> Config:
 
     _backgrounds(cfg.backgrounds)
     _lights(cfg.lights)
+    cfg = _occluder_options(cfg)
 
     r = cfg.render
     if r.device not in DEVICES:
@@ -594,6 +635,7 @@ SECTIONS = {
     "render": RenderConfig,
     "backgrounds": BackgroundConfig,
     "lights": LightsConfig,
+    "occluders": OccluderConfig,
 }
 
 

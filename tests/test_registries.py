@@ -19,9 +19,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 import toy_plugins
+from support.mapping import ToyMapping
 from datagen import atomic
 from datagen.cameras import CAMERA_SAMPLERS, Views, check_views, views_for
 from datagen.config import LATER_KEYS, LATER_SECTIONS, Config, ConfigError, canonical_dict, config_from_dict
@@ -333,24 +333,6 @@ def test_builtin_passes_write_the_bytes_the_renderer_always_wrote(toy_tables, tm
 # ---------------------------------------------------------------------------------------------
 # End to end: render (real bpy) -> pack -> verify -> read, with all three toys
 # ---------------------------------------------------------------------------------------------
-
-
-class ToyMapping:
-    """What pack needs of datagen.mapping for the toy hand: every 8th dense vertex."""
-
-    def __init__(self, n_dense: int):
-        keep = np.arange(0, n_dense, 8)
-        n = len(keep)
-        self.topology = "open778"
-        self.matrix = sp.csr_matrix((np.ones(n), (np.arange(n), keep)), shape=(n, n_dense))
-        self.faces = np.stack([np.arange(n - 2), np.arange(1, n - 1), np.arange(2, n)], 1)
-        self.joint_regressor = np.zeros((21, n))
-        self.joint_regressor[np.arange(21), np.arange(21)] = 1.0
-        self.quality = {"surface_mean_mm": 0.0}
-        self.source = {"method": "toy subset"}
-
-    def apply(self, dense):
-        return np.asarray(self.matrix @ np.asarray(dense))
 
 
 @pytest.mark.blender

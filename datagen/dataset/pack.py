@@ -49,7 +49,7 @@ ITEM_NAME = re.compile(r"^v(\d+)(\..+)$")
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
                "depth_gap_m", "crossings", "skin_distance_m", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t",
-               "hdri", "skin", "handedness"}
+               "hdri", "skin", "handedness", "occluded_by_object"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -122,6 +122,11 @@ def hdri_records(run: dict) -> list[dict]:
     if isinstance(recs, dict):
         recs = recs.get("list", recs.get("files", []))
     return [r if isinstance(r, dict) else {"name": str(r)} for r in recs]
+
+
+def has_occluders(run: dict) -> bool:
+    """The run renders occluders ([occluders] share > 0 in its run.json config)."""
+    return float((((run.get("config") or {}).get("occluders")) or {}).get("share", 0.0) or 0.0) > 0
 
 
 def load_inputs(render_dir: Path) -> Inputs:
@@ -344,6 +349,10 @@ class Scan:
             raise ItemError("keypoints contain NaN/inf")
         if (vis & ~inf).any():
             raise ItemError("a keypoint is visible but not in frame")
+        occ = _arr(lab, "occluded_by_object", (21,), bool) if "occluded_by_object" in lab else np.zeros(21, bool)
+        if (occ & vis).any() or (occ & ~inf).any():
+            raise ItemError(f"keypoints {np.nonzero(occ & (vis | ~inf))[0].tolist()} are occluded_by_object but "
+                            "visible or out of frame")
         handedness = lab.get("handedness", "right")  # items rendered before left hands: right
         if handedness not in HANDEDNESS:
             raise ItemError(f"handedness {handedness!r}: must be 'right' or 'left'")
@@ -404,6 +413,7 @@ class Scan:
         row = {"item_id": pose * V + view, "pose_id": pose, "view_id": view, "seed": seed % (1 << 63),
                "keypoints_2d": kp2, "visible": vis, "in_frame": inf, "depth_gap_m": gap, "crossings": crossings,
                "skin_distance_m": skin_dist, "bbox_xyxy": bbox, "mask_area_px": area, "hdri_index": hdri_index,
+               "occluded_by_object": occ,
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
                "hdri_strength": float(hdri.get("strength", np.nan)), "handedness": handedness_code(handedness),
                "K": K, "R": R, "t": t}
@@ -503,13 +513,21 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
          workers: int = 2, cache_dir=None, log=print) -> dict:
     """Pack RENDER_DIR into OUT_DIR; returns the manifest.  `mapping` overrides build_mapping()."""
     out_dir = Path(out_dir)
-    codecs = {**S.DEFAULT_CODECS, **(codecs or {})}
+    given = dict(codecs or {})
+    codecs = {**S.DEFAULT_CODECS, **given}
     for f, n in codecs.items():
         try:
             S.codec(f, n)
         except ValueError as exc:  # an unknown pass (UnknownName) or codec
             raise PackError(str(exc)) from None
     inputs = load_inputs(Path(render_dir))
+    if has_occluders(inputs.run) and S.codec("depth", codecs["depth"]).needs_mask:
+        # The depth map also covers the objects, beyond the (visible-hand) silhouette.
+        if "depth" in given:
+            raise PackError(f"depth codec {codecs['depth']!r} stores values on the silhouette only, but {inputs.root}"
+                            f" has occluders (its depth covers the objects too): use {S.OCCLUDER_DEPTH_CODEC} or "
+                            f"another codec that needs no mask")
+        codecs["depth"] = S.OCCLUDER_DEPTH_CODEC
     # Passes the run added beyond image/mask/depth take their registered default codec.
     codecs.update({p.name: p.default_codec for p in inputs.array_passes if p.name not in codecs})
     stray = sorted(set(codecs) - {p.name for p in inputs.array_passes})

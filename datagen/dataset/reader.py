@@ -10,10 +10,11 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | key | dtype, shape | meaning |
 |---|---|---|
 | image | uint8 (3, H, W), or float32 in [0, 1] with image_float=True | RGB |
-| mask | bool (H, W) | silhouette: pixel centre inside the hand |
-| depth | float32 (H, W) | camera z in metres, 0 = background |
+| mask | bool (H, W) | silhouette: pixel centre inside the hand, the hand the nearest surface (with occluders: the visible hand) |
+| depth | float32 (H, W) | camera z in metres of the nearest surface (with occluders: objects too), 0 = background |
 | keypoints_2d | float32 (21, 2) | pixels, continuous (pixel centre = index + 0.5) |
 | visible, in_frame | bool (21,) | keypoint not occluded and inside the image / inside the image |
+| occluded_by_object | bool (21,) | an occluder hides the keypoint (then not visible); all False without occluders |
 | depth_gap_m | float32 (21,) | keypoint z minus depth at its pixel; NaN where undefined |
 | joints_cam | float32 (21, 3) | rig keypoints in camera space, metres (FreiHAND order) |
 | vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres (a left sample's faces are the template's with reversed vertex order) |
@@ -58,8 +59,8 @@ from datagen.geometry.mirror import mirror_points
 from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
 
 SPLITS = ("train", "val", "test")
-DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "joints_cam",
-                  "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin")
+DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "occluded_by_object", "depth_gap_m",
+                  "joints_cam", "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin")
 ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam", "view_columns")
 
 
@@ -262,7 +263,7 @@ class ShardDataset:
         for p in self.passes:  # image, mask, depth, further passes: each returned as its entry says
             if p.name in want:
                 out[p.name] = p.read_sample(r, row, out, options)
-        for k in ("keypoints_2d", "visible", "in_frame", "depth_gap_m"):
+        for k in ("keypoints_2d", "visible", "in_frame", "occluded_by_object", "depth_gap_m"):
             if k in want:
                 out[k] = c[k][row].copy()
         p = tb.pose_row[pose]

@@ -107,11 +107,13 @@ SAMPLE_COLUMNS = {
     "K": ("float64", (3, 3)),
     "R": ("float64", (3, 3)),
     "t": ("float64", (3,)),
+    "occluded_by_object": ("bool", (N_KEYPOINTS,)),  # with occluders; all False in older shards
     # "skin": float32 (N, S), names in the attribute skin_names (S comes from the render items)
 }
 # Columns added after schema version 1, with the value a shard written before them means
-# (every sample was a right hand): read as that value when missing, so older datasets stay readable.
-LATER_COLUMNS = {"handedness": 0}
+# (every sample was a right hand, no object hid a keypoint): read as that value when missing, so
+# older datasets stay readable.
+LATER_COLUMNS = {"handedness": 0, "occluded_by_object": False}
 # Columns of a later schema: a shard of an older schema does not have them (a schema 1 sample's
 # camera is its view's, tables.h5 views/; the reader falls back to it).
 SINCE_SCHEMA = {"K": 2, "R": 2, "t": 2}
@@ -139,6 +141,10 @@ def check_schema(version, what) -> int:
     if v not in READABLE_SCHEMAS:
         raise DatasetError(f"{what}: schema version {version}, this reader knows {', '.join(map(str, READABLE_SCHEMAS))}")
     return v
+
+
+# The depth codec a run with occluders packs with by default (its depth is not on the silhouette only).
+OCCLUDER_DEPTH_CODEC = "f32-sparse-zlib"
 
 
 def set_attrs(obj, attrs: dict) -> None:

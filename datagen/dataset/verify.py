@@ -19,7 +19,11 @@ item) otherwise.  Checks:
   fingertips) nothing lies in front of the keypoint by more than the run's surface tolerance,
   at visible joint centres the skin in front lies within the joint's flesh depth
   (render_run.visibility in the manifest; a pixel of slack); visible surface keypoints within
-  their tolerance of the silhouette, joints on it; stored depth gaps agree with the depth map.
+  their tolerance of the silhouette, joints on it; stored depth gaps agree with the depth map;
+  occluders (`check_occluded`): a keypoint flagged occluded_by_object is in frame, not
+  visible, and has an object pixel (part_mask 3) within 2 px; a keypoint whose pixel shows an
+  object in front of it by more than its depth limit is flagged; part_mask's hand and arm are
+  the silhouette and depth > 0 exactly where part_mask > 0.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from datagen.dataset import shards as S
 from datagen.dataset.pack import run_jitter
 from datagen.geometry.projection import project
 from datagen.labels.handedness import handed_points, handedness_name
-from datagen.labels.passes import LABEL_PASSES, ordered
-from datagen.labels.visibility import visibility_contract
+from datagen.labels.passes import LABEL_PASSES, PART_MASK_OBJECT, ordered
+from datagen.labels.visibility import DEPTH_MARGIN_M, visibility_contract
 
 # The visibility contract comes from the render run (manifest render_run.visibility); the
 # labeller's own constants (`visibility_contract`) apply when a dataset does not state it.
@@ -273,6 +277,7 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
             rep.add("keypoints", f"{where}: in_frame flags disagree with the image bounds for keypoints "
                                  f"{np.nonzero(inside != c['in_frame'][row])[0].tolist()}")
         vis = c["visible"][row]
+        check_occluded(where, c["occluded_by_object"][row], vis, inside, kp, cam, arrays, contract, rep)
         if (vis & ~inside).any():
             rep.add("visibility", f"{where}: keypoints {np.nonzero(vis & ~inside)[0].tolist()} visible but outside "
                                   "the image")
@@ -301,7 +306,7 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
                                       f"{dist_to_mask[y, x]:.1f} px off the silhouette (allowed {reach:.1f})")
                 continue
             win = depth[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
-            g = cam[k, 2] - win[win > 0]
+            g = cam[k, 2] - win[mask[max(0, y - 1):y + 2, max(0, x - 1):x + 2]]  # the hand's own surface
             if g.size == 0:
                 continue
             if surface and g.min() > tol + SLACK_M:
@@ -310,6 +315,41 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
             elif not surface and not ((g >= -SLACK_M) & (g <= tol + SLACK_M)).any():
                 rep.add("depth vs labels", f"{where}: visible joint {k}: skin in front at {g.min() * 1e3:.1f}.."
                                            f"{g.max() * 1e3:.1f} mm, its flesh is at most {tol * 1e3:.0f} mm")
+
+
+OBJECT_REACH_PX = 2  # an object crossing a keypoint's ray shows within this many pixels of it
+
+
+def check_occluded(where: str, occ: np.ndarray, vis: np.ndarray, inside: np.ndarray, kp: np.ndarray,
+                   cam: np.ndarray, arrays: dict, contract: dict, rep: Report) -> None:
+    """The occluded_by_object flags agree with the part mask and the depth map: a flagged
+    keypoint is in frame, not visible, and an object shows within OBJECT_REACH_PX of it (its
+    ray crosses the object's outline there); a keypoint whose own pixel shows an object more
+    than its depth limit + slack in front of it is flagged."""
+    if (occ & (vis | ~inside)).any():
+        rep.add("occluders", f"{where}: keypoints {np.nonzero(occ & (vis | ~inside))[0].tolist()} are "
+                             "occluded_by_object but visible or out of frame")
+    part = arrays.get("part_mask")
+    if part is None:
+        if occ.any():
+            rep.add("occluders", f"{where}: keypoints flagged occluded_by_object but the dataset has no part_mask")
+        return
+    H, W = part.shape
+    obj = part == PART_MASK_OBJECT
+    depth = arrays["depth"]
+    px = np.clip(np.floor(kp).astype(int), [0, 0], [W - 1, H - 1])
+    r = OBJECT_REACH_PX
+    for k in np.nonzero(inside)[0]:
+        x, y = px[k]
+        if occ[k] and not obj[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any():
+            rep.add("occluders", f"{where}: keypoint {k} is occluded_by_object but no object pixel lies within "
+                                 f"{r} px of it")
+        surface = k in contract["surface_keypoints"]
+        limit = (contract["surface_tolerance_m"] if surface else contract["joint_flesh_m"][k]) + DEPTH_MARGIN_M
+        if obj[y, x] and cam[k, 2] - depth[y, x] > limit + SLACK_M and not occ[k]:
+            rep.add("occluders", f"{where}: keypoint {k}'s pixel shows an object "
+                                 f"{(cam[k, 2] - depth[y, x]) * 1e3:.1f} mm in front of it, but it is not flagged "
+                                 "occluded_by_object")
 
 
 def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, progress: bool = False) -> Report:

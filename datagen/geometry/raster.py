@@ -86,3 +86,15 @@ def rasterize(points_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: i
     depth[pix[win]] = z[win]
     face[pix[win]] = face_ids[win]
     return Raster(depth.reshape(height, width), face.reshape(height, width))
+
+
+def composite(a: Raster, b: Raster, b_face_offset: int) -> Raster:
+    """The z-buffer of two rasters of the same camera and size: at each pixel the nearer
+    surface; b's triangle ids shifted by `b_face_offset` (the number of a's triangles), so the
+    result is what rasterising both meshes together gives (a wins exact ties)."""
+    if a.depth.shape != b.depth.shape:
+        raise ValueError(f"composite: rasters of different sizes {a.depth.shape} and {b.depth.shape}")
+    take_b = b.mask & (~a.mask | (b.depth < a.depth))
+    depth = np.where(take_b, b.depth, a.depth).astype(np.float32)
+    face = np.where(take_b, b.face + np.int32(b_face_offset), a.face).astype(np.int32)
+    return Raster(depth, face)

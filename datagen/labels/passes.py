@@ -53,7 +53,8 @@ RESERVED_NAMES = frozenset({
     "item_id", "pose_id", "view_id", "seed", "keypoints_2d", "visible", "in_frame", "depth_gap_m", "crossings",
     "skin_distance_m", "bbox_xyxy", "mask_area_px", "hdri_index", "hdri_rotation_deg", "hdri_strength", "skin",
     "extra_json", "joints_cam", "vertices_cam", "mano_joints_cam", "dense_vertices_cam", "K", "R", "t", "ids",
-    "hdri", "index", "view_columns", "handedness"})
+    "hdri", "index", "view_columns", "handedness", "occluded_by_object",
+    "occluders"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]+)+$")
 
@@ -262,6 +263,14 @@ def _check_depth(arrays: dict) -> list[tuple[str, str]]:
     depth = arrays["depth"]
     if not np.isfinite(depth).all() or (depth < 0).any():
         return [("depth", "depth holds NaN, inf or negative values")]
+    part = arrays.get("part_mask")
+    if part is not None and (part == PART_MASK_OBJECT).any():
+        # With occluders the depth also covers the objects: > 0 exactly where some surface is.
+        bad = int(np.count_nonzero((part > 0) != (depth > 0)))
+        if bad:
+            return [("part_mask vs depth", f"part_mask and depth disagree at {bad} pixels (depth must be > 0 "
+                                           "exactly where the part mask shows hand, arm or object)")]
+        return []
     if "mask" in arrays:
         bad = int(np.count_nonzero(arrays["mask"] != (depth > 0)))
         if bad:
@@ -298,11 +307,13 @@ register_label_pass(LabelPass(
     "image", IMAGE_SUFFIX, "the rendered RGB image (Cycles, colour-managed 8-bit PNG); reader: uint8 (3, H, W)",
     load=_load_image, shape=_hw3, codecs=IMAGE_CODECS, default_codec="raw", read=_read_image))
 register_label_pass(LabelPass(
-    "mask", MASK_SUFFIX, "the exact silhouette: pixel centre inside the hand (0/255 PNG); reader: bool (H, W)",
+    "mask", MASK_SUFFIX, "the exact silhouette: pixel centre inside the hand, the hand the nearest surface there "
+    "(with occluders: the visible hand) (0/255 PNG); reader: bool (H, W)",
     compute=lambda ctx: ctx.labels.mask, save=_save_mask, load=_load_mask, shape=_hw, codecs=MASK_CODECS,
     default_codec="bits-gzip"))
 register_label_pass(LabelPass(
-    "depth", DEPTH_SUFFIX, "camera z in metres at pixel centres, 0 = background (float32 .npy); reader: float32 (H, W)",
+    "depth", DEPTH_SUFFIX, "camera z in metres at pixel centres of the nearest surface (hand, and with occluders "
+    "the objects), 0 = background (float32 .npy); reader: float32 (H, W)",
     compute=lambda ctx: ctx.labels.depth, save=_save_depth, load=_load_depth, shape=_hw, codecs=DEPTH_CODECS,
     default_codec="f32-masked-zlib", check=_check_depth, read=_read_depth))
 register_label_pass(LabelPass(
@@ -320,12 +331,15 @@ def codec(field: str, name: str) -> Codec:
         raise ValueError(f"unknown {field} codec {name!r}; known: {', '.join(codecs)}") from None
 
 
-# ---- part_mask: hand vs forearm per pixel (issue 12; list it in [render] label_passes) --------
+# ---- part_mask: hand / forearm / object per pixel (issues 12, 14; added automatically with the
+# forearm or occluders, or list it in [render] label_passes) -----------------------------------
 # 0 background, 1 hand (palm and fingers, dense parts 0..5), 2 forearm (datagen.hand.forearm.
-# ARM_PART).  From the exact rasterisation (the triangle seen at each pixel centre), so it agrees
-# with the silhouette pixel for pixel: `mask == (part_mask > 0)`.  A run without the forearm has
-# no 2s.
-PART_MASK_HAND, PART_MASK_ARM = 1, 2
+# ARM_PART), 3 object (an occluder, datagen.scene.occluders) - whichever surface is nearest at
+# the pixel centre.  From the exact rasterisation (the triangle seen at each pixel centre), so it
+# agrees with the silhouette pixel for pixel: `mask == (part_mask in {1, 2})`, and with the
+# depth: `depth > 0 == (part_mask > 0)`.  A run without the forearm has no 2s, one without
+# occluders no 3s.
+PART_MASK_HAND, PART_MASK_ARM, PART_MASK_OBJECT = 1, 2, 3
 _ARM_PART = 6  # datagen.hand.forearm.ARM_PART (not imported: this module loads in Blender)
 
 
@@ -335,6 +349,8 @@ def _compute_part_mask(ctx: ItemContext) -> np.ndarray:
     hit = face >= 0
     part = ctx.tables.dense_part[ctx.tables.dense_faces[face[hit], 0]]
     out[hit] = np.where(part == _ARM_PART, PART_MASK_ARM, PART_MASK_HAND)
+    if ctx.labels.object_mask is not None:
+        out[ctx.labels.object_mask] = PART_MASK_OBJECT
     return out
 
 
@@ -354,11 +370,13 @@ def _load_part_mask(path: Path, height: int, width: int) -> dict:
 def _check_part_mask(arrays: dict) -> list[tuple[str, str]]:
     value = arrays["part_mask"]
     problems = []
-    if value.max(initial=0) > PART_MASK_ARM:
-        problems.append(("part_mask", f"part_mask values up to {int(value.max())} (0 background, 1 hand, 2 arm)"))
-    if "mask" in arrays and not np.array_equal(value > 0, arrays["mask"]):
-        problems.append(("part_mask vs silhouette", f"part_mask and silhouette differ at "
-                                                    f"{int(np.count_nonzero((value > 0) != arrays['mask']))} px"))
+    if value.max(initial=0) > PART_MASK_OBJECT:
+        problems.append(("part_mask", f"part_mask values up to {int(value.max())} (0 background, 1 hand, 2 arm, "
+                                      "3 object)"))
+    hand = (value == PART_MASK_HAND) | (value == PART_MASK_ARM)
+    if "mask" in arrays and not np.array_equal(hand, arrays["mask"]):
+        problems.append(("part_mask vs silhouette", f"part_mask's hand and arm and the silhouette differ at "
+                                                    f"{int(np.count_nonzero(hand != arrays['mask']))} px"))
     return problems
 
 
@@ -370,10 +388,47 @@ def _u8_decode(a, _offset=None, _hw=None):
     return np.asarray(a)
 
 
-PART_MASK_CODECS = {"u8-gzip": Codec("u8-gzip", "array", "uint8 part per pixel (0 background, 1 hand, 2 arm), "
+PART_MASK_CODECS = {"u8-gzip": Codec("u8-gzip", "array", "uint8 part per pixel (0 background, 1 hand, 2 arm, "
+                                     "3 object), "
                                      "gzip 4", _u8_encode, _u8_decode, "uint8", _hw, ("gzip", 4, False))}
 
 register_label_pass(LabelPass(
-    "part_mask", ".part_mask.png", "hand vs forearm per pixel: 0 background, 1 hand, 2 forearm (8-bit PNG); "
-    "reader: uint8 (H, W)", compute=_compute_part_mask, save=_save_part_mask, load=_load_part_mask, shape=_hw,
+    "part_mask", ".part_mask.png", "the nearest surface per pixel: 0 background, 1 hand, 2 forearm, 3 object "
+    "(8-bit PNG); reader: uint8 (H, W)", compute=_compute_part_mask, save=_save_part_mask, load=_load_part_mask, shape=_hw,
     codecs=PART_MASK_CODECS, default_codec="u8-gzip", check=_check_part_mask))
+
+
+# ---- hand_depth: the hand alone, as if there were no occluders (issue 14; list it in [render]
+# label_passes) ------------------------------------------------------------------------------
+# Camera z of the hand (and forearm) at pixel centres, 0 = background, ignoring the objects: the
+# rasterisation the occluded labels are composited from, so it costs only its file.  Without
+# occluders it equals `depth`.  Stored like depth, with a self-contained codec (its support is
+# not the visible silhouette).
+
+
+def _compute_hand_depth(ctx: ItemContext) -> np.ndarray:
+    hd = ctx.labels.hand_depth
+    return np.asarray(ctx.labels.depth if hd is None else hd, np.float32)
+
+
+def _load_hand_depth(path: Path, height: int, width: int) -> dict:
+    return {"hand_depth": _load_depth(path, height, width)["depth"]}
+
+
+def _check_hand_depth(arrays: dict) -> list[tuple[str, str]]:
+    hd = arrays["hand_depth"]
+    if not np.isfinite(hd).all() or (hd < 0).any():
+        return [("hand_depth", "hand_depth holds NaN, inf or negative values")]
+    problems = []
+    if "mask" in arrays and not (hd[arrays["mask"]] > 0).all():
+        problems.append(("hand_depth vs silhouette", "hand_depth is 0 on visible hand pixels"))
+    if "depth" in arrays and "mask" in arrays and not np.array_equal(hd[arrays["mask"]], arrays["depth"][arrays["mask"]]):
+        problems.append(("hand_depth vs depth", "hand_depth differs from depth where the hand is visible"))
+    return problems
+
+
+register_label_pass(LabelPass(
+    "hand_depth", ".hand_depth.npy", "camera z of the hand alone (occluders ignored), 0 = background (float32 "
+    ".npy); reader: float32 (H, W)", compute=_compute_hand_depth, save=_save_depth, load=_load_hand_depth, shape=_hw,
+    codecs="datagen.dataset.codecs:SPARSE_DEPTH_CODECS", default_codec="f32-sparse-zlib", check=_check_hand_depth,
+    read=lambda reader, row, out, options: reader.read("hand_depth", row)))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datagen.geometry.projection import project
-from datagen.geometry.raster import rasterize
+from datagen.geometry.raster import composite, rasterize
 from datagen.geometry.triangle_crossings import segment_crossings
 
 SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)
@@ -88,6 +88,12 @@ class ItemLabels:
     depth_gap: np.ndarray  # (21,) float, nan where undefined
     face: np.ndarray | None = None  # (H, W) int32 dense triangle seen at the pixel centre, -1 = background
     label_version: int = LABEL_VERSION
+    # With occluders ([occluders] share > 0; None otherwise): the pixels where an object is the
+    # nearest surface, the keypoints an object hides, the objects' records, the hand-only depth.
+    object_mask: np.ndarray | None = None  # (H, W) bool
+    occluded_by_object: np.ndarray | None = None  # (21,) bool
+    occluders: dict | None = None  # datagen.scene.occluders.Placement.record()
+    hand_depth: np.ndarray | None = None  # (H, W) float32: the hand alone, as without objects
 
     def bbox(self) -> list[int] | None:
         """[x0, y0, x1, y1) pixel bounds of the silhouette, None when empty."""
@@ -99,17 +105,38 @@ class ItemLabels:
 
 def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray,
                    K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
-                   wrist_joint: bool = False) -> ItemLabels:
+                   wrist_joint: bool = False, hand_raster=None, objects=None,
+                   occluders: dict | None = None) -> ItemLabels:
     """Labels of one item from hand-frame dense vertices (Nd, 3) and keypoints (21, 3).
 
     `wrist_joint`: the wrist keypoint is the wrist joint centre inside a forearm (label_version
-    2) and follows the joint rule with `WRIST_FLESH_M`; else it is a surface point."""
+    2) and follows the joint rule with `WRIST_FLESH_M`; else it is a surface point.
+    `hand_raster`: the dense mesh's rasterisation with this camera, if the caller has it.
+
+    Occluders (`objects` = (V (n, 3) hand frame, F (f, 3)) or None; `occluders`, the item's
+    placement record, given whenever the run has occluders, even for an item without one): the object mesh is
+    rasterised with the hand (z-buffer composite), so `depth` holds the nearest surface, hand
+    or object; `mask` and `face` are the pixels where the hand is that surface (the *visible*
+    hand); `object_mask` where an object is.  A keypoint is `occluded_by_object` when in frame
+    and an object surface crosses its camera ray (any crossing: objects never intersect the
+    hand, so an object on the ray lies in front of the keypoint), or its pixel shows an object
+    more than the keypoint's depth limit in front of it; it is then not visible.  `crossings`,
+    `skin_distance_m` stay the hand's own surfaces."""
     surface_kps, flesh_m = _rules(wrist_joint)
     R = np.asarray(R, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     cam = np.asarray(dense_vertices, dtype=np.float64) @ R.T + t
     kc = np.asarray(keypoints, dtype=np.float64) @ R.T + t
-    r = rasterize(cam, faces, K, width, height)
+    r = hand_raster if hand_raster is not None else rasterize(cam, faces, K, width, height)
+    with_objects = occluders is not None or objects is not None
+    hand_depth = r.depth if with_objects else None
+    obj_cross = np.zeros(len(kc), np.int64)
+    if objects is not None:
+        ov = np.asarray(objects[0], dtype=np.float64) @ R.T + t
+        r = composite(r, rasterize(ov, objects[1], K, width, height), len(faces))
+        obj_cross, _ = segment_crossings(ov, objects[1], kc, 0.0, K)
+    object_mask = r.face >= len(faces)
+    hand_face = np.where(object_mask, -1, r.face).astype(np.int32)
     uv = project(kc, K)
     in_frame = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height) & (kc[:, 2] > 0)
     surface = np.zeros(len(kc), bool)
@@ -125,8 +152,17 @@ def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.
     limit = np.where(surface, SURFACE_TOLERANCE_M, flesh_m) + DEPTH_MARGIN_M
     depth_ok = ~(gap > limit)  # nan (background pixel) passes
     visible = in_frame & np.where(surface, crossings == 0, own_flesh) & depth_ok
-    return ItemLabels(r.depth, r.mask, uv, kc, in_frame, crossings, skin_m, visible, gap, r.face,
-                      LABEL_VERSION_FOREARM if wrist_joint else LABEL_VERSION)
+    occluded = None
+    if with_objects:
+        on_object = np.zeros(len(kc), bool)
+        on_object[in_frame] = object_mask[ij[in_frame, 1], ij[in_frame, 0]]
+        occluded = in_frame & ((obj_cross > 0) | (on_object & (gap > limit)))
+        visible &= ~occluded
+    return ItemLabels(r.depth, hand_face >= 0, uv, kc, in_frame, crossings, skin_m, visible, gap, hand_face,
+                      LABEL_VERSION_FOREARM if wrist_joint else LABEL_VERSION,
+                      object_mask=object_mask if with_objects else None, occluded_by_object=occluded,
+                      occluders=None if not with_objects else dict(occluders or {}),
+                      hand_depth=hand_depth)
 
 
 def _floats(a) -> list:
@@ -161,4 +197,6 @@ def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, ve
         "skin": spec.skin.record(),
         "render": render,
         "versions": versions,
-    }
+    } | ({} if labels.occluded_by_object is None else {
+        "occluded_by_object": [bool(x) for x in labels.occluded_by_object],
+        "occluders": labels.occluders})

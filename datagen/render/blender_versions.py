@@ -83,6 +83,7 @@ PRINCIPLED_INPUTS: dict[str, tuple[str, str | None]] = {
     "base_color": ("Base Color", "Base Color"),
     "roughness": ("Roughness", "Roughness"),
     "normal": ("Normal", "Normal"),
+    "metallic": ("Metallic", "Metallic"),
 }
 # Subsurface methods by their 4.0+ identifiers -> the 3.x identifier of the same method.
 SUBSURFACE_METHODS_PRE_4: dict[str, str] = {

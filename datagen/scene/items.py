@@ -44,6 +44,18 @@ def item_seed(config_seed: int, pose_id: int, view_id: int) -> np.random.SeedSeq
     return np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)])
 
 
+# Child streams of an item's seed (SeedSequence.spawn: child k depends only on k, so adding a
+# stream leaves the others as they were): 0-5 make_spec's (below), 6 occluders
+# (datagen.scene.occluders.place; drawn only with [occluders] share > 0, with the posed mesh),
+# 16 the camera jitter (datagen.cameras.jitter).
+OCCLUDER_STREAM = 6
+
+
+def item_stream(config_seed: int, pose_id: int, view_id: int, stream: int) -> np.random.SeedSequence:
+    """Child `stream` of the item's SeedSequence (see the stream numbers above)."""
+    return item_seed(config_seed, pose_id, view_id).spawn(stream + 1)[stream]
+
+
 def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int, n_backgrounds: int = 0) -> ItemSpec:
     """Draw an item's random choices from its own seed.
 
@@ -51,8 +63,9 @@ def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int, n_bac
     rotation, strength), 1 = skin, 2 = the Cycles sampling seed, 3 = handedness (one uniform
     draw u, left when u < [hand] left_share; nothing is drawn at left_share 0), 4 = background
     image ([backgrounds], drawn only when its share is > 0), 5 = extra lights ([lights], drawn
-    only when count allows any), 16 = the camera jitter ([cameras.jitter], datagen.cameras.jitter,
-    drawn there); adding a draw to one stream never changes the others, and child
+    only when count allows any), 6 = occluders (OCCLUDER_STREAM: drawn by the renderer with the
+    posed mesh, datagen.scene.occluders), 16 = the camera jitter ([cameras.jitter],
+    datagen.cameras.jitter, drawn there); adding a draw to one stream never changes the others, and child
     k is the same whatever number of children is spawned, so items stay bit-identical with the
     options off.  The HDRI (background) index depends on how many HDRIs (images) the sources hold.
     """
