@@ -152,7 +152,7 @@ def test_new_keys_keep_old_digests_and_old_render_dirs_resumable():
     for (section, key), value in LATER_KEYS.items():
         if old[section].get(key, object()) == value:
             del old[section][key]
-    for section in LATER_SECTIONS:  # sections added later ([backgrounds], [lights]): absent when off
+    for section in LATER_SECTIONS:  # added later ([backgrounds], [lights], [occluders]): absent when off
         if old[section] == {}:
             del old[section]
     legacy_digest = hashlib.sha256(json.dumps(old, sort_keys=True, default=list).encode()).hexdigest()[:16]

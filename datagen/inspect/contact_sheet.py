@@ -2,10 +2,12 @@
 
     python -m datagen.contact_sheet RENDER_DIR [-o sheet.png] [--max 48] [--columns 8]
 
-Each tile shows the RGB render, the exact silhouette's outline (yellow), the 21-keypoint
-skeleton in FreiHAND colours (one colour per finger, white wrist) with visible keypoints as
-filled dots and hidden ones (occluded or out of frame) as hollow circles, and a caption with
-handedness (R / L), pose id, view id, HDRI and skin melanin; --with-raw puts the plain render beside each tile.
+Each tile shows the RGB render, the exact silhouette's outline (yellow; with occluders the
+visible hand), the outline of occluder pixels (magenta, part_mask 3), the 21-keypoint skeleton
+in FreiHAND colours (one colour per finger, white wrist) with visible keypoints as filled dots,
+hidden ones (self-occluded or out of frame) as hollow circles and those an object hides
+(occluded_by_object) as crosses, and a caption with handedness (R / L), pose id, view id,
+HDRI, skin melanin and the occluder's kind; --with-raw puts the plain render beside each tile.
 When more items exist than --max, an evenly spaced subset (in item order) is shown.
 """
 
@@ -43,14 +45,23 @@ def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
         if mask is not None:
             mask = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         uv = uv * scale
+    part = cv2.imread(str(json_path.with_name(stem + ".part_mask.png")), cv2.IMREAD_GRAYSCALE)
+    if part is not None and scale != 1:
+        part = cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     if mask is not None:
         img = outline(img, mask > 127)
+    if part is not None:
+        img = outline(img, part == 3, colour=(255, 0, 255))
     # viz.draw_skeleton uses cv2's integer-centre convention: continuous coordinates - 0.5.
-    img = draw_skeleton(img, uv - 0.5, rec["visible"], thickness=1 if img.shape[0] <= 256 else 2)
+    img = draw_skeleton(img, uv - 0.5, rec["visible"], thickness=1 if img.shape[0] <= 256 else 2,
+                        occluded=rec.get("occluded_by_object"))
     hdri = rec.get("hdri", {}).get("name", "?").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     mel = rec.get("skin", {}).get("melanin")
     hand = "L" if rec.get("handedness", "right") == "left" else "R"  # records without the field: right
     caption = f"{hand} p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
+    objects = (rec.get("occluders") or {}).get("objects") or []
+    if objects:
+        caption += " " + ",".join(f"{o['kind']}/{o['placement']}" for o in objects)
     img = label(img, caption)
     if with_raw:
         if scale != 1:

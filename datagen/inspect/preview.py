@@ -3,7 +3,7 @@
     python -m datagen.preview OUT_DIR [-o PNG] [-n 8] [--seed 0] [--index I]
 
 Top: a contact sheet, four tiles per sample - the image with the 21-keypoint skeleton (hollow
-circles = not visible), the silhouette outlined on the image, the depth map colour-mapped
+circles = not visible, crosses = hidden by an occluder), the silhouette outlined on the image, the depth map colour-mapped
 (turbo, near = blue, over the hand's own depth range; the range is printed on the tile), and
 the 778-vertex mapped mesh shaded and blended over the image with the sample's own camera (it
 must sit exactly on the hand).  Bottom: the mapped mesh and keypoints of one sample in 3D,
@@ -53,7 +53,8 @@ def sample_tiles(s: dict, faces: np.ndarray) -> list[np.ndarray]:
     if _left(s):  # the mirrored mesh: the template's triangles with reversed vertex order
         faces = reverse_winding(faces)
     caption = f"{'L' if _left(s) else 'R'} item {s['item_id']} p{s['pose_id']} v{s['view_id']}"
-    t1 = viz.label(viz.draw_skeleton(img, s["keypoints_2d"] - 0.5, s["visible"]), caption)
+    t1 = viz.label(viz.draw_skeleton(img, s["keypoints_2d"] - 0.5, s["visible"],
+                                              occluded=s.get("occluded_by_object")), caption)
     t2 = viz.label(viz.outline(img, s["mask"], (255, 255, 0)), f"silhouette {int(s['mask'].sum())} px")
     t3 = depth_tile(s["depth"], s["mask"])
     t4 = viz.label(mesh_overlay(img, s["vertices_cam"], faces, s["K"]), "778 mesh")

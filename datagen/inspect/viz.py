@@ -55,8 +55,9 @@ def shade_mesh(vertices, faces, R, t, K, width, height, face_colours=None, light
     return (img * 255).round().astype(np.uint8)
 
 
-def draw_skeleton(img: np.ndarray, uv: np.ndarray, visible=None, thickness: int = 1) -> np.ndarray:
-    """Draw the 21-point skeleton in FreiHAND colours; hidden joints as hollow circles."""
+def draw_skeleton(img: np.ndarray, uv: np.ndarray, visible=None, thickness: int = 1, occluded=None) -> np.ndarray:
+    """Draw the 21-point skeleton in FreiHAND colours; hidden joints as hollow circles, joints
+    an object hides (`occluded`, 21 bool: occluded_by_object) as crosses."""
     import cv2
 
     out = np.ascontiguousarray(img.copy())
@@ -67,9 +68,16 @@ def draw_skeleton(img: np.ndarray, uv: np.ndarray, visible=None, thickness: int 
         col = FINGER_COLOURS[finger_of(b)]
         cv2.line(out, tuple(map(int, pts[a])), tuple(map(int, pts[b])), col, thickness, cv2.LINE_AA, shift=4)
     r = max(2, thickness + 1) * scale
+    occ = np.zeros(21, bool) if occluded is None else np.asarray(occluded, bool)
     for k in range(21):
         col = (255, 255, 255) if k == 0 else FINGER_COLOURS[finger_of(k)]
-        if vis[k]:
+        if occ[k]:
+            c = pts[k]
+            for d in ((r, r), (r, -r)):
+                p0, p1 = (int(c[0] - d[0]), int(c[1] - d[1])), (int(c[0] + d[0]), int(c[1] + d[1]))
+                cv2.line(out, p0, p1, (0, 0, 0), thickness + 2, cv2.LINE_AA, shift=4)
+                cv2.line(out, p0, p1, col, thickness, cv2.LINE_AA, shift=4)
+        elif vis[k]:
             cv2.circle(out, tuple(map(int, pts[k])), r, col, -1, cv2.LINE_AA, shift=4)
         else:
             cv2.circle(out, tuple(map(int, pts[k])), r, col, 1, cv2.LINE_AA, shift=4)
