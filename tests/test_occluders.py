@@ -244,6 +244,7 @@ def test_points_inside_and_contact_on_spheres():
 @pytest.mark.blender
 @pytest.mark.slow
 def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepared, cache_dir, tmp_path):
+    from scipy.ndimage import binary_erosion
     from support.mapping import ToyMapping
     from support.renders import write_render_config
 
@@ -256,10 +257,13 @@ def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepare
     from datagen.labels.visibility import compute_labels
     from datagen.poses.tables import ensure_tables
     from datagen.scene.hdri import discover
+    from datagen.labels.handedness import handed_mesh, handed_points
     from datagen.scene.items import make_spec
+    from datagen.scene.occluders import rebuild
 
     path = write_render_config(tmp_path / "occ.toml", size=96)
-    path.write_text(path.read_text() + "label_passes = [\"hand_depth\"]\n[occluders]\nshare = 1.0\nheld_share = 0.0\n")
+    path.write_text(path.read_text() + "label_passes = [\"hand_depth\"]\n[occluders]\nshare = 1.0\nheld_share = 0.0\n"
+                    "[hand]\nleft_share = 0.5\n")  # item 12/66 is a left hand: its object in the mirrored frame
     cfg = load_config(path)
     assert cfg.render.label_passes == ("hand_depth", "part_mask")
     tables = ensure_tables(cfg, cache_dir)
@@ -267,8 +271,8 @@ def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepare
     hdris, _ = discover(cfg.hdri.sources, REPO_ROOT)
     renderer = SceneRenderer(cfg, tables, views, hdris[:2])
     out = tmp_path / "r"
-    items = [(700, 3), (100, 150), (5, 90)]
-    seen = 0
+    items = [(700, 3), (100, 150), (12, 66)]
+    seen = lefts = 0
     for p, v in items:
         spec = make_spec(cfg, 2, p, v, len(views))
         renderer.render_item(spec, out)
@@ -278,12 +282,11 @@ def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepare
             continue
         # Cycles' own coverage and depth (object included) equal the labels' depth support
         alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
-        dense = tables.dense_vertices(p)
-        from datagen.scene.occluders import rebuild
-
+        dense, faces = handed_mesh(tables.dense_vertices(p), tables.dense_faces, spec.handedness)
         V, Fo = rebuild(rec["occluders"]["objects"][0])
-        L = compute_labels(dense, tables.dense_faces, tables.keypoints[p], views.K, views.R[v], views.t[v],
-                           96, 96, objects=(V, Fo), occluders=rec["occluders"])
+        L = compute_labels(dense, faces, handed_points(tables.keypoints[p], spec.handedness), views.K, views.R[v],
+                           views.t[v], 96, 96, objects=(V, Fo), occluders=rec["occluders"])
+        lefts += spec.left
         fg = L.depth > 0
         cmask = alpha > 0.5
         assert (cmask & fg).sum() / (cmask | fg).sum() > 0.97
@@ -291,11 +294,12 @@ def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepare
         diff = np.abs(cdepth[inner] - L.depth[inner])
         # (at 96 px, item 100/150's fingers seen edge-on give the hand alone a 90th percentile of 1.05 mm)
         assert np.median(diff) < 2e-4 and np.percentile(diff, 90) < 1.5e-3
-        obj = inner & L.object_mask
-        assert obj.sum() > 100 and np.percentile(np.abs(cdepth[obj] - L.depth[obj]), 90) < 1e-3
+        # the object's own pixels, off its outline (where Cycles' pixel filter mixes in what is behind)
+        obj = inner & binary_erosion(L.object_mask)
+        assert obj.sum() > 80 and np.percentile(np.abs(cdepth[obj] - L.depth[obj]), 90) < 1e-3
         assert rec["visible"] == L.visible.tolist() and rec["occluded_by_object"] == L.occluded_by_object.tolist()
         seen += 1
-    assert seen >= 2
+    assert seen >= 2 and lefts == 1
     # write the run files the packer needs, as render.py does
     from blender_scripts.render import run_record, write_run_files
 
