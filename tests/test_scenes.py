@@ -351,3 +351,31 @@ def test_pack_records_the_background_licences_it_uses(tmp_path):
     labels[0].write_text(json.dumps(rec))
     with pytest.raises(PackError, match="zzz.png"):
         run_pack(render, tmp_path / "ds2")
+
+
+def test_job_driver_plans_with_backgrounds_and_refuses_a_corrupt_one(tmp_path, cache_dir, prepared, capsys):
+    from support.driver import run_driver
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _save(folder / "good.png", _photo())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[hdri]\nsources = ["builtin"]\n[backgrounds]\nsources = ["{folder}"]\nshare = 0.5\n'
+                   f'[lights]\ncount = [0, 2]\n')
+    args = ["--config", cfg, "--out", tmp_path / "r", "--poses", "0-1", "--views", "0-3", "--cache", cache_dir,
+            "--dry-run", "--no-progress"]
+    assert run_driver(args) == 0
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\1" * 30)
+    assert run_driver(args) == 2
+    assert "bad.png" in capsys.readouterr().err
+
+
+@pytest.mark.blender
+def test_blenders_image_loader_decodes_like_pillow(tmp_path):
+    """Inside a `blender` binary (no Pillow) discovery decodes with Blender's loader: same pixels."""
+    png = _save(tmp_path / "a.png", _photo(30, 40, 4))
+    np.testing.assert_array_equal(B._decode_bpy(png), B.decode(png))
+    bad = tmp_path / "z.png"
+    bad.write_bytes(b"junk")
+    with pytest.raises(B.BackgroundError, match="z.png"):
+        B._decode_bpy(bad)

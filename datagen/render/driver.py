@@ -328,10 +328,10 @@ def prepare(args) -> Plan:
     if problem and not args.allow_cropped:
         raise UsageError(problem + "; or pass --allow-cropped to render them anyway")
     P.framing_warning = problem
-    n_hdris = len(hdris)
+    n_hdris, n_backgrounds = len(hdris), len(background_names or [])
 
     def order(item):  # inside a pose: group by HDRI (an environment switch costs Cycles a map rebuild)
-        return (make_spec(cfg, n_hdris, item[0], item[1], P.n_views).hdri_index, item[1])
+        return (make_spec(cfg, n_hdris, item[0], item[1], P.n_views, n_backgrounds).hdri_index, item[1])
 
     P.order = order
     P.free_bytes = atomic.free_bytes(out) or shutil.disk_usage(out).free
