@@ -211,21 +211,26 @@ def main(argv=None) -> int:
     tables = ensure_tables(cfg)
     views = views_for(cfg.cameras, tables)
     hdris, _ = discover(cfg.hdri.sources, REPO)
+    backgrounds = []
+    if cfg.backgrounds.share > 0:  # [backgrounds]: photos behind the hand (configs/backgrounds.toml)
+        from datagen.scene.backgrounds import discover as discover_backgrounds
+
+        backgrounds, _ = discover_backgrounds(cfg.backgrounds.sources, REPO)
     out = Path(args.out)
     n_v = len(views)
 
     def specs_for(items):
-        s = [make_spec(cfg, len(hdris), p, v, n_v) for p, v in items]
+        s = [make_spec(cfg, len(hdris), p, v, n_v, len(backgrounds)) for p, v in items]
         return sorted(s, key=lambda x: (x.pose_id, x.hdri_index, x.view_id))
 
     load0 = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    renderer = SceneRenderer(cfg, tables, views, hdris, threads=args.threads)
+    renderer = SceneRenderer(cfg, tables, views, hdris, threads=args.threads, backgrounds=backgrounds)
     build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     threads = renderer.scene.render.threads
     items = pick_items(tables.n_poses, n_v, args.items)
     specs = specs_for(items)
-    warm = make_spec(cfg, len(hdris), 3, 5, n_v)
+    warm = make_spec(cfg, len(hdris), 3, 5, n_v, len(backgrounds))
     from blender_scripts.render import quiet_stdout
 
     t0, c0 = time.perf_counter(), time.process_time()
