@@ -45,7 +45,7 @@ from datagen.scene.hdri import (
     subject_exposure,
     visible_normal_weights,
 )
-from datagen.scene.backgrounds import Background, background_pixels, composite, decode
+from datagen.scene.backgrounds import Background, background_pixels, composite, decode, prepare
 from datagen.scene.items import ItemSpec, make_spec
 from datagen.scene.lights import blackbody_rgb, exposure_factor, light_watts
 from datagen.render.layout import item_paths, mesh_path
@@ -816,10 +816,12 @@ class SceneRenderer:
         return records
 
     def background_image(self, index: int) -> np.ndarray:
-        """Decoded pixels of background image `index` (a few kept in memory)."""
+        """Background image `index`, decoded and reduced for the output size
+        (datagen.scene.backgrounds.prepare; a few kept in memory)."""
         img = self._bg_cache.get(index)
         if img is None:
-            img = decode(self.backgrounds[index].path)
+            img = prepare(decode(self.backgrounds[index].path), (self.views.width, self.views.height),
+                          self.cfg.backgrounds.scale[0])
             if len(self._bg_cache) >= 16:
                 self._bg_cache.pop(next(iter(self._bg_cache)))
             self._bg_cache[index] = img
@@ -844,12 +846,14 @@ class SceneRenderer:
         tmp = path.with_name(path.name + ".rgba.png")
         r.film_transparent = True
         r.image_settings.color_mode = "RGBA"
+        r.image_settings.compression = 0  # a temporary file: written and read at once
         try:
             dt, dc = self.render_to(tmp)
             rgba = self._read_rgba(tmp)
         finally:
             r.film_transparent = False
             r.image_settings.color_mode = "RGB"
+            r.image_settings.compression = self.cfg.render.png_compression
             tmp.unlink(missing_ok=True)
         # zlib level from Blender's compression percent (15 % -> 1, 100 % -> 9)
         level = max(1, min(9, round(self.cfg.render.png_compression * 9 / 100)))

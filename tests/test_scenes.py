@@ -150,6 +150,12 @@ def test_crop_flip_and_composite():
     corner = B.BackgroundDraw(0, 0.5, 0.0, 1.0, False)
     x0, y0, cw, ch = B.crop_window(img.shape[:2], (50, 50), corner)
     assert (x0, y0, cw, ch) == (0, 50, 50, 50)
+    # a large photo is reduced once to what its smallest crop needs: the same crop, box-averaged
+    big = np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)
+    small = B.prepare(big, (50, 50), 0.5)
+    assert small.shape == (100, 200, 3)  # factor int(min(800/50, 400/50) x 0.5) = 4
+    np.testing.assert_array_equal(small, img.astype(np.float32))
+    np.testing.assert_array_equal(B.prepare(img, (50, 50), 0.5), img.astype(np.float32))  # factor 1
     fg = np.zeros((50, 50, 4), np.uint8)
     fg[10:20, 10:20] = (200, 100, 50, 255)
     fg[30, 30] = (255, 255, 255, 128)
@@ -250,7 +256,8 @@ def test_background_render_keeps_labels_and_shows_the_image(tmp_path, cache_dir,
                      8, 31, 100, 216, n_backgrounds=1)
     assert lb["background"]["name"].endswith("p.png") and lb["background"]["licence"] == "CC0-1.0"
     assert lb["background"]["scale"] == spec.background.scale and lb["background"]["flip"] == spec.background.flip
-    expect = np.rint(B.background_pixels(B.decode(folder / "p.png"), (64, 64), spec.background)).astype(np.uint8)
+    photo = B.prepare(B.decode(folder / "p.png"), (64, 64), 0.5)
+    expect = np.rint(B.background_pixels(photo, (64, 64), spec.background)).astype(np.uint8)
     rgb = cv2.cvtColor(cv2.imread(str(b / "v100.png")), cv2.COLOR_BGR2RGB)
     far = cv2.dilate(mask_a, np.ones((7, 7), np.uint8)) == 0
     assert far.sum() > 1000

@@ -180,34 +180,59 @@ def crop_window(image_hw: tuple[int, int], out_wh: tuple[int, int], draw: Backgr
     return draw.x * (iw - cw), draw.y * (ih - ch), cw, ch
 
 
+def _box_reduce(img: np.ndarray, k: int) -> np.ndarray:
+    """Mean over k x k boxes of an (H, W, C) array whose H and W are multiples of k, float32;
+    two passes of sums (rows, then columns), in integers for uint8 input (exact, and ~5x faster
+    than a float mean over both axes on a 4096-pixel photo)."""
+    h, w, c = img.shape
+    acc = np.uint32 if img.dtype == np.uint8 else np.float64
+    rows = img.reshape(h // k, k, w * c).sum(axis=1, dtype=acc)
+    return (rows.reshape(h // k, w // k, k, c).sum(axis=2, dtype=acc) / float(k * k)).astype(np.float32)
+
+
 def resample(image: np.ndarray, window: tuple[float, ...], out_wh: tuple[int, int], flip: bool) -> np.ndarray:
     """The window (x0, y0, w, h) of a uint8 RGB image resampled to out_wh, float32 in [0, 255]:
-    box-averaged by the whole part of the reduction, then bilinear at the output pixel centres;
-    `flip` mirrors it left-right."""
+    box-averaged by the whole part of the reduction, then bilinear at the output pixel centres
+    (separable: rows, then columns); `flip` mirrors it left-right.  Only the window's pixels
+    (plus a margin of one box) are touched, so a large photo costs what its crop costs."""
     x0, y0, cw, ch = window
     ow, oh = out_wh
-    img = np.asarray(image, np.float32)
     k = max(1, int(min(cw / ow, ch / oh)))
-    if k > 1:  # box filter first, so a large photo does not alias
-        h2, w2 = img.shape[0] // k, img.shape[1] // k
-        img = img[: h2 * k, : w2 * k].reshape(h2, k, w2, k, -1).mean(axis=(1, 3))
-        x0, y0, cw, ch = x0 / k, y0 / k, cw / k, ch / k
+    ih, iw = image.shape[:2]
+    # the window in whole boxes of k pixels, one box of margin for the bilinear neighbours
+    bx0, by0 = max(0, int(x0 // k) - 1), max(0, int(y0 // k) - 1)
+    bx1, by1 = min(iw // k, int(np.ceil((x0 + cw) / k)) + 1), min(ih // k, int(np.ceil((y0 + ch) / k)) + 1)
+    img = np.asarray(image[by0 * k: by1 * k, bx0 * k: bx1 * k])
+    # box filter first, so a large photo does not alias
+    img = _box_reduce(img, k) if k > 1 else img.astype(np.float32)
+    x0, y0, cw, ch = x0 / k - bx0, y0 / k - by0, cw / k, ch / k
     h, w = img.shape[:2]
     xs = x0 + (np.arange(ow) + 0.5) * (cw / ow) - 0.5
     ys = y0 + (np.arange(oh) + 0.5) * (ch / oh) - 0.5
     if flip:
         xs = xs[::-1]
     xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
-    xi, yi = np.minimum(xs.astype(int), w - 2 if w > 1 else 0), np.minimum(ys.astype(int), h - 2 if h > 1 else 0)
-    fx, fy = (xs - xi)[None, :, None], (ys - yi)[:, None, None]
+    xi, yi = np.minimum(xs.astype(int), max(w - 2, 0)), np.minimum(ys.astype(int), max(h - 2, 0))
+    fx, fy = (xs - xi)[None, :, None].astype(np.float32), (ys - yi)[:, None, None].astype(np.float32)
     x1, y1 = np.minimum(xi + 1, w - 1), np.minimum(yi + 1, h - 1)
-    top = img[yi][:, xi] * (1 - fx) + img[yi][:, x1] * fx
-    bottom = img[y1][:, xi] * (1 - fx) + img[y1][:, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    rows = img[yi] * (1 - fy) + img[y1] * fy
+    return (rows[:, xi] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
+
+
+def prepare(image: np.ndarray, out_wh: tuple[int, int], min_scale: float) -> np.ndarray:
+    """A decoded photo reduced once (box filter by an integer factor) to the resolution its
+    smallest crop (`min_scale`) needs at the output size, float32: what the renderer keeps in
+    memory and crops per item, so a 4000-pixel photo costs per item what a small one does."""
+    ih, iw = image.shape[:2]
+    ow, oh = out_wh
+    f = max(1, int(min(iw / ow, ih / oh) * min_scale))
+    if f == 1:
+        return np.asarray(image, np.float32)
+    return _box_reduce(np.asarray(image)[: ih // f * f, : iw // f * f], f)
 
 
 def background_pixels(image: np.ndarray, out_wh: tuple[int, int], draw: BackgroundDraw) -> np.ndarray:
-    """The item's background (H, W, 3) float32 in [0, 255] from the decoded photo."""
+    """The item's background (H, W, 3) float32 in [0, 255] from the (prepared) photo."""
     return resample(image, crop_window(image.shape[:2], out_wh, draw), out_wh, draw.flip)
 
 
@@ -217,6 +242,9 @@ def composite(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     both are stored in.  Where alpha is 0 the result is the background exactly."""
     px = np.asarray(rgba)
     px = px.astype(np.float32) / 255.0 if px.dtype == np.uint8 else px.astype(np.float32)
-    a = px[..., 3:4]
-    out = px[..., :3] * 255.0 * a + np.asarray(background, np.float32) * (1.0 - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    hit = px[..., 3] > 0  # only the hand's pixels blend (most of the image is background)
+    a = px[hit][:, 3:4]
+    blend = px[hit][:, :3] * 255.0 * a + np.asarray(background, np.float32)[hit] * (1.0 - a)
+    out[hit] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    return out
