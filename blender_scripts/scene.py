@@ -712,9 +712,7 @@ class SceneRenderer:
         (datagen.scene.lights.exposure_factor); the rule exposes for the sum."""
         probe = self._probes[index]
         side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
-        dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
-        dense, faces = handed_mesh(dense, self.tables.dense_faces, handedness)
-        normals, weights = visible_normal_weights(dense, faces, centre)
+        normals, weights = self.visible_normals(view_id, handedness)
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
@@ -764,31 +762,45 @@ class SceneRenderer:
         d = np.asarray(self.views.centres[view_id], np.float64) - self.palm_centre(handedness)
         return d / np.linalg.norm(d)
 
+    def visible_normals(self, view_id: int, handedness: str = "right") -> tuple[np.ndarray, np.ndarray]:
+        """(unit face normals, projected-area weights) of the current pose's hand seen from a
+        view (datagen.scene.hdri.visible_normal_weights), computed once per pose, view and hand."""
+        key = (self._pose, view_id, handedness)
+        if getattr(self, "_visible_key", None) != key:
+            dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
+            dense, faces = handed_mesh(dense, self.tables.dense_faces, handedness)
+            self._visible = visible_normal_weights(dense, faces, self.views.centres[view_id])
+            self._visible_key = key
+        return self._visible
+
     def lights_factor(self, spec: ItemSpec) -> tuple[float, list[float]]:
         """The exposure factor of the item's extra lights (datagen.scene.lights.exposure_factor),
         with the item's pose on the mesh."""
         if not spec.lights:
             return 1.0, []
-        dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
-        dense, faces = handed_mesh(dense, self.tables.dense_faces, spec.handedness)
-        normals, weights = visible_normal_weights(dense, faces, self.views.centres[spec.view_id])
+        normals, weights = self.visible_normals(spec.view_id, spec.handedness)
         return exposure_factor(spec.lights, normals, weights, self.to_camera(spec.view_id, spec.handedness))
 
     def set_lights(self, spec: ItemSpec, M: np.ndarray, skin_irradiance: float) -> list[dict]:
-        """Replace the extra lights by the item's (datagen.scene.lights), placed in Blender's
-        world by the hand-to-world rotation M; returns their item-JSON records."""
-        for obj in self._lights:
-            data = obj.data
-            bpy.data.objects.remove(obj)
-            bpy.data.lights.remove(data)
-        self._lights = []
+        """Set the extra lights to the item's (datagen.scene.lights), placed in Blender's world by
+        the hand-to-world rotation M; returns their item-JSON records.  Light objects are kept
+        and reused (type and values changed in place; unused ones hidden from the render)."""
+        for obj in self._lights[len(spec.lights):]:
+            obj.hide_render = True
         records = []
         to_cam = self.to_camera(spec.view_id, spec.handedness)
         centre = self.palm_centre(spec.handedness)
         for i, li in enumerate(spec.lights):
             d = li.direction(to_cam)
             watts = light_watts(li, skin_irradiance)
-            light = bpy.data.lights.new(f"extra_{i}", li.type.upper())
+            if i == len(self._lights):
+                obj = bpy.data.objects.new(f"extra_{i}", bpy.data.lights.new(f"extra_{i}", li.type.upper()))
+                self.scene.collection.objects.link(obj)
+                self._lights.append(obj)
+            obj = self._lights[i]
+            obj.hide_render = False
+            obj.data.type = li.type.upper()
+            light = obj.data  # fetched after the type change: its Python class follows the type
             light.energy = watts
             light.color = tuple(float(c) for c in blackbody_rgb(li.temperature_k))
             if li.type == "area":
@@ -799,7 +811,6 @@ class SceneRenderer:
             if li.type == "spot":
                 light.spot_size = math.radians(li.spot_deg)
                 light.spot_blend = 0.15
-            obj = bpy.data.objects.new(f"extra_{i}", light)
             pos = M @ (np.asarray(centre, np.float64) + li.distance_m * d)
             # Blender lights shine down their local -z: local +z points from the palm centre to the light.
             z = M @ d
@@ -810,8 +821,6 @@ class SceneRenderer:
             m4 = np.eye(4)
             m4[:3, 0], m4[:3, 1], m4[:3, 2], m4[:3, 3] = x, y, z, pos
             obj.matrix_world = Matrix([list(map(float, row)) for row in m4])
-            self.scene.collection.objects.link(obj)
-            self._lights.append(obj)
             records.append(dict(li.record(to_cam), watts=watts))
         return records
 
