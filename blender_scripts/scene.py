@@ -712,7 +712,7 @@ class SceneRenderer:
         (datagen.scene.lights.exposure_factor); the rule exposes for the sum."""
         probe = self._probes[index]
         side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
-        normals, weights = self.visible_normals(view_id, handedness)
+        normals, weights = self.visible_normals(centre, handedness)
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
@@ -757,38 +757,39 @@ class SceneRenderer:
         """The item's palm centre in the hand frame (mirrored for a left hand): the lights' centre."""
         return np.asarray(handed_points(self.tables.palm_centre, handedness), np.float64)
 
-    def to_camera(self, view_id: int, handedness: str = "right") -> np.ndarray:
-        """Unit hand-frame direction palm centre -> camera of a view (the lights' axis)."""
-        d = np.asarray(self.views.centres[view_id], np.float64) - self.palm_centre(handedness)
+    def to_camera(self, centre: np.ndarray, handedness: str = "right") -> np.ndarray:
+        """Unit hand-frame direction palm centre -> camera centre `centre` (the lights' axis)."""
+        d = np.asarray(centre, np.float64) - self.palm_centre(handedness)
         return d / np.linalg.norm(d)
 
-    def visible_normals(self, view_id: int, handedness: str = "right") -> tuple[np.ndarray, np.ndarray]:
-        """(unit face normals, projected-area weights) of the current pose's hand seen from a
-        view (datagen.scene.hdri.visible_normal_weights), computed once per pose, view and hand."""
-        key = (self._pose, view_id, handedness)
+    def visible_normals(self, centre: np.ndarray, handedness: str = "right") -> tuple[np.ndarray, np.ndarray]:
+        """(unit face normals, projected-area weights) of the current pose's hand seen from the
+        camera centre `centre` (hand frame; datagen.scene.hdri.visible_normal_weights), computed
+        once per pose, camera and hand."""
+        key = (self._pose, tuple(float(x) for x in centre), handedness)
         if getattr(self, "_visible_key", None) != key:
             dense = self._dense if self._dense is not None else self.tables.dense(self.tables.rest_base_vertices)
             dense, faces = handed_mesh(dense, self.tables.dense_faces, handedness)
-            self._visible = visible_normal_weights(dense, faces, self.views.centres[view_id])
+            self._visible = visible_normal_weights(dense, faces, centre)
             self._visible_key = key
         return self._visible
 
-    def lights_factor(self, spec: ItemSpec) -> tuple[float, list[float]]:
+    def lights_factor(self, spec: ItemSpec, centre: np.ndarray) -> tuple[float, list[float]]:
         """The exposure factor of the item's extra lights (datagen.scene.lights.exposure_factor),
         with the item's pose on the mesh."""
         if not spec.lights:
             return 1.0, []
-        normals, weights = self.visible_normals(spec.view_id, spec.handedness)
-        return exposure_factor(spec.lights, normals, weights, self.to_camera(spec.view_id, spec.handedness))
+        normals, weights = self.visible_normals(centre, spec.handedness)
+        return exposure_factor(spec.lights, normals, weights, self.to_camera(centre, spec.handedness))
 
-    def set_lights(self, spec: ItemSpec, M: np.ndarray, skin_irradiance: float) -> list[dict]:
+    def set_lights(self, spec: ItemSpec, M: np.ndarray, skin_irradiance: float, centre: np.ndarray) -> list[dict]:
         """Set the extra lights to the item's (datagen.scene.lights), placed in Blender's world by
         the hand-to-world rotation M; returns their item-JSON records.  Light objects are kept
         and reused (type and values changed in place; unused ones hidden from the render)."""
         for obj in self._lights[len(spec.lights):]:
             obj.hide_render = True
         records = []
-        to_cam = self.to_camera(spec.view_id, spec.handedness)
+        to_cam = self.to_camera(centre, spec.handedness)
         centre = self.palm_centre(spec.handedness)
         for i, li in enumerate(spec.lights):
             d = li.direction(to_cam)
@@ -961,7 +962,7 @@ class SceneRenderer:
         right_dense = self.set_pose(spec.pose_id, out_dir)
         cam = self.item_camera(spec)
         M = self.set_camera(cam, spec.hdri_rotation_deg, spec.left)
-        factor, facing = self.lights_factor(spec)
+        factor, facing = self.lights_factor(spec, cam.centre)
         eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, cam.centre, M, spec.handedness,
                                           factor)
         self.set_environment(spec.hdri_index, eff)
@@ -969,7 +970,7 @@ class SceneRenderer:
         if cam.jitter is not None:  # only with [cameras.jitter] on: default items stay as they were
             scene_blocks["camera_jitter"] = cam.jitter
         if self.cfg.lights.count[1] > 0 or self._lights:
-            lights = self.set_lights(spec, M, skin_e)
+            lights = self.set_lights(spec, M, skin_e, cam.centre)
             for rec, f in zip(lights, facing):
                 rec["facing"] = f
             scene_blocks["lights"] = lights
