@@ -837,8 +837,10 @@ class SceneRenderer:
             self._bg_cache[index] = img
         return img
 
-    def _read_rgba(self, path: Path) -> np.ndarray:
-        """An 8-bit RGBA PNG Blender wrote, as uint8 (H, W, 4), top row first."""
+    @staticmethod
+    def _image_pixels(path: str | Path) -> np.ndarray:
+        """The RGBA pixels of an image file as Blender loads them, float32 (H, W, 4), top row
+        first (Blender's rows run bottom-up); the image is removed from bpy.data again."""
         img = bpy.data.images.load(str(path), check_existing=False)
         try:
             w, h = img.size
@@ -846,7 +848,11 @@ class SceneRenderer:
             img.pixels.foreach_get(px)
         finally:
             bpy.data.images.remove(img)
-        return np.clip(np.rint(px.reshape(h, w, 4)[::-1] * 255.0), 0, 255).astype(np.uint8)
+        return px.reshape(h, w, 4)[::-1].copy()
+
+    def _read_rgba(self, path: Path) -> np.ndarray:
+        """An 8-bit RGBA PNG Blender wrote, as uint8 (H, W, 4), top row first."""
+        return np.clip(np.rint(self._image_pixels(path) * 255.0), 0, 255).astype(np.uint8)
 
     def render_over(self, path: str | Path, background: np.ndarray) -> tuple[float, float]:
         """Render the hand on a transparent film (the HDRI still lights it) and write the PNG
@@ -911,13 +917,7 @@ class SceneRenderer:
             scene.view_settings.look = "None"
             scene.view_settings.exposure = 0.0
             self.render_to(path)
-            img = bpy.data.images.load(str(path))
-            try:
-                w, h = img.size
-                px = np.empty(w * h * 4, np.float32)
-                img.pixels.foreach_get(px)
-            finally:
-                bpy.data.images.remove(img)
+            px = self._image_pixels(path)
         finally:
             self.mesh.materials[0] = self.material
             if self._occluder is not None:
@@ -926,7 +926,7 @@ class SceneRenderer:
                 for k, v in values.items():
                     setattr(obj, k, v)
             path.unlink(missing_ok=True)
-        return px.reshape(h, w, 4)[::-1].copy()  # Blender's rows run bottom-up
+        return px
 
     def cycles_coverage_depth(self, spec: ItemSpec, workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Cycles' own view of an item's geometry, for checking the labels (and the camera).

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datagen.scene.hdri import UNKNOWN_LICENCE, _portable, user_licence
+from datagen.scene.hdri import UNKNOWN_LICENCE, _portable, source_files, user_licence
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -135,20 +135,12 @@ def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[B
     out: dict[str, Background] = {}
     warnings: list[str] = []
     for src in sources:
-        p = Path(src)
-        p = p if p.is_absolute() else repo_root / p
-        if p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise BackgroundError(f"backgrounds source {src!r}: {p} is not a PNG or JPEG file")
-            files, label = [p], p.parent
-        elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            label = p
-            if not files:
-                raise BackgroundError(f"backgrounds source {src!r}: no .png/.jpg/.jpeg files in {p}")
-        else:
-            raise BackgroundError(f"backgrounds source {src!r}: {p} does not exist")
+        try:
+            files, label = source_files(src, repo_root, IMAGE_SUFFIXES, "backgrounds", "a PNG or JPEG file")
+        except ValueError as exc:
+            raise BackgroundError(str(exc)) from None
+        if not files:
+            raise BackgroundError(f"backgrounds source {src!r}: no .png/.jpg/.jpeg files in {label}")
         prefix = _portable(label, repo_root, None).rstrip("/")
         for f in files:
             licence, lic_file = user_licence(f)

@@ -157,6 +157,24 @@ def user_licence(path: Path) -> tuple[str, Path | None]:
     return UNKNOWN_LICENCE, None
 
 
+def source_files(src: str, repo_root: Path, suffixes, what: str, kind: str) -> tuple[list[Path], Path]:
+    """(files, folder their names are relative to) of one user source entry: a file with one
+    of `suffixes`, or a folder searched recursively (hidden files and folders skipped), relative
+    to `repo_root` unless absolute.  ValueError "<what> source '<src>': ..." for a missing path
+    or a file of another kind (`kind`, e.g. "a .hdr or .exr file").  Shared by the HDRI and the
+    background-image discovery."""
+    p = Path(src)
+    p = p if p.is_absolute() else Path(repo_root) / p
+    if p.is_file():
+        if p.suffix.lower() not in suffixes:
+            raise ValueError(f"{what} source {src!r}: {p} is not {kind}")
+        return [p], p.parent
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                      and not any(part.startswith(".") for part in f.relative_to(p).parts)), p
+    raise ValueError(f"{what} source {src!r}: {p} does not exist")
+
+
 def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[Hdri], list[str]]:
     """All HDRIs of the configured sources, sorted by name, and warnings (licences).
 
@@ -178,25 +196,17 @@ def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[H
                 _add(out, Hdri(f"builtin/{f.name}", str(f), "", src, f.suffix.lower()[1:], 0, 0, licence,
                                None, origins.get(f.stem.lower())), f, lic_file, repo_root, bdir, check)
             continue
-        p = Path(src)
-        p = p if p.is_absolute() else repo_root / p
-        if p.is_file():
-            if p.suffix.lower() not in HDRI_SUFFIXES:
-                raise HdriError(f"hdri source {src!r}: {p} is not a .hdr or .exr file")
-            files, label = [p], p.parent
-        elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in HDRI_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            label = p
-        else:
-            raise HdriError(f"hdri source {src!r}: {p} does not exist")
+        try:
+            files, label = source_files(src, repo_root, HDRI_SUFFIXES, "hdri", "a .hdr or .exr file")
+        except ValueError as exc:
+            raise HdriError(str(exc)) from None
         for f in files:
             licence, lic_file = user_licence(f)
             if lic_file is None:
                 warnings.append(f"HDRI {f}: no licence file beside it; recorded as '{UNKNOWN_LICENCE}' "
                                 f"(add {f.name}.license or a LICENSE file, see hdri/README.md)")
             prefix = _portable(label, repo_root, None).rstrip("/")
-            name = f"{prefix}/{f.relative_to(label)}" if f != p else f"{prefix}/{f.name}"
+            name = f"{prefix}/{f.relative_to(label)}"  # a single file: label is its folder
             _add(out, Hdri(name, str(f), "", src, f.suffix.lower()[1:], 0, 0, licence, None),
                  f, lic_file, repo_root, bdir, check)
     if not out:
