@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from datagen.console import setup_logging
-from datagen.mapping.mano import load_mano, standin_arrays, write_standin
+from datagen.mapping.mano import load_mano, mirror_arrays, standin_arrays, write_standin
 
 
 def main(argv=None) -> int:
@@ -16,6 +16,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datagen.mano", description="MANO helpers")
     ap.add_argument("--write-standin", metavar="PATH",
                     help="write a MANO-format stand-in made from our own open778 hand (for tests/demos; not MANO)")
+    ap.add_argument("--left", action="store_true",
+                    help="with --write-standin: write the left-hand stand-in (the mirror image, MANO_LEFT.pkl's format)")
     ap.add_argument("--check", metavar="PATH", help="load a MANO file with the restricted loader and summarise it")
     ap.add_argument("--cache-dir")
     args = ap.parse_args(argv)
@@ -28,9 +30,10 @@ def main(argv=None) -> int:
         prepared = prepare_poses(load_config(), cache_dir=args.cache_dir)
         m = build_mapping(prepared, "open778", cache_dir=args.cache_dir)
         rest = rest_geometry(prepared)
-        write_standin(args.write_standin, standin_arrays(m.apply(rest["vertices"]), m.faces, rest["keypoints"],
-                                                         prepared.asset.dense_part[m.matrix.indices]))
-        print(f"wrote MANO-format stand-in (not MANO) to {args.write_standin}")
+        arrays = standin_arrays(m.apply(rest["vertices"]), m.faces, rest["keypoints"],
+                                prepared.asset.dense_part[m.matrix.indices])
+        write_standin(args.write_standin, mirror_arrays(arrays) if args.left else arrays)
+        print(f"wrote MANO-format {'left' if args.left else 'right'}-hand stand-in (not MANO) to {args.write_standin}")
     if args.check:
         try:
             m = load_mano(args.check)

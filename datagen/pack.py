@@ -19,6 +19,9 @@ def main(argv=None) -> int:
     ap.add_argument("--topology", choices=("open778", "mano"), default="open778",
                     help="778-vertex mesh: open778 (embedded, no MANO) or mano (needs --mano)")
     ap.add_argument("--mano", metavar="PATH", help="your MANO_RIGHT.pkl (for --topology mano)")
+    ap.add_argument("--mano-left", metavar="PATH",
+                    help="your MANO_LEFT.pkl (with --topology mano): left items get the left model's vertices; "
+                         "without it they get the right model's registration mirrored")
     ap.add_argument("--skip-bad", action="store_true",
                     help="leave out incomplete/corrupt items (recorded in the manifest) instead of stopping")
     ap.add_argument("--image-codec", choices=list(S.IMAGE_CODECS), default=S.DEFAULT_CODECS["image"])
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     try:
         pack(args.render_dir, args.out_dir, args.shard_size_mb, args.topology, args.mano, args.skip_bad,
              codecs,
-             progress=not args.no_progress, workers=args.workers, cache_dir=args.cache)
+             progress=not args.no_progress, workers=args.workers, cache_dir=args.cache, mano_left_path=args.mano_left)
     except PackError as exc:
         print(f"pack: {exc}", file=sys.stderr)
         return 2

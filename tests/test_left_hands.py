@@ -307,3 +307,85 @@ def test_evaluate_and_predict_take_left_hands(left_ds, tmp_path):
     fa = [ln for ln in (tmp_path / "p" / "orig.ply").read_text().splitlines() if ln.startswith("3 ")]
     fb = [ln for ln in (tmp_path / "p" / "flip.ply").read_text().splitlines() if ln.startswith("3 ")]
     assert fb[0].split()[1:] == fa[0].split()[1:][::-1]
+
+
+def test_mirrored_mano_model_poses_into_the_mirror_image(tmp_path):
+    """mirror_mano: the mirrored model posed with the mirrored pose (and any shape) is the
+    reflection of the original posed with the original pose - vertices and joints - and
+    mirroring twice gives the model back."""
+    import torch
+
+    from datagen.mapping import mano
+    from support.toy_data import synthetic_mano_arrays
+
+    arrays = synthetic_mano_arrays(3)
+    arrays["posedirs"] *= 0.01
+    mano.write_standin(tmp_path / "m.pkl", arrays)
+    m = mano.load_mano(tmp_path / "m.pkl")
+    mm = mano.mirror_mano(m)
+    rng = np.random.default_rng(1)
+    orient, pose, betas = rng.normal(scale=0.5, size=3), rng.normal(scale=0.4, size=45), rng.normal(size=10)
+    t = lambda a: torch.tensor(a[None], dtype=torch.float64)  # noqa: E731
+    a = mano.mano_layer(m)(betas=t(betas), global_orient=t(orient), hand_pose=t(pose), transl=t(np.zeros(3)))
+    b = mano.mano_layer(mm)(betas=t(betas), global_orient=t(mano.mirror_pose(orient)),
+                            hand_pose=t(mano.mirror_pose(pose)), transl=t(np.zeros(3)))
+    va, vb = a.vertices[0].numpy(), b.vertices[0].numpy()
+    assert np.abs(va).max() > 0.01 and not np.allclose(vb, va, atol=1e-3)
+    np.testing.assert_allclose(vb, va * [-1, 1, 1], atol=1e-6)  # smplx keeps some arrays in float32
+    np.testing.assert_allclose(b.joints[0].numpy(), a.joints[0].numpy() * [-1, 1, 1], atol=1e-6)
+    back = mano.mirror_mano(mm)
+    for k in ("v_template", "shapedirs", "posedirs", "hands_components", "hands_mean"):
+        np.testing.assert_allclose(getattr(back, k), getattr(m, k), atol=0, err_msg=k)
+    assert mm.extra["mirrored"] and mano.mirror_pose(mano.mirror_pose(pose)).tolist() == pose.tolist()
+
+
+def test_pack_with_a_left_mapping_gives_left_samples_the_left_models_vertices(tmp_path):
+    """pack(mapping_left=...): tables.h5 holds the left model's group and per-pose vertices; the
+    reader gives left samples the left model's mesh (mirrored), right samples the right one's;
+    verify checks both mappings."""
+    from datagen.dataset.reader import ShardDataset
+    from datagen.dataset.verify import verify
+    from datagen.geometry.mirror import reverse_winding
+    from support.toy_data import StubMapping, make_render_dir, run_pack
+
+    render = make_render_dir(tmp_path / "render", n_poses=2, n_views=3, left={(0, 1), (1, 2)})
+    right, left = StubMapping(seed=1), StubMapping(seed=2)
+    left.key = "stub-left"
+    run_pack(render, tmp_path / "ds", mapping=right, mapping_left=left)
+    ds = ShardDataset(tmp_path / "ds", fields=("vertices_cam", "dense_vertices_cam", "R", "t", "ids"))
+    assert np.array_equal(ds.tables.mano_left["faces"], reverse_winding(left.faces))
+    for i in range(len(ds)):
+        s = ds.read_sample(i)
+        mapping = left if s["handedness"] else right
+        assert np.allclose(s["vertices_cam"], mapping.apply(s["dense_vertices_cam"]), atol=1e-6)
+    assert sum(ds.read_sample(i)["handedness"] for i in range(len(ds))) == 2
+    ds.close()
+    assert verify(tmp_path / "ds").ok
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["mapping"]["left"]["source"] == left.source and manifest["pack_options"]["mapping_left"] == "stub-left"
+
+
+@pytest.mark.slow
+def test_left_mano_file_is_registered_mirrored(prepared, cache_dir, tmp_path):
+    """A MANO_LEFT.pkl-format stand-in (the mirror of the right stand-in made from our hand):
+    mirrored, it registers to our right hand as well as the right stand-in does, with the right
+    stand-in's connectivity; the mapping records the side."""
+    from datagen.mapping import mano
+    from datagen.mapping.dense_to_778 import build_mapping
+    from datagen.mapping.surface import rest_geometry
+
+    m = build_mapping(prepared, cache_dir=cache_dir)  # open778 (cached)
+    rest = rest_geometry(prepared)
+    arrays = mano.standin_arrays(m.apply(rest["vertices"]), m.faces, rest["keypoints"],
+                                 prepared.asset.dense_part[m.matrix.indices])
+    left = mano.mirror_arrays(arrays)
+    mano.write_standin(tmp_path / "MANO_LEFT.pkl", left)
+    with pytest.raises(ValueError, match="topology 'mano'"):
+        build_mapping(prepared, "open778", cache_dir=cache_dir, side="left")
+    ml = build_mapping(prepared, "mano", tmp_path / "MANO_LEFT.pkl", cache_dir=cache_dir, side="left")
+    q = ml.quality["registration"]
+    assert q["to_dense"]["mean_mm"] < 0.5 and q["from_dense"]["mean_mm"] < 0.5 and q["to_dense"]["max_mm"] < 3.0
+    assert ml.quality["registration_params"]["scale"] == pytest.approx(1 / 0.93, rel=0.02)
+    assert ml.source["side"] == "left" and not ml.source["faces_reoriented"]
+    assert np.array_equal(ml.faces, np.asarray(arrays["f"], np.int64))  # the right stand-in's faces
+    assert ml.quality["flipped_faces"] == 0

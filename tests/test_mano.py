@@ -20,19 +20,7 @@ import scipy.sparse as sp
 from datagen.mapping import mano as mano
 from datagen.mapping.dense_to_778 import build_mapping
 from datagen.mapping.surface import rest_geometry
-
-
-def _synthetic_arrays(seed=0):
-    rng = np.random.default_rng(seed)
-    V = rng.normal(scale=0.03, size=(778, 3))
-    F = rng.integers(0, 778, size=(1538, 3)).astype(np.uint32)
-    J = sp.random(16, 778, density=0.01, random_state=seed, format="csc")
-    W = rng.random((778, 16))
-    return {"v_template": V, "f": F, "J_regressor": J, "weights": W / W.sum(1, keepdims=True),
-            "kintree_table": np.array([[2**32 - 1] + mano.MANO_PARENTS[1:], list(range(16))], dtype=np.int64),
-            "shapedirs": rng.normal(size=(778, 3, 10)), "posedirs": rng.normal(size=(778, 3, 135)),
-            "hands_components": rng.normal(size=(45, 45)), "hands_mean": rng.normal(size=45),
-            "J": rng.normal(size=(16, 3)), "bs_style": "lbs", "bs_type": "lrotmin"}
+from support.toy_data import synthetic_mano_arrays as _synthetic_arrays
 
 
 def _globals(data: bytes) -> set[str]:

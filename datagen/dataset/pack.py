@@ -510,8 +510,12 @@ def _shard_index(out_dir: Path) -> list[Path]:
 
 def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open778", mano_path=None,
          skip_bad: bool = False, codecs: dict | None = None, mapping=None, progress: bool = True,
-         workers: int = 2, cache_dir=None, log=print) -> dict:
-    """Pack RENDER_DIR into OUT_DIR; returns the manifest.  `mapping` overrides build_mapping()."""
+         workers: int = 2, cache_dir=None, log=print, mano_left_path=None, mapping_left=None) -> dict:
+    """Pack RENDER_DIR into OUT_DIR; returns the manifest.  `mapping` overrides build_mapping().
+
+    `mano_left_path` (topology "mano"): the user's MANO_LEFT.pkl; left samples then get the
+    left model's vertices (tables.h5 `mano_left`, `poses/mano_left_vertices`); without it they
+    get the right mapping applied to the mirrored mesh.  `mapping_left` overrides its build."""
     out_dir = Path(out_dir)
     given = dict(codecs or {})
     codecs = {**S.DEFAULT_CODECS, **given}
@@ -547,6 +551,10 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         raise PackError(f"no complete render items in {inputs.root / 'items'}")
     if mapping is None:
         mapping = build_mapping_for(inputs, topology, mano_path, cache_dir)
+    if mano_left_path is not None and mapping_left is None:
+        if topology != "mano":
+            raise PackError("--mano-left needs --topology mano (and --mano for the right hand)")
+        mapping_left = build_mapping_for(inputs, "mano", mano_left_path, cache_dir, side="left")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in out_dir.glob("*" + S.PARTIAL):
@@ -554,6 +562,8 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
     plan = [p * inputs.n_views + v for p, v in scan.items]
     options = {"schema_version": S.SCHEMA_VERSION, "codecs": codecs, "shard_size_mb": shard_size_mb,
                "topology": mapping.topology, "inputs": inputs.digests}
+    if mapping_left is not None:
+        options["mapping_left"] = mapping_left.key
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
 
     shard_infos, pos = _resume(out_dir, plan, digest, log)
@@ -611,7 +621,7 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         if bar is not None:
             bar.close()
 
-    manifest = finalize(out_dir, inputs, scan, mapping, shard_infos, options, digest, progress)
+    manifest = finalize(out_dir, inputs, scan, mapping, shard_infos, options, digest, progress, mapping_left)
     n_skipped = manifest["counts"]["skipped"]
     log(f"packed {manifest['counts']['samples']} samples into {len(shard_infos)} shard(s) in {out_dir}"
         + (f"; skipped {n_skipped} bad item(s) (listed in the manifest)" if n_skipped else ""))
@@ -689,7 +699,7 @@ def prepared_for(inputs: Inputs, cache_dir=None):
     return prep
 
 
-def build_mapping_for(inputs: Inputs, topology: str, mano_path, cache_dir):
+def build_mapping_for(inputs: Inputs, topology: str, mano_path, cache_dir, side: str = "right"):
     try:
         from datagen.mapping.dense_to_778 import build_mapping
     except ImportError as exc:
@@ -698,9 +708,10 @@ def build_mapping_for(inputs: Inputs, topology: str, mano_path, cache_dir):
         raise PackError("--topology mano needs --mano PATH (your MANO_RIGHT.pkl)")
     try:
         return build_mapping(prepared_for(inputs, cache_dir), topology=topology, mano_path=mano_path,
-                             cache_dir=cache_dir, progress=True)
+                             cache_dir=cache_dir, progress=True, side=side)
     except (ValueError, OSError) as exc:
-        raise PackError(f"cannot build the {topology} mapping: {exc}") from None
+        raise PackError(f"cannot build the {topology} mapping{' (left hand)' if side == 'left' else ''}: "
+                        f"{exc}") from None
 
 
 def _csr_parts(m):
@@ -711,8 +722,10 @@ def _csr_parts(m):
     return m.data.astype(np.float32), m.indices.astype(np.int32), m.indptr.astype(np.int64), np.asarray(m.shape)
 
 
-def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos: list[dict], progress=True) -> Path:
-    """tables.h5: per-pose meshes and keypoints, per-view cameras, hand, mapping, HDRIs, sample index."""
+def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos: list[dict], progress=True,
+                 mapping_left=None) -> Path:
+    """tables.h5: per-pose meshes and keypoints, per-view cameras, hand, mapping, HDRIs, sample index;
+    with `mapping_left` (a MANO_LEFT.pkl's) also the left model's group and per-pose vertices."""
     a = inputs.asset
     used_poses = np.unique([p for p, _ in scan.items])
     pose_row = {int(p): i for i, p in enumerate(inputs.poses["ids"])}
@@ -732,12 +745,16 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
                 S.write_array(g, k, v.astype(np.float32) if v.dtype.kind == "f" else v)
         n, nd, nb = len(used_poses), a.n_dense, a.n_base
         dsets = {}
-        for k, nv in (("dense_vertices", nd), ("base_vertices", nb), ("mano_vertices", mapping.matrix.shape[0])):
+        meshes = [("dense_vertices", nd), ("base_vertices", nb), ("mano_vertices", mapping.matrix.shape[0])]
+        if mapping_left is not None:
+            meshes.append(("mano_left_vertices", mapping_left.matrix.shape[0]))
+        for k, nv in meshes:
             dsets[k] = g.create_dataset(k, shape=(n, nv, 3), dtype="float32", chunks=(1, nv, 3), compression="gzip",
                                         compression_opts=4, shuffle=True, fletcher32=S.CHECKSUM,
                                         track_times=False)
         kps = np.zeros((n, 21, 3), np.float32)
         mano_joints = np.zeros((n, 21, 3), np.float32)
+        left_joints = np.zeros((n, 21, 3), np.float32)
         it = range(n)
         if progress:
             from tqdm import tqdm
@@ -751,8 +768,16 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
             dsets["base_vertices"][i] = base
             dsets["mano_vertices"][i] = mv
             mano_joints[i] = np.asarray(mapping.joint_regressor) @ mv
+            if mapping_left is not None:  # the left model's vertices, mirrored into this (right) frame
+                lv = np.asarray(mapping_left.apply(np.asarray(dense, np.float64)), np.float32)
+                dsets["mano_left_vertices"][i] = lv
+                left_joints[i] = np.asarray(mapping_left.joint_regressor) @ lv
         S.write_array(g, "keypoints", kps, attrs={"names": list(KEYPOINT_NAMES), "units": "m, hand frame"})
         S.write_array(g, "mano_joints", mano_joints, attrs={"definition": "joint_regressor @ mano_vertices"})
+        if mapping_left is not None:
+            S.write_array(g, "mano_left_joints", left_joints, attrs={
+                "definition": "mano_left/joint_regressor @ mano_left_vertices; both are the left model's, mirrored "
+                              "into the right hand's frame (x -> -x gives the left hand)"})
 
         g = f.create_group("views")
         S.write_array(g, "view_id", np.arange(inputs.n_views, dtype=np.int32))
@@ -781,6 +806,20 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
             S.write_array(g, k, v)
         S.set_attrs(g, {"topology": mapping.topology, "quality": _jsonable(mapping.quality),
                             "source": _jsonable(mapping.source)})
+        if mapping_left is not None:
+            from datagen.geometry.mirror import mirror_points, reverse_winding
+
+            g = f.create_group("mano_left")  # the left hand's own: template, outward faces, regressor, matrix
+            S.write_array(g, "template", mirror_points(np.asarray(mapping_left.apply(a.dense(a.rest_base_vertices)),
+                                                                  np.float32)))
+            S.write_array(g, "faces", np.asarray(reverse_winding(mapping_left.faces), np.int32))
+            S.write_array(g, "joint_regressor", np.asarray(mapping_left.joint_regressor, np.float32))
+            for k, v in zip(("matrix_data", "matrix_indices", "matrix_indptr", "matrix_shape"),
+                            _csr_parts(mapping_left.matrix)):
+                S.write_array(g, k, v)
+            S.set_attrs(g, {"topology": "mano", "side": "left", "quality": _jsonable(mapping_left.quality),
+                            "source": _jsonable(mapping_left.source),
+                            "definition": "left vertices = mirror(matrix @ dense) = matrix @ mirror(dense)"})
 
         g = f.create_group("hdri")
         S.write_array(g, "name", np.asarray([str(h.get("name")) for h in inputs.hdris] or [""], dtype=object))
@@ -836,8 +875,9 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, options, digest, progress) -> dict:
-    tables = write_tables(out_dir, inputs, scan, mapping, shard_infos, progress)
+def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, options, digest, progress,
+             mapping_left=None) -> dict:
+    tables = write_tables(out_dir, inputs, scan, mapping, shard_infos, progress, mapping_left)
     shards = []
     for info in shard_infos:
         p = out_dir / info["file"]
@@ -868,7 +908,9 @@ def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, op
                      **({"backgrounds": [run["backgrounds"][i] for i in sorted(scan.backgrounds_used)]}
                         if run.get("backgrounds") else {})},
         "mapping": {"topology": mapping.topology, "n_vertices": int(mapping.matrix.shape[0]),
-                    "quality": _jsonable(mapping.quality), "source": _jsonable(mapping.source)},
+                    "quality": _jsonable(mapping.quality), "source": _jsonable(mapping.source),
+                    **({"left": {"source": _jsonable(mapping_left.source), "quality": _jsonable(mapping_left.quality)}}
+                       if mapping_left is not None else {})},
         "skin_parameters": scan.skin_names,
         "constant_labels": scan.constant,
         "extra_json_keys": scan.varying_keys,

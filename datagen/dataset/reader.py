@@ -17,7 +17,7 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | occluded_by_object | bool (21,) | an occluder hides the keypoint (then not visible); all False without occluders |
 | depth_gap_m | float32 (21,) | keypoint z minus depth at its pixel; NaN where undefined |
 | joints_cam | float32 (21, 3) | rig keypoints in camera space, metres (FreiHAND order) |
-| vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres (a left sample's faces are the template's with reversed vertex order) |
+| vertices_cam | float32 (778, 3) | the 778-vertex mapped mesh in camera space, metres (a left sample's faces are the template's with reversed vertex order; with a MANO_LEFT.pkl, the left model's vertices and `tables.mano_left["faces"]`) |
 | mano_joints_cam | float32 (21, 3) | joint_regressor @ vertices_cam |
 | K, R, t | float32 (3, 3), (3, 3), (3,) | the sample's OpenCV camera: x_cam = R x_hand + t (its view's, or its own with [cameras.jitter]) |
 | pose_id, view_id, item_id, index | int64 | ids (docs/ARCHITECTURE.md); index = position in this dataset |
@@ -141,6 +141,11 @@ class Tables:
             self.mano_joints = f["poses/mano_joints"][()]
             self.views = {k: f["views"][k][()] for k in f["views"]}
             self.mano = {k: f["mano"][k][()] for k in f["mano"]}
+            # With a MANO_LEFT.pkl (pack --mano-left): the left model's group and per-pose vertices
+            # (mirrored into the right frame); None otherwise (left samples: the right mapping mirrored).
+            self.mano_left = {k: f["mano_left"][k][()] for k in f["mano_left"]} if "mano_left" in f else None
+            self.mano_left_vertices = f["poses/mano_left_vertices"][()] if self.mano_left is not None else None
+            self.mano_left_joints = f["poses/mano_left_joints"][()] if self.mano_left is not None else None
             self.topology = S.attr_json(f["mano"], "topology")
             self.mapping_quality = S.attr_json(f["mano"], "quality")
             self.dense_faces = f["hand/dense_faces"][()]
@@ -268,12 +273,14 @@ class ShardDataset:
                 out[k] = c[k][row].copy()
         p = tb.pose_row[pose]
         left = bool(c["handedness"][row])
+        # a left sample's 778 mesh: the left model's own (MANO_LEFT.pkl given) or the right one mirrored
+        own = left and tb.mano_left is not None
         if "joints_cam" in want:
             out["joints_cam"] = to_camera(tb.keypoints[p], R, t, left)
         if "vertices_cam" in want:
-            out["vertices_cam"] = to_camera(tb.mano_vertices[p], R, t, left)
+            out["vertices_cam"] = to_camera((tb.mano_left_vertices if own else tb.mano_vertices)[p], R, t, left)
         if "mano_joints_cam" in want:
-            out["mano_joints_cam"] = to_camera(tb.mano_joints[p], R, t, left)
+            out["mano_joints_cam"] = to_camera((tb.mano_left_joints if own else tb.mano_joints)[p], R, t, left)
         if "dense_vertices_cam" in want:
             out["dense_vertices_cam"] = to_camera(tb.dense_vertices(pose), R, t, left)
         for k, v in (("K", K), ("R", R), ("t", t)):

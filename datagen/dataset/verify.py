@@ -108,29 +108,33 @@ def check_files(root: Path, manifest: dict, rep: Report) -> list[str]:
     return good
 
 
-def _check_mapping(f: h5py.File, rep: Report) -> None:
-    m = f["mano"]
+def _check_mapping(f: h5py.File, rep: Report, group: str = "mano", table: str = "mano_vertices") -> None:
+    """The mapping group (`mano`, or `mano_left` with a MANO_LEFT.pkl) against its per-pose vertices."""
+    m = f[group]
     shape = tuple(m["matrix_shape"][()])
     M = sp.csr_matrix((m["matrix_data"][()], m["matrix_indices"][()], m["matrix_indptr"][()]), shape=shape)
     rows = np.asarray(M.sum(axis=1)).ravel()
     if np.abs(rows - 1).max() > 1e-4:
-        rep.add("mapping", f"mapping matrix rows must sum to 1 (worst {rows[np.argmax(np.abs(rows - 1))]:.6f})")
+        rep.add("mapping", f"{group}: mapping matrix rows must sum to 1 (worst {rows[np.argmax(np.abs(rows - 1))]:.6f})")
     nv = shape[0]
     faces = m["faces"][()]
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= nv:
-        rep.add("mapping", f"faces {faces.shape} index outside 0..{nv - 1}")
+        rep.add("mapping", f"{group}: faces {faces.shape} index outside 0..{nv - 1}")
     if m["joint_regressor"].shape != (21, nv):
-        rep.add("mapping", f"joint_regressor is {m['joint_regressor'].shape}, expected (21, {nv})")
-    mv = f["poses/mano_vertices"]
+        rep.add("mapping", f"{group}: joint_regressor is {m['joint_regressor'].shape}, expected (21, {nv})")
+    if table not in f["poses"]:
+        rep.add("schema", f"{S.TABLES}: poses/{table} missing (the {group} mapping's per-pose vertices)")
+        return
+    mv = f["poses"][table]
     dv = f["poses/dense_vertices"]
     if mv.shape[1:] != (nv, 3) or dv.shape[1] != shape[1]:
-        rep.add("mapping", f"poses/mano_vertices {mv.shape} / dense_vertices {dv.shape} do not fit the "
+        rep.add("mapping", f"poses/{table} {mv.shape} / dense_vertices {dv.shape} do not fit the "
                            f"{shape} mapping")
         return
     for p in sorted({0, len(mv) // 2, len(mv) - 1}):
         err = np.abs(M @ dv[p].astype(np.float64) - mv[p]).max()
         if err > 1e-5:
-            rep.add("mapping", f"pose row {p}: mano_vertices differ from matrix @ dense_vertices by {err * 1e3:.3f} mm")
+            rep.add("mapping", f"pose row {p}: {table} differ from matrix @ dense_vertices by {err * 1e3:.3f} mm")
 
 
 def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
@@ -158,6 +162,8 @@ def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
                 rep.add("schema", f"{S.TABLES}: topology {S.attr_json(f['mano'], 'topology')} "
                                   f"but the manifest says {manifest.get('topology')}")
             _check_mapping(f, rep)
+            if "mano_left" in f:
+                _check_mapping(f, rep, "mano_left", "mano_left_vertices")
     except (OSError, KeyError) as exc:
         rep.add("unreadable file", f"{S.TABLES}: {exc}")
         return None

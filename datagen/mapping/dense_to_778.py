@@ -277,13 +277,20 @@ def _build_open778(prepared, rest: dict):
 
 
 def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | None = None,
-                  cache_dir: str | Path | None = None, progress: bool = False) -> Mapping:
+                  cache_dir: str | Path | None = None, progress: bool = False, side: str = "right") -> Mapping:
     """The dense -> 778 mapping for `prepared` (datagen.prepared.Prepared), cached on disk.
 
     topology: "open778" (default, no MANO) or "mano" (needs `mano_path`, the user's own
-    MANO_RIGHT.pkl).  cache_dir: the cache root (default: $HANDSYNTH_CACHE or <repo>/cache);
-    the mapping goes to <cache_dir>/mapping/.
+    MANO_RIGHT.pkl).  side="left" (topology "mano" only): `mano_path` is a MANO_LEFT.pkl,
+    registered mirrored (datagen.mapping.mano.mirror_mano): the mapping takes the right dense
+    mesh to the mirrored left model's vertices, so a left item's mirrored dense mesh maps to
+    the left model's own vertices (faces: `faces` reversed).  cache_dir: the cache root
+    (default: $HANDSYNTH_CACHE or <repo>/cache); the mapping goes to <cache_dir>/mapping/.
     """
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    if side == "left" and topology != "mano":
+        raise ValueError("a left mapping needs topology 'mano' and a MANO_LEFT.pkl")
     if topology not in TOPOLOGIES:
         raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
     if topology == "mano" and mano_path is None:
@@ -296,9 +303,9 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
         mano_sha = _sha256_file(mano_path) if topology == "mano" else None
     except OSError as exc:
         raise ValueError(f"MANO file {mano_path}: {exc.strerror or exc}") from None
-    key = _input_key(prepared, topology, mano_sha)
+    key = _input_key(prepared, topology, mano_sha if side == "right" else f"{mano_sha}:left")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "mapping" / f"{topology}_{key}.npz"
+    path = root / "mapping" / f"{topology if side == 'right' else 'mano-left'}_{key}.npz"
     if path.exists():
         return Mapping.load(path)
 
@@ -314,8 +321,8 @@ def build_mapping(prepared, topology: str = "open778", mano_path: str | Path | N
     else:
         from datagen.mapping.mano import build_mano_mapping
 
-        say(f"loading and registering MANO from {mano_path} ...")
-        M, faces, R, extra, source, posed = build_mano_mapping(mano_path, prepared, rest)
+        say(f"loading and registering MANO ({side} hand) from {mano_path} ...")
+        M, faces, R, extra, source, posed = build_mano_mapping(mano_path, prepared, rest, side)
         source["mano_sha256"] = mano_sha
     quality.update(extra)
     say("measuring the surface at rest and every pose ...")

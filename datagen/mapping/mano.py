@@ -47,7 +47,7 @@ MANO_PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
 N_VERTICES = 778
 N_JOINTS = 16
 
-__all__ = ["UnsafePickleError", "ManoModel", "load_mano", "mano_layer", "mano_regressor21",
+__all__ = ["UnsafePickleError", "ManoModel", "load_mano", "mirror_mano", "mirror_arrays", "mirror_pose", "mano_layer", "mano_regressor21",
            "register", "Registration", "build_mano_mapping", "write_standin",
            "MANO_TO_FREIHAND", "MANO_TIP_VERTICES"]
 
@@ -299,6 +299,74 @@ def mano_regressor21(model: ManoModel) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# the other hand (MANO_LEFT.pkl)
+# --------------------------------------------------------------------------------------------
+# Sign of each coordinate under the reflection x -> -x (datagen.geometry.mirror.MIRROR_X).
+_S = np.array([-1.0, 1.0, 1.0])
+
+
+def mirror_mano(model: ManoModel) -> ManoModel:
+    """The model of the other hand: every output vertex reflected (x -> -x), exactly.
+
+    A model posed with per-joint axis-angles w gives, mirrored, the reflection of the original
+    posed with (wx, -wy, -wz) (a reflection S turns a rotation R into S R S, whose axis-angle is
+    -S w).  So: v_template and the shape directions get S; a pose-corrective direction of joint
+    j, entry (a, b) of (R_j - I), gets s_c s_a s_b on coordinate c; the hand-pose mean and PCA
+    components get (1, -1, -1) per joint; the joint regressor, skinning weights and tree are
+    unchanged.  The faces are reversed (a reflection turns a mesh inside out), then checked to
+    point outwards (vertices' mean offset from the centroid along their normals > 0) and flipped
+    if not - a MANO_LEFT.pkl whose faces are MANO_RIGHT's (inside out for a left hand) and one
+    with outward faces both give an outward right hand.  `extra["mirrored"]` records it.
+
+    Used to register the user's MANO_LEFT.pkl to our (right) hand: the mirrored left model is a
+    right-hand model whose vertex i is the reflection of the left model's vertex i.
+    """
+    from datagen.geometry.normals import vertex_normals
+
+    m = mirror_arrays({"v_template": model.v_template, "f": model.faces, "shapedirs": model.shapedirs,
+                       "posedirs": model.posedirs, "hands_components": model.hands_components,
+                       "hands_mean": model.hands_mean})
+    v, faces = m["v_template"], np.asarray(m["f"], np.int64)
+    n = vertex_normals(v, faces)
+    reoriented = bool(((v - v.mean(0)) * n).sum(1).mean() < 0)
+    if reoriented:
+        faces = np.ascontiguousarray(faces[:, ::-1])
+    return ManoModel(
+        v_template=v, faces=faces, J_regressor=model.J_regressor.copy(), weights=model.weights.copy(),
+        kintree_table=model.kintree_table.copy(), shapedirs=m["shapedirs"], posedirs=m["posedirs"],
+        hands_components=m["hands_components"], hands_mean=m["hands_mean"], sha256=model.sha256, path=model.path,
+        extra=dict(model.extra, mirrored=True, faces_reoriented=reoriented))
+
+
+def mirror_arrays(arrays: dict) -> dict:
+    """The arrays of a MANO model file (`load_mano`'s keys: v_template, f, shapedirs, posedirs,
+    hands_components, hands_mean; others are copied) for the other hand - see `mirror_mano`
+    (this is its arithmetic, without the faces' orientation check).  `write_standin` of the
+    result of a right stand-in's arrays is a left stand-in."""
+    from datagen.geometry.mirror import reverse_winding
+
+    out = dict(arrays)
+    entry_sign = np.outer(_S, _S).ravel()  # entry (a, b) of (R_j - I), row-major: s_a s_b
+    pd = np.asarray(arrays["posedirs"], np.float64)
+    out["posedirs"] = (pd.reshape(pd.shape[0], 3, -1, 9) * _S[None, :, None, None]
+                       * entry_sign[None, None, None, :]).reshape(pd.shape)
+    pose_sign = np.tile([1.0, -1.0, -1.0], 15)
+    out["v_template"] = np.asarray(arrays["v_template"], np.float64) * _S
+    out["shapedirs"] = np.asarray(arrays["shapedirs"], np.float64) * _S[None, :, None]
+    out["hands_components"] = np.asarray(arrays["hands_components"], np.float64) * pose_sign[None, :]
+    out["hands_mean"] = np.asarray(arrays["hands_mean"], np.float64) * pose_sign
+    out["f"] = reverse_winding(np.asarray(arrays["f"])).astype(np.asarray(arrays["f"]).dtype)
+    return out
+
+
+def mirror_pose(axis_angles: np.ndarray) -> np.ndarray:
+    """Per-joint axis-angles (..., 3k) of a hand -> those of its mirror image: (x, -y, -z) each."""
+    a = np.array(axis_angles, dtype=np.float64, copy=True)
+    a = a.reshape(*a.shape[:-1], -1, 3) * [1.0, -1.0, -1.0]
+    return a.reshape(*a.shape[:-2], -1)
+
+
+# --------------------------------------------------------------------------------------------
 # registration
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -432,8 +500,14 @@ def _register(model, dense_vertices, dense_faces, open_faces, keypoints, outer_s
 MAX_SLIDE_M = 0.003  # how far the pose relaxation may move a mapped MANO vertex along the surface
 
 
-def build_mano_mapping(mano_path, prepared, rest: dict):
+def build_mano_mapping(mano_path, prepared, rest: dict, side: str = "right"):
     """(M, faces, joint regressor, quality extras, source, posed arrays) for topology 'mano'.
+
+    side="left": `mano_path` is a MANO_LEFT.pkl; it is mirrored into a right-hand model
+    (`mirror_mano`) and registered to our right hand like a right model.  The mapping then gives
+    the mirrored left model's vertices from the right dense mesh; applied to a left item's
+    (mirrored) dense mesh it gives the left model's own vertices, whose outward faces are
+    `faces` reversed.
 
     Registration, then each registered vertex's closest normal-compatible point on the dense
     rest surface (a barycentric row).  Then the pose relaxation of `datagen.mapping`
@@ -454,6 +528,10 @@ def build_mano_mapping(mano_path, prepared, rest: dict):
     from datagen.mapping.open778 import boundary_loop
 
     model = load_mano(mano_path)
+    if side == "left":
+        model = mirror_mano(model)
+    elif side != "right":
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     reg = register(model, rest["vertices"], rest["faces"], rest["open_faces"], rest["keypoints"])
     V = reg.vertices
     face, bary, dist = closest_points(rest["vertices"], rest["faces"], V,
@@ -493,6 +571,8 @@ def build_mano_mapping(mano_path, prepared, rest: dict):
               "registration": reg.params, "pose_relaxation": dict(relax, max_slide_mm=1e3 * MAX_SLIDE_M),
               "joint_regressor": "MANO J_regressor (16 joints) + tip vertices "
                                  + str(MANO_TIP_VERTICES) + ", FreiHAND order"}
+    if side == "left":
+        source.update(side="left", mirrored=True, faces_reoriented=bool(model.extra["faces_reoriented"]))
     posed = (X[1:], N[1:])
     return M, np.asarray(faces, np.int64), mano_regressor21(model), extra, source, posed
 

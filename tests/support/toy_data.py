@@ -17,6 +17,7 @@ from datagen.dataset import shards as S
 from datagen.dataset.pack import pack
 from datagen.geometry.raster import rasterize
 from datagen.hand.asset import HandAsset
+from datagen.mapping.mano import MANO_PARENTS
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -193,3 +194,17 @@ def rehash_manifest(root, name):
         if e["file"] == name:
             e["sha256"], e["bytes"] = S.sha256_file(root / name), (root / name).stat().st_size
     (root / "manifest.json").write_text(json.dumps(m))
+
+
+def synthetic_mano_arrays(seed=0):
+    """Random arrays with the keys, shapes and pickle types of a MANO model file (not a hand)."""
+    rng = np.random.default_rng(seed)
+    V = rng.normal(scale=0.03, size=(778, 3))
+    F = rng.integers(0, 778, size=(1538, 3)).astype(np.uint32)
+    J = sp.random(16, 778, density=0.01, random_state=seed, format="csc")
+    W = rng.random((778, 16))
+    return {"v_template": V, "f": F, "J_regressor": J, "weights": W / W.sum(1, keepdims=True),
+            "kintree_table": np.array([[2**32 - 1] + MANO_PARENTS[1:], list(range(16))], dtype=np.int64),
+            "shapedirs": rng.normal(size=(778, 3, 10)), "posedirs": rng.normal(size=(778, 3, 135)),
+            "hands_components": rng.normal(size=(45, 45)), "hands_mean": rng.normal(size=45),
+            "J": rng.normal(size=(16, 3)), "bs_style": "lbs", "bs_type": "lrotmin"}
