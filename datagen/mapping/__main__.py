@@ -14,27 +14,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datagen.mapping", description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", action="store_true", help="print the mapping-quality table (default action)")
     ap.add_argument("--mano", metavar="PATH", help="your own MANO_RIGHT.pkl (topology 'mano'); default: open778")
+    ap.add_argument("--mano-left", metavar="PATH",
+                    help="your own MANO_LEFT.pkl: report the left model's registration (mirrored, see "
+                         "datagen.mapping.mano.mirror_mano) instead")
     ap.add_argument("--config", help="config TOML (default: configs/default.toml)")
     ap.add_argument("--cache-dir", help="cache root (default: $HANDSYNTH_CACHE or <repo>/cache)")
     args = ap.parse_args(argv)
     from datagen.config import ConfigError, load_config
     from datagen.poses.prepared import prepare_poses
 
+    if args.mano and args.mano_left:
+        print("error: give --mano (right) or --mano-left (left), one at a time", file=sys.stderr)
+        return 2
+    side, mano_path = ("left", args.mano_left) if args.mano_left else ("right", args.mano)
     try:
-        if args.mano:  # a bad file is reported at once, before the pose table is prepared
+        if mano_path:  # a bad file is reported at once, before the pose table is prepared
             from datagen.mapping.mano import load_mano
 
-            load_mano(args.mano)
+            load_mano(mano_path)
         cfg = load_config(args.config)
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
     try:
-        m = build_mapping(prepared, topology="mano" if args.mano else "open778", mano_path=args.mano,
-                          cache_dir=args.cache_dir, progress=True)
+        m = build_mapping(prepared, topology="mano" if mano_path else "open778", mano_path=mano_path,
+                          cache_dir=args.cache_dir, progress=True, side=side)
     except (ValueError, OSError) as exc:
-        print(f"error: cannot build the {'mano' if args.mano else 'open778'} mapping: {exc}", file=sys.stderr)
+        print(f"error: cannot build the {'mano' if mano_path else 'open778'} mapping: {exc}", file=sys.stderr)
         return 1
     print(format_report(m))
     return 0
