@@ -274,8 +274,10 @@ def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None
     if not (out / "hand.npz").exists():
         atomic.write_bytes(out / "hand.npz", Path(tables.hand_file).read_bytes(), fsync=fsync)
     if not (out / "poses.npz").exists():
+        shape = {k: getattr(tables, k) for k in ("shape_names", "shape_values", "shape_measure_names",
+                                                   "shape_measures") if getattr(tables, k) is not None}
         atomic.save_npz(out / "poses.npz", fsync=fsync, ids=tables.ids, pose_a=tables.pose_a, pose_b=tables.pose_b,
-                        t=tables.t, rotations=tables.rotations, keypoints=tables.keypoints)
+                        t=tables.t, rotations=tables.rotations, keypoints=tables.keypoints, **shape)
     if not (out / "views.npz").exists():
         # K, R, t, centres, the camera sampler's per-view columns, width, height
         atomic.save_npz(out / "views.npz", fsync=fsync, **views.arrays())

@@ -59,6 +59,10 @@ class HandConfig:
     # "Frames and conventions"), drawn per item from its own seed (datagen.scene.items).  A
     # render-time choice: the hand and pose tables (and their cache keys) do not depend on it.
     left_share: float = 0.0
+    # Shape diversity ([hand.shape], datagen.hand.shape; docs/POSES.md "Hand shapes"): phenotype =
+    # [low, high] ranges; every canonical pose draws its hand's phenotypes uniformly within them
+    # (phenotypes not listed keep their [hand.phenotype] value).  Empty (the default) = one hand.
+    shape: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 # Human ranges of motion of the wrist (degrees; AAOS: flexion 80, extension 70, radial
@@ -235,7 +239,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
-              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0,
+              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
               ("backgrounds", "sources"): [], ("backgrounds", "share"): 0.0, ("backgrounds", "scale"): [0.5, 1.0],
               ("backgrounds", "flip"): True,
               ("lights", "count"): [0, 0], ("lights", "types"): list(LIGHT_TYPES), ("lights", "power"): [0.25, 1.0],
@@ -528,6 +532,18 @@ def _occluder_options(cfg: Config) -> Config:
     return cfg
 
 
+def _shape_ranges(h: HandConfig, entry) -> dict[str, tuple[float, float]]:
+    """[hand.shape] checked: phenotype names of the hand model, [low, high] ranges in [0, 1];
+    returned in the model's phenotype order (the order of the draws, datagen.hand.shape)."""
+    if not isinstance(h.shape, dict):
+        raise ConfigError(f"hand.shape must be a table of phenotype = [low, high], got {h.shape!r}")
+    for k in h.shape:
+        if k not in entry.phenotypes:
+            raise ConfigError(f"hand.shape.{k}: unknown phenotype of hand model {h.model!r}; known: "
+                              f"{', '.join(entry.phenotypes) or 'none'}")
+    return {k: _check_interval(f"hand.shape.{k}", h.shape[k], 0.0, 1.0) for k in entry.phenotypes if k in h.shape}
+
+
 def _validate(cfg: Config) -> Config:
     h = cfg.hand
     entry = _hand_model(h.model)
@@ -548,6 +564,12 @@ def _validate(cfg: Config) -> Config:
     _check_interval("hand.wrist_flexion_deg", h.wrist_flexion_deg, *WRIST_FLEXION_LIMITS_DEG)
     _check_interval("hand.wrist_deviation_deg", h.wrist_deviation_deg, *WRIST_DEVIATION_LIMITS_DEG)
     _check_range("hand.left_share", h.left_share, 0.0, 1.0)
+    cfg = dataclasses.replace(cfg, hand=dataclasses.replace(h, shape=_shape_ranges(h, entry)))
+    h = cfg.hand
+    if h.shape and (cfg.poses.families or cfg.poses.splay):
+        on = "poses.families" if cfg.poses.families else "poses.splay"
+        raise ConfigError(f"hand.shape cannot be combined with {on} yet: the per-pose shapes are drawn for the "
+                          f"paper's pose table only (docs/POSES.md, \"Hand shapes\")")
     if h.forearm and entry.forearm is None:
         raise ConfigError(f"hand.forearm = true: hand model {h.model!r} has no forearm")
     if h.forearm and "part_mask" not in cfg.render.label_passes:

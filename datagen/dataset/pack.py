@@ -49,7 +49,7 @@ ITEM_NAME = re.compile(r"^v(\d+)(\..+)$")
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
                "depth_gap_m", "crossings", "skin_distance_m", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t",
-               "hdri", "skin", "handedness", "occluded_by_object"}
+               "hdri", "skin", "handedness", "occluded_by_object", "shape"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -320,6 +320,34 @@ class Scan:
         self.varying_keys = sorted(varying)
         return {k: (v if k == "_ok" else v[keep]) for k, v in cols.items()}
 
+    def _check_shape(self, shape, pose: int) -> None:
+        """The item's `shape` record (datagen.hand.shape) against poses.npz's per-pose shape."""
+        poses = self.inputs.poses
+        if "shape_values" not in poses:
+            if shape is not None:
+                raise ItemError("the labels have a 'shape' record but poses.npz has no shapes")
+            return
+        if not isinstance(shape, dict) or not isinstance(shape.get("phenotype"), dict):
+            raise ItemError("'shape' missing or without a phenotype table (poses.npz has shapes)")
+        row = self._pose_row(pose)
+        names = [str(n) for n in poses["shape_names"]]
+        got = shape["phenotype"]
+        if list(got) != names:
+            raise ItemError(f"shape phenotypes {list(got)} differ from poses.npz's {names}")
+        if not np.allclose([float(got[n]) for n in names], poses["shape_values"][row], atol=1e-5):
+            raise ItemError(f"shape phenotype values differ from poses.npz pose {pose}")
+        from datagen.hand.shape import shape_band
+
+        length = dict(zip((str(n) for n in poses["shape_measure_names"]), poses["shape_measures"][row]))["hand_length_m"]
+        if shape.get("band") != shape_band(length):
+            raise ItemError(f"shape band {shape.get('band')!r} but pose {pose}'s hand length "
+                            f"{length * 1e3:.1f} mm is band {shape_band(length)!r}")
+
+    def _pose_row(self, pose: int) -> int:
+        if getattr(self, "_rows", None) is None:
+            self._rows = {int(p): i for i, p in enumerate(self.inputs.poses["ids"])}
+        return self._rows[int(pose)]
+
     def _check_labels(self, lab: dict, pose: int, view: int):
         inp = self.inputs
         V = inp.n_views
@@ -402,6 +430,7 @@ class Scan:
             if not isinstance(background, dict) or str(background.get("name")) not in self.background_index:
                 raise ItemError(f"background {background!r} is not in run.json's background list (licence unknown)")
             self.backgrounds_used.add(self.background_index[str(background["name"])])
+        self._check_shape(lab.get("shape"), pose)
         extra = {k: v for k, v in lab.items() if k not in PARSED_KEYS}
         rec = self.inputs.hdris[hdri_index]
         rest = {k: v for k, v in hdri.items() if k not in ("name", "index", "rotation_deg", "strength")
@@ -743,6 +772,19 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
             if k in inputs.poses:
                 v = inputs.poses[k][rows]
                 S.write_array(g, k, v.astype(np.float32) if v.dtype.kind == "f" else v)
+        if "shape_values" in inputs.poses:  # [hand.shape]: each pose's hand (datagen.hand.shape)
+            from datagen.hand.shape import BAND_NAMES, shape_band
+
+            mnames = [str(n) for n in inputs.poses["shape_measure_names"]]
+            measures = inputs.poses["shape_measures"][rows]
+            S.write_array(g, "shape_values", inputs.poses["shape_values"][rows].astype(np.float32),
+                          attrs={"names": [str(n) for n in inputs.poses["shape_names"]],
+                                 "definition": "the hand model's phenotypes drawn for the pose ([hand.shape])"})
+            S.write_array(g, "shape_measures", measures.astype(np.float32),
+                          attrs={"names": mnames, "units": "m, the pose's hand open (datagen.hand.shape)"})
+            length = measures[:, mnames.index("hand_length_m")]
+            S.write_array(g, "shape_band", np.asarray([BAND_NAMES.index(shape_band(x)) for x in length], np.int8),
+                          attrs={"names": list(BAND_NAMES), "definition": "hand length band (datagen.hand.shape)"})
         n, nd, nb = len(used_poses), a.n_dense, a.n_base
         dsets = {}
         meshes = [("dense_vertices", nd), ("base_vertices", nb), ("mano_vertices", mapping.matrix.shape[0])]

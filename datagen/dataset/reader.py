@@ -24,6 +24,7 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | handedness | int64 | with the ids: 0 right hand, 1 left hand (the mirrored right hand; every 3D output above is the left hand's) |
 | hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
 | skin | float32 (S,) | skin parameters, names in `skin_names` |
+| shape, shape_band | float32 (K,), int64 | only datasets made with `[hand.shape]`: the pose's drawn phenotypes (names in the tables' `shape_names`) and its hand-length band (index into `datagen.hand.shape.BAND_NAMES`: small, medium, large) |
 | dense_vertices_cam | float32 (Nd, 3) | only when asked for in `fields`: the dense render mesh |
 | <pass name> | the pass's (datagen.labels.passes) | every further label pass the dataset holds |
 | view_<column> | the column's | only with `view_columns` in `fields`: the camera sampler's per-view metadata (hemisphere: longitude_deg, latitude_deg) |
@@ -60,7 +61,7 @@ from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "occluded_by_object", "depth_gap_m",
-                  "joints_cam", "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin")
+                  "joints_cam", "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin", "shape")
 ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam", "view_columns")
 
 
@@ -139,6 +140,11 @@ class Tables:
             self.keypoints = f["poses/keypoints"][()]
             self.mano_vertices = f["poses/mano_vertices"][()]
             self.mano_joints = f["poses/mano_joints"][()]
+            # [hand.shape] (datagen.hand.shape): per pose phenotypes, open-hand sizes, band; else None.
+            self.shape_values = f["poses/shape_values"][()] if "shape_values" in f["poses"] else None
+            self.shape_names = S.attr_json(f["poses/shape_values"], "names") if self.shape_values is not None else []
+            self.shape_measures = f["poses/shape_measures"][()] if "shape_measures" in f["poses"] else None
+            self.shape_band = f["poses/shape_band"][()] if "shape_band" in f["poses"] else None
             self.views = {k: f["views"][k][()] for k in f["views"]}
             self.mano = {k: f["mano"][k][()] for k in f["mano"]}
             # With a MANO_LEFT.pkl (pack --mano-left): the left model's group and per-pose vertices
@@ -293,6 +299,9 @@ class ShardDataset:
                        hdri_strength=np.float32(c["hdri_strength"][row]))
         if "skin" in want:
             out["skin"] = c["skin"][row].copy()
+        if "shape" in want and tb.shape_values is not None:  # only datasets made with [hand.shape]
+            out["shape"] = tb.shape_values[p].copy()
+            out["shape_band"] = int(tb.shape_band[p])
         if "view_columns" in want:
             for k, v in tb.view_columns.items():
                 out["view_" + k] = v[view].copy()

@@ -8,6 +8,7 @@ weights, and it also reports bone tails, which the flexion axes and fingertips n
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 
 import numpy as np
@@ -64,10 +65,30 @@ class AnnyHand(HandModel):
         self._torch = torch
         model = anny.Anny(rig=RIG, topology=TOPOLOGY, skinning_method="lbs").to(dtype=torch.float64)
         model.eval()
-        with torch.no_grad():
-            out = model(phenotype_kwargs=dict(phenotype or {}), return_bone_ends=True)
+        self._model = model
         names = tuple(model.bone_labels)
-        index = {n: i for i, n in enumerate(names)}
+        self._index = {n: i for i, n in enumerate(names)}
+        self._bone_names = names
+        self.faces = [np.asarray(f, dtype=np.int64) for f in np.asarray(model.faces)]
+        n_verts = int(model.vertex_bone_indices.shape[0])
+        w = np.zeros((n_verts, len(names)))
+        np.add.at(
+            w,
+            (np.arange(n_verts)[:, None], model.vertex_bone_indices.numpy().astype(np.int64)),
+            model.vertex_bone_weights.numpy(),
+        )
+        self.skinning_weights = w
+        self.licence = dict(LICENCE)
+        self.versions = anny_versions()
+        self._set_phenotype(phenotype)
+
+    def _set_phenotype(self, phenotype: dict[str, float] | None) -> None:
+        """Rest geometry of one phenotype (anny's model takes the phenotype per call: the model
+        itself, its faces and skinning weights are shared by every shape)."""
+        torch = self._torch
+        with torch.no_grad():
+            out = self._model(phenotype_kwargs=dict(phenotype or {}), return_bone_ends=True)
+        index, names = self._index, self._bone_names
         heads = out["rest_bone_heads"][0].numpy()
         tails = out["rest_bone_tails"][0].numpy()
         verts = out["rest_vertices"][0].numpy()
@@ -80,7 +101,7 @@ class AnnyHand(HandModel):
 
         self.rig = HandRig(
             bone_names=names,
-            parents=np.asarray(model.bone_parents, dtype=np.int64),
+            parents=np.asarray(self._model.bone_parents, dtype=np.int64),
             heads=to_hand(heads),
             tails=to_hand(tails),
             wrist=index[_WRIST],
@@ -89,18 +110,15 @@ class AnnyHand(HandModel):
         )
         self.rest_vertices = to_hand(verts)
         self.anny_to_hand = G  # anny's body coordinates -> this hand frame (datagen.hand.forearm uses it)
-        self.faces = [np.asarray(f, dtype=np.int64) for f in np.asarray(model.faces)]
-        w = np.zeros((len(verts), len(names)))
-        np.add.at(
-            w,
-            (np.arange(len(verts))[:, None], model.vertex_bone_indices.numpy().astype(np.int64)),
-            model.vertex_bone_weights.numpy(),
-        )
-        self.skinning_weights = w
         self.phenotype = dict(phenotype or {})
-        self._model = model
-        self.licence = dict(LICENCE)
-        self.versions = anny_versions()
+
+    def shaped(self, phenotype: dict[str, float]) -> AnnyHand:
+        """The same model with another phenotype (datagen.hand.shape): a copy sharing the anny
+        model, faces and weights; its rest geometry in its own anatomical frame (not yet fixed on
+        the wrist keypoint: `datagen.hand.asset.frame_like` does that)."""
+        other = copy.copy(self)
+        other._set_phenotype(phenotype)
+        return other
 
     def skin(self, bone_transforms: np.ndarray) -> np.ndarray:
         torch = self._torch

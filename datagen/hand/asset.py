@@ -197,10 +197,7 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     if not loop:
         raise ValueError("the hand mesh has no wrist opening to cap")
     wrist_vertex = n if arm is None else -1  # the cap centre keeps its id: subdivision lists vertex points first
-    rig = hand.rig
-    mcp = {f: rig.heads[rig.chains[f][0]] for f in ("index", "middle", "little")}
-    wrist = np.asarray(D[n] @ hand.rest_vertices).ravel() if arm is None else rig.heads[rig.forearm].copy()
-    hand.reframe(anatomical_frame(wrist, mcp["index"], mcp["middle"], mcp["little"]))
+    _frame_on_wrist(hand, D, wrist_vertex)
     rig = hand.rig
     dense_faces = triangulate(quads)
     base_tris = triangulate(faces)
@@ -259,10 +256,30 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     )
 
 
-def posed_bone_heads(asset: HandAsset, bone_transforms: np.ndarray) -> np.ndarray:
-    """(B, J, 3) posed joint centres from bone transforms (B, J, 4, 4)."""
-    h = asset.rest_heads
+def _frame_on_wrist(hand: HandModel, D, wrist_vertex: int) -> None:
+    """Re-frame `hand` in place on its wrist keypoint: origin at the wrist (the dense vertex
+    `wrist_vertex` = row of D, or the forearm bone's head when -1), +y through the middle MCP."""
+    rig = hand.rig
+    mcp = {f: rig.heads[rig.chains[f][0]] for f in ("index", "middle", "little")}
+    wrist = (np.asarray(D[wrist_vertex] @ hand.rest_vertices).ravel() if wrist_vertex >= 0
+             else rig.heads[rig.forearm].copy())
+    hand.reframe(anatomical_frame(wrist, mcp["index"], mcp["middle"], mcp["little"]))
+
+
+def frame_like(hand: HandModel, asset: HandAsset) -> HandModel:
+    """Fix `hand` (another shape of the asset's model: same topology) in its own hand frame, the
+    way `build_asset` fixed the asset's hand: on its wrist keypoint and MCPs (in place)."""
+    if len(hand.rest_vertices) != asset.n_base:
+        raise ValueError(f"hand has {len(hand.rest_vertices)} base vertices, the asset {asset.n_base}")
+    _frame_on_wrist(hand, asset.dense_matrix, asset.wrist_vertex)
+    return hand
+
+
+def posed_bone_heads(asset: HandAsset, bone_transforms: np.ndarray, rest_heads: np.ndarray | None = None) -> np.ndarray:
+    """(B, J, 3) posed joint centres from bone transforms (B, J, 4, 4); `rest_heads` (J, 3): those
+    of another shape of the asset's hand (datagen.hand.shape; default: the asset's)."""
+    h = asset.rest_heads if rest_heads is None else rest_heads
     return np.einsum("bjik,jk->bji", bone_transforms[..., :3, :3], h) + bone_transforms[..., :3, 3]
 
 
-__all__ = ["HandAsset", "build_asset", "posed_bone_heads", "forward_kinematics", "KEYPOINT_DEFINITIONS"]
+__all__ = ["HandAsset", "build_asset", "frame_like", "posed_bone_heads", "forward_kinematics", "KEYPOINT_DEFINITIONS"]

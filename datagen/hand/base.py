@@ -82,6 +82,12 @@ class HandModel(ABC):
         self.rest_vertices = apply(self.rest_vertices)
         self.rig = dataclasses.replace(self.rig, heads=apply(self.rig.heads), tails=apply(self.rig.tails))
 
+    def shaped(self, phenotype: dict[str, float]) -> HandModel:
+        """This model with another phenotype ([hand.shape], datagen.hand.shape): same topology,
+        bones and skinning weights, its own rest geometry.  Models without phenotypes cannot."""
+        raise NotImplementedError(f"hand model {getattr(self, 'name', type(self).__name__)!r} cannot change shape "
+                                  f"(hand.shape needs a model with phenotypes)")
+
     @abstractmethod
     def skin(self, bone_transforms: np.ndarray) -> np.ndarray:
         """Posed base vertices (B, N, 3) for per-bone rigid transforms (B, J, 4, 4) that map

@@ -94,6 +94,33 @@ class ForearmHand(HandModel):
         self.versions = dict(hand.versions)
         self.phenotype = dict(getattr(hand, "phenotype", {}))
         self._nz = [np.nonzero(weights[:, j])[0] for j in range(weights.shape[1])]
+        self._hand = hand  # the hand alone (its shapes: `shaped`)
+        self._body = None  # (anny body model, body vertex id per base vertex): set by anny_forearm
+
+    def shaped(self, phenotype: dict[str, float]) -> ForearmHand:
+        """The hand and its forearm with another phenotype: the same base vertices (the same body
+        vertices in the same order, so the topology, parts and weights stay), the rest geometry
+        of the new shape; the forearm bone's head is the new wrist joint centre and points at the
+        new elbow.  The cut is where the base vertices put it (the mean shape's cut plane moved
+        with the skin: `length_m` is the mean shape's)."""
+        if self._body is None:
+            raise NotImplementedError("this forearm hand was not built by anny_forearm: it cannot change shape")
+        hand = self._hand.shaped(phenotype)
+        model, order = self._body
+        body, heads = _body_rest(model, hand)
+        match = float(np.abs(body[order[: self.n_hand]] - hand.rest_vertices).max())
+        if match > _MATCH_TOL_M:
+            raise ForearmError(f"shape {phenotype}: the hand is not the body's hand ({match * 1e3:.3f} mm apart)")
+        rig = hand.rig
+        wrist = 0.5 * (rig.heads[rig.wrist] + rig.tails[rig.wrist])
+        elbow = heads[list(model.bone_labels).index(_ELBOW)]
+        u = (elbow - wrist) / np.linalg.norm(elbow - wrist)
+        new_rig = dataclasses.replace(
+            self.rig, heads=np.vstack([rig.heads, wrist]), tails=np.vstack([rig.tails, wrist + self.length_m * u]))
+        out = ForearmHand(hand, rig=new_rig, faces=self.faces, rest_vertices=body[order], weights=self.skinning_weights,
+                          arm_vertex=self.arm_vertex, length_m=self.length_m, elbow=elbow)
+        out._body = self._body
+        return out
 
     def reframe(self, G: np.ndarray) -> None:
         super().reframe(G)
@@ -119,12 +146,7 @@ def anny_forearm(hand: HandModel, length_m: float) -> ForearmHand:
 
     model = anny.Anny(rig=BODY_RIG, topology=BODY_TOPOLOGY, skinning_method="lbs").to(dtype=torch.float64)
     model.eval()
-    with torch.no_grad():
-        out = model(phenotype_kwargs=dict(getattr(hand, "phenotype", {}) or {}), return_bone_ends=True)
-    G = hand.anny_to_hand
-    to_hand = lambda p: p @ G[:3, :3].T + G[:3, 3]  # noqa: E731
-    body = to_hand(out["rest_vertices"][0].numpy())
-    heads = to_hand(out["rest_bone_heads"][0].numpy())
+    body, heads = _body_rest(model, hand)
     names = list(model.bone_labels)
     W = np.zeros((len(body), len(names)))
     np.add.at(W, (np.arange(len(body))[:, None], model.vertex_bone_indices.numpy().astype(np.int64)),
@@ -190,8 +212,21 @@ def anny_forearm(hand: HandModel, length_m: float) -> ForearmHand:
     arm_vertex = np.concatenate([np.zeros(len(hand_ids), bool), np.ones(len(arm_ids), bool)])
     log.info("forearm: %d body vertices appended to the %d hand vertices, cut %.3f m from the wrist joint "
              "(elbow at %.3f m)", len(arm_ids), len(hand_ids), length_m, full_len)
-    return ForearmHand(hand, rig=new_rig, faces=faces, rest_vertices=body[order], weights=weights,
-                       arm_vertex=arm_vertex, length_m=length_m, elbow=elbow)
+    out = ForearmHand(hand, rig=new_rig, faces=faces, rest_vertices=body[order], weights=weights,
+                      arm_vertex=arm_vertex, length_m=length_m, elbow=elbow)
+    out._body = (model, order)
+    return out
+
+
+def _body_rest(model, hand) -> tuple[np.ndarray, np.ndarray]:
+    """anny's body at `hand`'s phenotype: rest vertices and bone heads in `hand`'s frame."""
+    import torch
+
+    with torch.no_grad():
+        out = model(phenotype_kwargs=dict(getattr(hand, "phenotype", {}) or {}), return_bone_ends=True)
+    G = hand.anny_to_hand
+    to_hand = lambda p: p @ G[:3, :3].T + G[:3, 3]  # noqa: E731
+    return to_hand(out["rest_vertices"][0].numpy()), to_hand(out["rest_bone_heads"][0].numpy())
 
 
 __all__ = ["ARM_PART", "FOREARM_BONE", "ForearmError", "ForearmHand", "anny_forearm"]

@@ -54,7 +54,7 @@ RESERVED_NAMES = frozenset({
     "skin_distance_m", "bbox_xyxy", "mask_area_px", "hdri_index", "hdri_rotation_deg", "hdri_strength", "skin",
     "extra_json", "joints_cam", "vertices_cam", "mano_joints_cam", "dense_vertices_cam", "K", "R", "t", "ids",
     "hdri", "index", "view_columns", "handedness", "occluded_by_object",
-    "occluders"})
+    "occluders", "shape", "shape_band"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]+)+$")
 
@@ -286,7 +286,9 @@ def _read_depth(reader, row: int, out: dict, options: dict):
 def _label_record(ctx: ItemContext) -> dict:
     from datagen.labels.visibility import label_record
 
-    return dict(label_record(ctx.spec, ctx.labels, ctx.K, ctx.R, ctx.t, ctx.hdri, ctx.render, ctx.versions),
+    shape = getattr(ctx.tables, "shape_record", None)
+    return dict(label_record(ctx.spec, ctx.labels, ctx.K, ctx.R, ctx.t, ctx.hdri, ctx.render, ctx.versions,
+                             shape=shape(ctx.spec.pose_id) if shape is not None else None),
                 **ctx.scene)
 
 

@@ -171,8 +171,10 @@ def _floats(a) -> list:
         [_floats(row) for row in a]
 
 
-def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, versions: dict) -> dict:
-    """The item JSON (docs/ARCHITECTURE.md, RENDER_DIR)."""
+def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, versions: dict,
+                 shape: dict | None = None) -> dict:
+    """The item JSON (docs/ARCHITECTURE.md, RENDER_DIR); `shape`: the pose's hand shape record
+    (datagen.hand.shape, only with [hand.shape])."""
     return {
         "label_version": labels.label_version,
         "pose_id": spec.pose_id,
@@ -195,6 +197,7 @@ def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, ve
         "t": _floats(t),
         "hdri": hdri,
         "skin": spec.skin.record(),
+        **({"shape": shape} if shape is not None else {}),
         "render": render,
         "versions": versions,
     } | ({} if labels.occluded_by_object is None else {

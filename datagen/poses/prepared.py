@@ -32,6 +32,8 @@ POSE_SPACE_VERSION = 4
 FOREARM_VERSION = 2
 # Bump when splay or the pose families change (keys of configs that use them; never the paper's).
 POSE_OPTIONS_VERSION = 1
+# The same for the per-pose hand shapes (in the key only when [hand.shape] has ranges).
+SHAPE_VERSION = 1
 
 
 def _pose_options_on(cfg: Config) -> bool:
@@ -60,6 +62,11 @@ class Prepared:
     base_vertices: np.ndarray  # (P, Nb, 3) float32, hand frame, metres
     keypoints: np.ndarray  # (P, 21, 3) float32
     key: str
+    # With [hand.shape] (datagen.poses.shapes): each pose's phenotypes and its open hand's sizes.
+    shape_names: np.ndarray | None = None  # (K,) str: the hand model's phenotypes
+    shape_values: np.ndarray | None = None  # (P, K) float64
+    shape_measure_names: np.ndarray | None = None  # (M,) str (datagen.poses.shapes.MEASURE_NAMES)
+    shape_measures: np.ndarray | None = None  # (P, M) float64, metres
 
     def dense_vertices(self, pose_id: int) -> np.ndarray:
         return self.asset.dense(self.base_vertices[pose_id].astype(np.float64))
@@ -106,6 +113,9 @@ def _pose_space_digest(cfg: Config) -> str:
     if cfg.hand.forearm:
         hand["seed"] = cfg.seed
         hand["forearm_version"] = FOREARM_VERSION
+    if cfg.hand.shape:  # the shapes are drawn from the seed
+        hand["seed"] = cfg.seed
+        hand["shape_version"] = SHAPE_VERSION
     payload = {
         "hand": hand,
         "poses": _paper_keys(cfg),
@@ -134,9 +144,11 @@ def save_prepared(p: Prepared, cache_dir: Path) -> None:
     asset_path, poses_path = prepared_paths(cache_dir, p.key)
     asset_path.parent.mkdir(parents=True, exist_ok=True)
     p.asset.save(asset_path)
+    shape = {k: getattr(p, k) for k in ("shape_names", "shape_values", "shape_measure_names", "shape_measures")
+             if getattr(p, k) is not None}
     atomic.save_npz(poses_path, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
                     finger_state=p.finger_state, canonical=p.canonical,
-                    base_vertices=p.base_vertices, keypoints=p.keypoints)
+                    base_vertices=p.base_vertices, keypoints=p.keypoints, **shape)
 
 
 def load_prepared_files(asset_path: Path, poses_path: Path, key: str) -> Prepared:
@@ -164,6 +176,18 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
                            cfg.hand.forearm_length_m if cfg.hand.forearm else None)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
     angles = hand_model_entry(cfg.hand.model).pose_angles
+    if cfg.hand.shape:  # one drawn hand per canonical pose (datagen.poses.shapes)
+        from datagen.poses.shapes import MEASURE_NAMES, build_shaped_table
+
+        st = build_shaped_table(hand, asset, cfg, hand_model_entry(cfg.hand.model).phenotypes, angles, progress)
+        t = st.table
+        p = Prepared(asset=asset, ids=t.ids, pose_a=t.pose_a, pose_b=t.pose_b, t=t.t, rotations=t.rotations,
+                     finger_state=t.finger_state, canonical=t.canonical, base_vertices=st.base_vertices,
+                     keypoints=st.keypoints, key=key, shape_names=np.asarray(st.shape_names),
+                     shape_values=st.shape_values, shape_measure_names=np.asarray(MEASURE_NAMES),
+                     shape_measures=st.shape_measures)
+        save_prepared(p, cache_dir)
+        return p
     table = build_pose_table(hand, cfg.poses.interpolation_steps, angles)
     if cfg.poses.splay:
         from datagen.poses.splay import splay_pose_table

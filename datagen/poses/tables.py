@@ -52,6 +52,11 @@ class HandTables:
     rotations: np.ndarray
     base_vertices: np.ndarray  # (P, Nb, 3) float32
     keypoints: np.ndarray  # (P, 21, 3) float32
+    # With [hand.shape] (datagen.poses.shapes), else None: per pose phenotypes and open-hand sizes.
+    shape_names: np.ndarray | None = None
+    shape_values: np.ndarray | None = None
+    shape_measure_names: np.ndarray | None = None
+    shape_measures: np.ndarray | None = None
     _rows: np.ndarray = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -60,6 +65,16 @@ class HandTables:
     @property
     def n_poses(self) -> int:
         return len(self.ids)
+
+    def shape_record(self, pose_id: int) -> dict | None:
+        """The item JSON's `shape` record of a pose (datagen.hand.shape), None without shapes."""
+        if self.shape_values is None:
+            return None
+        from datagen.hand.shape import shape_record
+
+        m = dict(zip((str(n) for n in self.shape_measure_names), self.shape_measures[pose_id]))
+        return shape_record([str(n) for n in self.shape_names], self.shape_values[pose_id],
+                            m["hand_length_m"], m["palm_width_m"])
 
     def dense(self, base: np.ndarray) -> np.ndarray:
         """Dense vertices (Nd, 3) float64 = D @ base (CSR product in numpy)."""
@@ -98,6 +113,7 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
         wrist_joint=int(h["wrist_vertex"]) < 0, licence=ast.literal_eval(str(h["licence"])), versions=ast.literal_eval(str(h["versions"])),
         ids=p["ids"], pose_a=p["pose_a"], pose_b=p["pose_b"], t=p["t"], rotations=p["rotations"],
         base_vertices=p["base_vertices"], keypoints=p["keypoints"],
+        **{k: p[k] for k in ("shape_names", "shape_values", "shape_measure_names", "shape_measures") if k in p},
     )
 
 
@@ -106,7 +122,7 @@ def _index_path(cache_dir: Path, cfg) -> Path:
     forearm's wrist angles are drawn from the config's seed, so with any of them on the seed is
     part of the name (the paper's table does not depend on it, and its index name is unchanged)."""
     on = (getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
-          or getattr(cfg.hand, "forearm", False))
+          or getattr(cfg.hand, "forearm", False) or getattr(cfg.hand, "shape", None))
     from datagen.config import tables_config
 
     cfg = tables_config(cfg)  # render-only [hand] keys (left_share) do not change the tables

@@ -97,10 +97,11 @@ def pose_mesh(asset: HandAsset, pose: int):
 
 
 def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 64, seed: int = 0,
-                    left=(), jitter=None) -> Path:
+                    left=(), jitter=None, shapes: bool = False) -> Path:
     """Write a complete RENDER_DIR (docs/ARCHITECTURE.md) for the toy hand; items (pose, view)
     in `left` are left hands (the mirrored mesh, datagen.labels.handedness).  `jitter`: a
-    CameraJitterConfig; every item then has its own camera (datagen.cameras.jitter)."""
+    CameraJitterConfig; every item then has its own camera (datagen.cameras.jitter).  `shapes`: as with
+    [hand.shape], per-pose shapes in poses.npz and each item's `shape` record."""
     from datagen.labels.handedness import handed_mesh, handed_points
 
     left = {tuple(x) for x in left}
@@ -116,8 +117,18 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
     P = max(n_poses, 3)
     pose_a = np.arange(P)
     pose_a[2] = 1  # pose 2 repeats pose 1's finger states (the real table repeats 285 poses)
+    shape = {}
+    if shapes:
+        from datagen.hand.shape import draw_phenotypes
+
+        names = ("gender", "height")
+        lengths = np.linspace(0.16, 0.20, P)  # across the three bands
+        shape = dict(shape_names=np.asarray(names),
+                     shape_values=draw_phenotypes(pose_a, seed, names, {}, {"gender": (0.0, 1.0), "height": (0.3, 0.7)}),
+                     shape_measure_names=np.asarray(["hand_length_m", "palm_width_m"]),
+                     shape_measures=np.stack([lengths, np.full(P, 0.065)], 1))
     np.savez(root / "poses.npz", ids=np.arange(P), pose_a=pose_a, pose_b=pose_a, t=np.zeros(P),
-             rotations=np.tile(np.eye(3), (P, 16, 1, 1)))
+             rotations=np.tile(np.eye(3), (P, 16, 1, 1)), **shape)
     hdris = [{"name": "studio", "file": "studio.exr", "licence": "CC0-1.0"},
              {"name": "forest", "file": "forest.hdr", "licence": "CC0-1.0"}]
     cams = {"width": size, "height": size}
@@ -177,6 +188,10 @@ def make_render_dir(root: Path, n_poses: int = 3, n_views: int = 4, size: int = 
                       "mask_area_px": int(r.mask.sum()), "render": {"samples": 16}, "versions": {"bpy": "toy"}}
             if jit is not None:
                 labels["camera_jitter"] = jit
+            if shapes:
+                from datagen.hand.shape import shape_record
+
+                labels["shape"] = shape_record(names, shape["shape_values"][p], *shape["shape_measures"][p])
             (Path(str(base) + ".json")).write_text(json.dumps(labels))
     return root
 
