@@ -23,7 +23,9 @@ longitudes); view side (palm / side / back, from the cosine between the hand fra
 normal and the unit vector from the wrist - the hand frame's origin and the camera sphere's
 centre - to the camera: palm > 0.5, back < -0.5, else side); skin tone band (melanin of the
 item's `skin` record: light [0, 1/3), medium [1/3, 2/3), dark [2/3, 1]); handedness (only when
-the labels carry a `handedness` field).
+the labels carry a `handedness` field); shape band (only with `[hand.shape]`: the item's
+`shape.band`, small / medium / large by hand length, datagen.hand.shape; with --compare also
+paired per band of this run).
 
 Writes OUT/results.json (definitions, every group, every item) and OUT/contact_sheet.png (the
 misses with our 2D label skeleton, then the detections with item PCK@0.1 below --low-pck, label
@@ -162,6 +164,10 @@ def view_side(cos: float, limit: float = SIDE_COS) -> str:
     if cos < -limit:
         return "back"
     return "side"
+
+
+# Shape bands of the item JSON's `shape` record (datagen.hand.shape.BAND_NAMES; hand length).
+SHAPE_BANDS = ("small", "medium", "large")
 
 
 def tone_band(melanin: float) -> str:
@@ -515,6 +521,8 @@ def evaluate_item(lab: dict, det: dict, n_longitudes: int, latitudes_deg, image:
         "palm_cos": cos, "side": view_side(cos),
         "melanin": float(lab["skin"]["melanin"]), "tone": tone_band(lab["skin"]["melanin"]),
         "handedness": lab.get("handedness"),
+        "shape_band": (lab.get("shape") or {}).get("band"),
+        "hand_length_m": (lab.get("shape") or {}).get("hand_length_m"),
         "visible": vis.tolist(), "n_visible": int(vis.sum()),
         "box_px": keypoint_box_size(gt),
         "detected": bool(det["detected"]),
@@ -712,6 +720,13 @@ def run(args) -> int:
             notes.append(f"   ({len(records) - len(labelled)} items have no handedness field)")
     else:
         notes.append("-- handedness: the labels have no `handedness` field (all right hands); group skipped")
+    band_rows = None
+    shaped = [r for r in records if r.get("shape_band") is not None]
+    if shaped:
+        band_rows = group_by(shaped, "shape_band", [b for b in SHAPE_BANDS if any(r["shape_band"] == b for r in shaped)])
+        groups.append(("shape band (label shape.band: hand length, datagen.hand.shape)", band_rows))
+    else:
+        notes.append("-- shape band: the labels have no `shape` record (one hand shape); group skipped")
     det_hand = [r["det_handedness"] for r in records if r["detected"]]
     if det_hand:
         counts = {h: det_hand.count(h) for h in sorted(set(map(str, det_hand)))}
@@ -754,7 +769,8 @@ def run(args) -> int:
             "low_pck": args.low_pck,
         },
         "summary": overall,
-        "groups": {"latitude": ring_rows, "side": side_rows, "tone": tone_rows, "handedness": hand_rows},
+        "groups": {"latitude": ring_rows, "side": side_rows, "tone": tone_rows, "handedness": hand_rows,
+                   "shape_band": band_rows},
         "handedness_agreement": agreement,
         "per_keypoint": kp_rows,
         "contact_sheet": str(sheet_path),
@@ -769,6 +785,23 @@ def run(args) -> int:
         comp["base"] = str(args.compare)
         results["paired_compare"] = comp
         print(format_compare(comp, args.compare))
+        if shaped:  # the same items, split by this run's shape band (the base may have one hand)
+            by_band = {}
+            for band in SHAPE_BANDS:
+                mine = [r for r in results["items"] if r.get("shape_band") == band]
+                keys = {(r["pose_id"], r["view_id"]) for r in mine}
+                base = [r for r in base_items if (r["pose_id"], r["view_id"]) in keys]
+                if mine and base:
+                    by_band[band] = {"here": summarize(mine), "base": summarize(base),
+                                     "paired": paired_compare(mine, base)}
+            results["paired_compare_by_shape_band"] = by_band
+            print("paired, by this run's shape band (base = the same items in the base run):")
+            print(f"  {'band':<8}{'items':>6}{'detect':>8}{'base':>7}{'pck01':>8}{'base':>7}   d_detect [95% CI]")
+            for band, c in by_band.items():
+                h, b, d = c["here"], c["base"], c["paired"]["diff"]["detect_rate"]
+                print(f"  {band:<8}{h['items']:>6}{h['detect_rate']:>8.3f}{b['detect_rate']:>7.3f}"
+                      f"{_f(h['pck01']):>8}{_f(b['pck01']):>7}   {d['value']:+.3f} [{d['ci95'][0]:+.3f}, "
+                      f"{d['ci95'][1]:+.3f}]")
     res_path = out / "results.json"
     tmp = res_path.with_name(f".{res_path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(results, indent=1))

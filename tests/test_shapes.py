@@ -139,3 +139,23 @@ def test_shape_fields_travel_json_to_shards_to_reader(tmp_path):
     plain = make_render_dir(tmp_path / "plain", n_poses=3, n_views=2)
     run_pack(plain, tmp_path / "ds3")
     assert "shape" not in HandShards(tmp_path / "ds3").read_sample(0)
+
+
+def test_shaped_poses_stay_within_the_penetration_limit(shaped, prepared):
+    """A hand that would push a finger > 2 mm into another part is redrawn (datagen.poses.shapes)."""
+    from datagen.poses.collision import PenetrationChecker
+    from datagen.poses.shapes import PENETRATION_LIMIT_M
+
+    a = prepared.asset
+    checker = PenetrationChecker(a.dense_faces, a.dense_part, a.dense(a.rest_base_vertices))
+    _, st = shaped
+    for V in st.base_vertices:
+        found = checker.pose_penetration(a.dense(V.astype(np.float64)))
+        assert max((d for _, _, d, _ in found), default=0.0) <= PENETRATION_LIMIT_M
+
+
+def test_shape_report_needs_shapes_and_says_so(capsys):
+    from datagen.poses.__main__ import main
+
+    assert main(["--shapes"]) == 2
+    assert "[hand.shape]" in capsys.readouterr().err

@@ -47,16 +47,25 @@ def draw_phenotypes(canonical: np.ndarray, seed: int, names: tuple[str, ...], ba
     `names`: the hand model's phenotypes (the draw order); `base`: their [hand.phenotype]
     values (used where `ranges` has no entry); `ranges`: [hand.shape]."""
     canonical = np.asarray(canonical, dtype=np.int64)
-    lo = np.array([ranges[n][0] if n in ranges else base[n] for n in names], dtype=np.float64)
-    hi = np.array([ranges[n][1] if n in ranges else base[n] for n in names], dtype=np.float64)
     out = np.empty((len(canonical), len(names)))
     drawn: dict[int, np.ndarray] = {}
     for i, c in enumerate(canonical.tolist()):
         if c not in drawn:
-            u = np.random.default_rng(np.random.SeedSequence([int(seed), int(c), SHAPE_STREAM])).random(len(names))
-            drawn[c] = lo + u * (hi - lo)
+            drawn[c] = draw_phenotype(c, seed, names, base, ranges)
         out[i] = drawn[c]
     return out
+
+
+def draw_phenotype(canonical_id: int, seed: int, names: tuple[str, ...], base: dict[str, float],
+                   ranges: dict[str, tuple[float, float]], attempt: int = 0) -> np.ndarray:
+    """(K,) one canonical pose's phenotypes; `attempt` k > 0 is the k-th redraw (from
+    SeedSequence([seed, canonical id, SHAPE_STREAM, k]): datagen.poses.shapes redraws a hand
+    that would make its pose interpenetrate)."""
+    lo = np.array([ranges[n][0] if n in ranges else base[n] for n in names], dtype=np.float64)
+    hi = np.array([ranges[n][1] if n in ranges else base[n] for n in names], dtype=np.float64)
+    words = [int(seed), int(canonical_id), SHAPE_STREAM] + ([int(attempt)] if attempt else [])
+    u = np.random.default_rng(np.random.SeedSequence(words)).random(len(names))
+    return lo + u * (hi - lo)
 
 
 FINGER_KEYPOINTS = {"thumb": (1, 2, 3, 4), "index": (5, 6, 7, 8), "middle": (9, 10, 11, 12),
@@ -106,5 +115,6 @@ def shape_record(names, values, hand_length_m: float, palm_width_m: float) -> di
             "palm_width_m": round(float(palm_width_m), 6)}
 
 
-__all__ = ["ANTHROPOMETRY_MM", "BAND_EDGES_MM", "BAND_NAMES", "BONE_NAMES", "SHAPE_STREAM", "draw_phenotypes",
+__all__ = ["ANTHROPOMETRY_MM", "BAND_EDGES_MM", "BAND_NAMES", "BONE_NAMES", "SHAPE_STREAM", "draw_phenotype",
+           "draw_phenotypes",
            "hand_measures", "shape_band", "shape_record"]

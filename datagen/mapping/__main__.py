@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
                          "datagen.mapping.mano.mirror_mano) instead")
     ap.add_argument("--config", help="config TOML (default: configs/default.toml)")
     ap.add_argument("--cache-dir", help="cache root (default: $HANDSYNTH_CACHE or <repo>/cache)")
+    ap.add_argument("--posed-surface", type=int, metavar="STRIDE", default=0,
+                    help="also measure the mapped surface against the posed dense surface on every STRIDE-th "
+                         "pose (1 = all; seconds per pose): the mapping's error over poses and, with [hand.shape], "
+                         "over the hand shapes")
     args = ap.parse_args(argv)
     from datagen.config import ConfigError, load_config
     from datagen.poses.prepared import prepare_poses
@@ -44,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot build the {'mano' if mano_path else 'open778'} mapping: {exc}", file=sys.stderr)
         return 1
     print(format_report(m))
+    if args.posed_surface:
+        if args.posed_surface < 1:
+            print("error: --posed-surface STRIDE must be >= 1", file=sys.stderr)
+            return 2
+        from datagen.mapping.posed import posed_surface_errors
+
+        e = posed_surface_errors(prepared, m, range(0, len(prepared.ids), args.posed_surface), progress=True)
+        worst = int(e["poses"][e["max_mm"].argmax()])
+        print(f"posed surface (mapped mesh vs posed dense surface) over {len(e['poses'])} poses "
+              f"(every {args.posed_surface}th): mean of per-pose means {e['mean_mm'].mean():.3f} mm "
+              f"(largest {e['mean_mm'].max():.3f}), max {e['max_mm'].max():.3f} mm (pose {worst})")
+        print(f"posed_poses={len(e['poses'])} posed_surface_mean_mm={e['mean_mm'].mean():.3f} "
+              f"posed_surface_max_mm={e['max_mm'].max():.3f}")
     return 0
 
 

@@ -4,6 +4,8 @@
     python -m datagen.poses --sheet X.png   # the 32 base poses and one interpolated sequence
     python -m datagen.poses --export X.npz  # the pose table
 
+    python -m datagen.poses --shapes --config configs/shapes.toml   # hand sizes over the drawn shapes
+
 `--config configs/splay.toml` (finger splay) or `configs/families.toml` (pose families after
 id 1519) report, draw and export those tables instead (docs/POSES.md "Options beyond the paper").
 """
@@ -59,6 +61,33 @@ def write_pose_sheet(prepared, path, size: int = 160, splay: bool = False, famil
     iio.imwrite(path, grid(tiles, 8))
 
 
+def shape_report(prepared, cfg) -> str:
+    """Sizes of the drawn hands (one per canonical pose, open hand) against adult anthropometry."""
+    from datagen.hand.shape import ANTHROPOMETRY_MM, BAND_EDGES_MM, BAND_NAMES, shape_band
+
+    rows = np.unique(prepared.canonical)
+    m = {str(n).removesuffix("_m"): prepared.shape_measures[rows, i] * 1e3
+         for i, n in enumerate(prepared.shape_measure_names)}
+    ranges = ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in cfg.hand.shape.items())
+    lines = [f"hand shapes: {len(rows)} drawn hands (one per canonical pose), ranges: {ranges}; others at "
+             f"[hand.phenotype]", "", f"{'measure (mm, open hand)':<28}{'p5':>8}{'p50':>8}{'p95':>8}"]
+    pct = {k: np.percentile(v, [5, 50, 95]) for k, v in m.items()}
+    for k, (a, b, c) in pct.items():
+        lines.append(f"{k:<28}{a:8.1f}{b:8.1f}{c:8.1f}")
+    lines += ["", "published adult hands (Pheasant & Haslegrave, Bodyspace 3rd ed. 2006; British adults 19-65):"]
+    for k, by in ANTHROPOMETRY_MM.items():
+        for who, (a, b, c) in by.items():
+            lines.append(f"{k + ' ' + who:<28}{a:8.1f}{b:8.1f}{c:8.1f}")
+    bands = [shape_band(x / 1e3) for x in m["hand_length"]]
+    lines.append("")
+    lines.append("shape bands (hand length edges " + " / ".join(f"{e:g}" for e in BAND_EDGES_MM) + " mm): "
+                 + ", ".join(f"{b} {bands.count(b)}" for b in BAND_NAMES))
+    hl, pb = pct["hand_length"], pct["palm_breadth"]
+    lines.append(f"shapes={len(rows)} hand_length_mm={hl[0]:.1f}/{hl[1]:.1f}/{hl[2]:.1f} "
+                 f"palm_breadth_mm={pb[0]:.1f}/{pb[1]:.1f}/{pb[2]:.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     setup_logging()
     from datagen.poses.prepared import prepare_poses
@@ -68,13 +97,26 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="measure interpenetration of all poses and print it")
     ap.add_argument("--export", metavar="PATH", help="write the pose table (.npz: ids, provenance, rotations, keypoints)")
     ap.add_argument("--sheet", metavar="PNG", help="draw the 32 base poses and one interpolated sequence")
+    ap.add_argument("--shapes", action="store_true",
+                    help="with [hand.shape]: hand length, palm width/breadth and bone lengths over the drawn "
+                         "shapes (5th/50th/95th percentiles) against published adult anthropometry")
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
     from datagen.config import load_config
 
     from datagen.poses.prepared import default_cache_dir
 
-    cfg = load_config(args.config)
+    from datagen.config import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.shapes and not cfg.hand.shape:
+        print("error: --shapes needs a config with [hand.shape] ranges (e.g. --config configs/shapes.toml)",
+              file=sys.stderr)
+        return 2
     cache = Path(args.cache) if args.cache else default_cache_dir()
     prepared = prepare_poses(cfg, cache_dir=cache, progress=True)
     if args.export:
@@ -88,7 +130,9 @@ def main(argv=None) -> int:
     problems = check_limits(hand_model_entry(cfg.hand.model).pose_angles)  # the model's own tables
     for p in problems:
         print("joint limit:", p)
-    if args.report or not (args.export or args.sheet):
+    if args.shapes:
+        print(shape_report(prepared, cfg))
+    if args.report or not (args.export or args.sheet or args.shapes):
         from datagen.poses.collision import penetration_report
 
         report = penetration_report(prepared, progress=True, cache_dir=cache)

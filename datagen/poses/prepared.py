@@ -33,7 +33,7 @@ FOREARM_VERSION = 2
 # Bump when splay or the pose families change (keys of configs that use them; never the paper's).
 POSE_OPTIONS_VERSION = 1
 # The same for the per-pose hand shapes (in the key only when [hand.shape] has ranges).
-SHAPE_VERSION = 1
+SHAPE_VERSION = 2
 
 
 def _pose_options_on(cfg: Config) -> bool:
