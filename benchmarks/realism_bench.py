@@ -22,7 +22,9 @@ Groups: overall; per keypoint (21, FreiHAND order); latitude ring (lat_index = v
 longitudes); view side (palm / side / back, from the cosine between the hand frame's +z = palm
 normal and the unit vector from the wrist - the hand frame's origin and the camera sphere's
 centre - to the camera: palm > 0.5, back < -0.5, else side); skin tone band (melanin of the
-item's `skin` record: light [0, 1/3), medium [1/3, 2/3), dark [2/3, 1]); handedness (only when
+item's `skin` record: light [0, 1/3), medium [1/3, 2/3), dark [2/3, 1]); hand size in the frame
+(larger side of the label's 21-keypoint box over the larger image side: small < 0.4, medium
+0.4-0.6, large >= 0.6 - what camera variety, `[cameras.jitter]`, changes); handedness (only when
 the labels carry a `handedness` field); shape band (only with `[hand.shape]`: the item's
 `shape.band`, small / medium / large by hand length, datagen.hand.shape; with --compare also
 paired per band of this run).
@@ -66,6 +68,7 @@ PCK_ALPHA = 0.1
 SIDE_COS = 0.5  # |cos| above this: palm / back; else side
 TONE_BANDS = (("light", 0.0, 1 / 3), ("medium", 1 / 3, 2 / 3), ("dark", 2 / 3, 1.0))
 SIDES = ("palm", "side", "back")
+SIZE_BANDS = (("small", 0.0, 0.4), ("medium", 0.4, 0.6), ("large", 0.6, math.inf))  # keypoint box / image side
 
 KEYPOINT_NAMES = tuple(_KEYPOINT_NAMES)  # FreiHAND order (datagen.hand.base)
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
@@ -113,6 +116,14 @@ def sample_items(n_poses: int, n_views: int, n: int, seed: int) -> list[tuple[in
         used.add((p, v))
         out.append((p, v))
     return sorted(out)
+
+
+def size_band(box_frac: float) -> str:
+    """Hand size band from the keypoint box's larger side over the larger image side."""
+    f = float(box_frac)
+    if not f >= 0.0:
+        raise BenchError(f"keypoint box fraction {f} is not >= 0")
+    return next(name for name, lo, hi in SIZE_BANDS if lo <= f < hi)
 
 
 def keypoint_box_size(kp2d: np.ndarray) -> float:
@@ -525,11 +536,13 @@ def evaluate_item(lab: dict, det: dict, n_longitudes: int, latitudes_deg, image:
         "hand_length_m": (lab.get("shape") or {}).get("hand_length_m"),
         "visible": vis.tolist(), "n_visible": int(vis.sum()),
         "box_px": keypoint_box_size(gt),
+        "box_frac": keypoint_box_size(gt) / max(lab.get("image_size") or [256, 256]),
         "detected": bool(det["detected"]),
         "det_handedness": det.get("handedness_unmirrored"), "det_score": det.get("score"),
         "pred_2d": det.get("keypoints_2d"),
         "correct": None, "errors_px": None, "pck01": None,
     }
+    rec["size"] = size_band(rec["box_frac"])
     if rec["detected"]:
         correct, err, _ = pck_correct(det["keypoints_2d"], gt, vis)
         rec.update(correct=correct.tolist(), errors_px=err.tolist(),
@@ -706,10 +719,14 @@ def run(args) -> int:
     side_rows = {side_names[k]: v for k, v in group_by(records, "side", SIDES).items()}
     tone_names = {n: f"{n} (melanin {lo:.2f}-{hi:.2f})" for n, lo, hi in TONE_BANDS}
     tone_rows = {tone_names[k]: v for k, v in group_by(records, "tone", [n for n, _, _ in TONE_BANDS]).items()}
+    size_names = {n: f"{n} (box {lo:.1f}-{hi:.1f})" if math.isfinite(hi) else f"{n} (box >= {lo:.1f})"
+                  for n, lo, hi in SIZE_BANDS}
+    size_rows = {size_names[k]: v for k, v in group_by(records, "size", [n for n, _, _ in SIZE_BANDS]).items()}
     groups = [("", {"overall": overall}),
               (f"latitude ring (lat_index = view_id // {n_lon})", ring_rows),
               ("view side (cos of palm normal +z and wrist->camera)", side_rows),
-              ("skin tone (item skin.melanin)", tone_rows)]
+              ("skin tone (item skin.melanin)", tone_rows),
+              ("hand size (keypoint box side / image side)", size_rows)]
     notes = []
     hand_rows = None
     labelled = [r for r in records if r["handedness"] is not None]
@@ -766,11 +783,12 @@ def run(args) -> int:
             "side": f"cos = palm normal (+z) . unit(wrist -> camera); palm if > {SIDE_COS}, back if < -{SIDE_COS}, "
                     "else side",
             "tone": {n: [lo, hi] for n, lo, hi in TONE_BANDS},
+            "size": {n: [lo, hi if math.isfinite(hi) else None] for n, lo, hi in SIZE_BANDS},
             "low_pck": args.low_pck,
         },
         "summary": overall,
-        "groups": {"latitude": ring_rows, "side": side_rows, "tone": tone_rows, "handedness": hand_rows,
-                   "shape_band": band_rows},
+        "groups": {"latitude": ring_rows, "side": side_rows, "tone": tone_rows, "size": size_rows,
+                   "handedness": hand_rows, "shape_band": band_rows},
         "handedness_agreement": agreement,
         "per_keypoint": kp_rows,
         "contact_sheet": str(sheet_path),

@@ -112,6 +112,13 @@ def test_view_side_from_camera_direction():
         assert rb.view_side(round(c, 12)) == side, d
 
 
+def test_size_bands():
+    assert [rb.size_band(f) for f in (0.0, 0.39, 0.4, 0.59, 0.6, 1.2)] == \
+        ["small", "small", "medium", "medium", "large", "large"]
+    with pytest.raises(rb.BenchError):
+        rb.size_band(float("nan"))
+
+
 def test_tone_bands():
     assert [rb.tone_band(m) for m in (0.0, 0.33, 1 / 3, 0.5, 0.66, 2 / 3, 1.0)] == \
         ["light", "light", "medium", "medium", "medium", "dark", "dark"]
