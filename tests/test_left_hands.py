@@ -254,9 +254,11 @@ def test_evaluate_and_predict_take_left_hands(left_ds, tmp_path):
     out = tmp_path / "run"
     assert train_main(["--data", str(left_ds), "--out", str(out), "--encoder", "ghoststack", "--batch-size", "2",
                        "--workers", "0", "--split-fractions", "0.7", "0.3", "0", "--samples-per-epoch", "6",
-                       "--milestones", "1", "--consistency-from-epoch", "1", "--val-every", "0", "--threads", "1",
-                       "--no-progress", "--epochs", "1"]) == 0
+                       "--milestones", "1", "--consistency-from-epoch", "1", "--val-every", "1", "--val-max", "8",
+                       "--threads", "1", "--no-progress", "--epochs", "1"]) == 0
     assert 'left_hands = "flip"' in (out / "config.toml").read_text()
+    val = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(val["left/pa_mpjpe_mm"]) and np.isfinite(val["right/pa_mpjpe_mm"])  # per hand
     ck = str(out / "model.pt")
     reports = {}
     for hand in ("auto", "right"):

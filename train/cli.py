@@ -87,7 +87,9 @@ def make_task(cfg: dict, template, val_sources=None, val_full=None) -> Task:
             for name, met in res.items():
                 met.pop("_predictions", None)
                 pre = "" if len(res) == 1 else name.replace(":", "_") + "/"
+                by_hand = met.pop("by_handedness", None) or {}  # both hands in the data: each one's metrics too
                 flat.update({pre + k: v for k, v in met.items()})
+                flat.update({f"{pre}{hand}/{k}": v for hand, hm in by_hand.items() for k, v in hm.items()})
             return flat
 
     extra = {"template": template.to_dict()}
