@@ -9,7 +9,8 @@ room for more), so every other draw stays bit-identical and any item is rebuilt 
 
 1. distance: the camera moves along its optical axis, away from (scale > 1) or towards the
    point it aims at; the aim's depth d becomes `distance_scale * d` (t_z += (scale - 1) d).
-   The aim is the palm centre (every sampler's views are aimed at it by convention).
+   d is the palm centre's depth: the hemisphere aims at it; another sampler's camera still
+   moves along its own axis, by (scale - 1) d.
 2. roll: the camera turns by `roll_deg` about its optical axis (R' = Rz R, t' = Rz t); the
    image turns the other way (+roll: the hand turns clockwise in the image).
 3. focal: f' = `focal_scale` f (fx = fy), drawn uniformly in [lo, min(hi, cap)], where cap is
