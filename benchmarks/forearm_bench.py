@@ -155,12 +155,16 @@ def wrist_grid(cfg, flexions, deviations, poses, view_step: int = 1) -> list[dic
             in_frame = np.zeros(len(views.R), bool)
             clearance = np.inf
             hides = []
+            crossing = 0
             for k, p in enumerate(poses):
                 V = asset.dense(Vb[k])
                 in_frame |= faces_in_frame(V, cut, views)
                 clearance = min(clearance, float(closest_points(V, arm_faces, centres)[2].min()))
                 for v in sub:
                     cam = V @ views.R[v].T + views.t[v]
+                    if cam[:, 2].min() <= 0:  # the arm reaches behind the camera: the labeller refuses it
+                        crossing += 1
+                        continue
                     full = rasterize(cam, F, views.K, views.width, views.height).face
                     if (p, v) not in alone:
                         alone[(p, v)] = int((rasterize(cam, F[~face_arm], views.K, views.width,
@@ -170,10 +174,13 @@ def wrist_grid(cfg, flexions, deviations, poses, view_step: int = 1) -> list[dic
             hides = np.asarray(hides)
             rows.append({"flexion_deg": float(f), "deviation_deg": float(d),
                          "cut_end_views": int(in_frame.sum()), "camera_clearance_m": clearance,
-                         "arm_hides_half": float((hides > 0.5).mean()), "mean_hidden": float(hides.mean())})
+                         "arm_hides_half": float((hides > 0.5).mean()) if len(hides) else float("nan"),
+                         "mean_hidden": float(hides.mean()) if len(hides) else float("nan"),
+                         "items_crossing_camera_plane": crossing})
             print(f"flexion {f:+6.1f} deviation {d:+6.1f}: cut end in frame in {in_frame.sum():3d}/{len(views.R)} "
                   f"views, camera clearance {clearance * 100:5.1f} cm, arm hides > 1/2 in "
-                  f"{rows[-1]['arm_hides_half']:.3f} (mean hidden {hides.mean():.3f})", flush=True)
+                  f"{rows[-1]['arm_hides_half']:.3f} (mean hidden {rows[-1]['mean_hidden']:.3f}); "
+                  f"{crossing}/{crossing + len(hides)} items with the arm behind the camera plane", flush=True)
     return rows
 
 
