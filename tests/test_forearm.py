@@ -170,3 +170,16 @@ def test_arm_through_the_extended_elbow(config):
     assert np.linalg.norm(rim.mean(0)) < 0.01 and 0.03 < np.linalg.norm(rim - rim.mean(0), axis=1).mean() < 0.07
     with pytest.raises(ForearmError, match="hand.forearm_length_m"):
         load_hand_model(config.hand.model, config.hand.phenotype, forearm_length_m=0.26)  # at the elbow
+
+
+def test_forearm_config_file_is_the_measured_option():
+    # configs/forearm.toml: the option docs/REALISM.md measured (arm on, longest forearm, wrist extended).
+    from pathlib import Path
+
+    from datagen.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "forearm.toml")
+    default = load_config(None)
+    assert cfg.hand.forearm and cfg.hand.forearm_length_m == 0.23 and "part_mask" in cfg.render.label_passes
+    assert cfg.hand.wrist_flexion_deg == (-60.0, -30.0) and cfg.hand.wrist_deviation_deg == (-10.0, 20.0)
+    assert cfg.cameras == default.cameras and cfg.poses == default.poses  # the paper's 1520 x 216 items
