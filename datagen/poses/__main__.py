@@ -26,7 +26,8 @@ def write_pose_sheet(prepared, path, size: int = 160, splay: bool = False, famil
     """The 32 base poses (palm-side three-quarter view) and the 7 -> 15 sequence of the paper's Fig. 11.
 
     With splay on, a row of base poses seen square onto the palm follows (the spread is in the
-    palm plane); with pose families ({name: count}, in id order after the paper's poses), up
+    palm plane); with hand shapes, a row of 8 poses whose hands span the drawn hand lengths
+    (shortest to longest, labelled with length and band); with pose families ({name: count}, in id order after the paper's poses), up
     to 8 poses of each family, one row per family.
     """
     import imageio.v3 as iio
@@ -54,6 +55,15 @@ def write_pose_sheet(prepared, path, size: int = 160, splay: bool = False, famil
         aim = a.palm_centre + np.array([0.0, 0.04, 0.0])  # between palm and fingertips
         Rp, tp = look_at(aim + np.array([0.0, 0.0, 0.6]), aim, (0, 1, 0))
         tiles += row([tile(pid, f"{pid} palm-on", Rp, tp) for pid in (0, 1, 16, 17, 2, 4, 8, 6)])
+    if getattr(prepared, "shape_measures", None) is not None:
+        # Hand shapes: 8 poses whose hands span the drawn hand lengths (shortest .. longest), then
+        # the same 8 hands' lengths in the labels; one row of the open-hand-like base poses too.
+        from datagen.hand.shape import shape_band
+
+        length = prepared.shape_measures[:, 0]
+        order = np.argsort(length, kind="stable")
+        picks = [int(order[round(q * (len(order) - 1))]) for q in np.linspace(0, 1, 8)]
+        tiles += row([tile(pid, f"{pid} {length[pid] * 1e3:.0f}mm {shape_band(length[pid])}") for pid in picks])
     start = len(prepared.ids) - sum((families or {}).values())  # the families follow the paper's poses
     for name, n in (families or {}).items():
         tiles += row([tile(pid, f"{pid} {name}") for pid in range(start, start + min(n, 8))])
