@@ -183,3 +183,36 @@ def test_forearm_config_file_is_the_measured_option():
     assert cfg.hand.forearm and cfg.hand.forearm_length_m == 0.23 and "part_mask" in cfg.render.label_passes
     assert cfg.hand.wrist_flexion_deg == (-60.0, -30.0) and cfg.hand.wrist_deviation_deg == (-10.0, 20.0)
     assert cfg.cameras == default.cameras and cfg.poses == default.poses  # the paper's 1520 x 216 items
+
+
+def test_shaped_forearm_follows_the_shaped_hand(forearm_hand):
+    """[hand.shape] with the forearm (datagen.hand.forearm.ForearmHand.shaped): the same base
+    vertices, the shaped hand's own, the forearm bone at the shaped wrist joint; built into the
+    shaped table in its own frame with the wrist angles of the one-hand table."""
+    from datagen.config import config_from_dict
+    from datagen.hand.asset import frame_like
+    from datagen.poses.shapes import build_shaped_table
+
+    hand, arm, asset = forearm_hand
+    big = {"gender": 0.0, "height": 0.7}
+    shaped_arm = frame_like(arm.shaped(big), asset)
+    shaped_hand = hand.shaped(big)
+    n = arm.n_hand
+    assert shaped_arm.rest_vertices.shape == arm.rest_vertices.shape
+    a, b = shaped_hand.rest_vertices, shaped_arm.rest_vertices[:n]  # same hand, another frame
+    assert np.allclose(np.linalg.norm(a - a.mean(0), axis=1), np.linalg.norm(b - b.mean(0), axis=1), atol=1e-9)
+    assert np.allclose(shaped_arm.rig.heads[shaped_arm.rig.forearm], 0)  # the wrist joint is its origin
+    r = shaped_arm.rig
+    assert np.allclose(0.5 * (r.heads[r.wrist] + r.tails[r.wrist]), 0)
+    # The bigger body's arm is wider than the mean one's (the forearm follows the phenotype).
+    width = lambda h: np.ptp(h.rest_vertices[arm.n_hand:][:, 0])  # noqa: E731
+    assert width(shaped_arm) > 1.03 * width(arm)
+    cfg = config_from_dict({"hand": {"forearm": True, "shape": {"gender": [0, 1], "height": [0.3, 0.7]}}})
+    st = build_shaped_table(arm, asset, cfg, ("gender", "age", "muscle", "weight", "height", "proportions"),
+                            pose_ids=[0, 700])
+    assert np.allclose(st.keypoints[:, 0], 0, atol=1e-6)  # the wrist joint centre of each shaped hand
+    from datagen.poses.wrist import draw_wrist_angles, forearm_rotation
+
+    w = draw_wrist_angles(np.array([0, 700]), cfg.seed, cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg)
+    for i in range(2):
+        assert np.allclose(st.table.rotations[i, arm.rig.forearm], forearm_rotation(w.flexion_deg[i], w.deviation_deg[i]))
