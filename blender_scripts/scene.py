@@ -67,6 +67,7 @@ from datagen.scene.skin import (
     crease_fields,
     nail_weights,
     tone,
+    tone_exposure_factor,
     vertex_weights,
 )
 
@@ -704,19 +705,22 @@ class SceneRenderer:
         return M
 
     def exposure(self, index: int, strength: float, centre: np.ndarray, M: np.ndarray,
-                 handedness: str = "right", lights_factor: float = 1.0) -> tuple[float, float, float]:
+                 handedness: str = "right", lights_factor: float = 1.0,
+                 tone_factor: float = 1.0) -> tuple[float, float, float]:
         """(effective strength, camera-side luminance, predicted skin irradiance) for HDRI
         `index` seen from the camera centre `centre` (hand frame; the item camera's), with the
         current pose on the mesh (the rule: [hdri] exposure, self.exposure_rule).
         `lights_factor` (>= 1): the extra lights' share of the predicted light on the skin
-        (datagen.scene.lights.exposure_factor); the rule exposes for the sum."""
+        (datagen.scene.lights.exposure_factor); the rule exposes for the sum.  `tone_factor`
+        (>= 1, "skin" rule): the skin tone's share of the target ([hdri] exposure_tone)."""
         probe = self._probes[index]
         side = probe.facing(M @ (centre - handed_points(self.tables.palm_centre, handedness)))
         normals, weights = self.visible_normals(centre, handedness)
         skin = probe.skin_irradiance(normals @ M.T, weights)
         mean = self.hdri_stats[index]["mean_luminance"]
         if self.exposure_rule == "skin":
-            scale = subject_exposure(skin * lights_factor, mean, self.cfg.hdri.exposure_target, SKIN_EXPOSURE_STOPS)
+            scale = subject_exposure(skin * lights_factor, mean, self.cfg.hdri.exposure_target * tone_factor,
+                                     SKIN_EXPOSURE_STOPS)
         else:
             base = self.hdri_stats[index]["exposure_scale"]
             lim = 2.0 ** SUBJECT_EXPOSURE_STOPS
@@ -963,8 +967,9 @@ class SceneRenderer:
         cam = self.item_camera(spec)
         M = self.set_camera(cam, spec.hdri_rotation_deg, spec.left)
         factor, facing = self.lights_factor(spec, cam.centre)
+        tone_f = tone_exposure_factor(spec.skin.melanin, spec.skin.redness, self.cfg.hdri.exposure_tone)
         eff, side, skin_e = self.exposure(spec.hdri_index, spec.hdri_strength, cam.centre, M, spec.handedness,
-                                          factor)
+                                          factor, tone_f)
         self.set_environment(spec.hdri_index, eff)
         scene_blocks = {}
         if cam.jitter is not None:  # only with [cameras.jitter] on: default items stay as they were
@@ -1004,7 +1009,8 @@ class SceneRenderer:
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(
             spec, labels, dense, self.tables, cam.K, cam.R, cam.t, v.width, v.height,
-            hdri=dict(self.hdri_record(spec, M, eff, side, skin_e), **({"lights_factor": factor} if spec.lights else {})),
+            hdri=dict(self.hdri_record(spec, M, eff, side, skin_e), **({"lights_factor": factor} if spec.lights else {}),
+                      **({"exposure_tone_factor": tone_f} if self.cfg.hdri.exposure_tone else {})),
             render=dict(self.render_settings(), cycles_seed=spec.cycles_seed), versions=self.versions, faces=faces,
             scene=scene_blocks))
         t2 = time.perf_counter()

@@ -130,6 +130,9 @@ class HdriConfig:
     exposure: str = "skin"
     # "skin" rule: predicted skin radiance over albedo the exposure aims at (docs/RENDERING.md).
     exposure_target: float = 0.9
+    # "skin" rule: share (0..1) of the skin tone's darkness the exposure makes up, in stops
+    # (datagen.scene.skin.tone_exposure_factor); 0 = expose relative to the albedo (docs/REALISM.md).
+    exposure_tone: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
-              ("hdri", "exposure_target"): 0.9, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
+              ("hdri", "exposure_target"): 0.9, ("hdri", "exposure_tone"): 0.0, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
               ("backgrounds", "sources"): [], ("backgrounds", "share"): 0.0, ("backgrounds", "scale"): [0.5, 1.0],
               ("backgrounds", "flip"): True,
               ("lights", "count"): [0, 0], ("lights", "types"): list(LIGHT_TYPES), ("lights", "power"): [0.25, 1.0],
@@ -620,6 +623,7 @@ def _validate(cfg: Config) -> Config:
     if d.exposure not in EXPOSURE_RULES:
         raise ConfigError(f"hdri.exposure = {d.exposure!r}: use one of {EXPOSURE_RULES}")
     _check_range("hdri.exposure_target", d.exposure_target, 0.01, 100.0)
+    _check_range("hdri.exposure_tone", d.exposure_tone, 0.0, 1.0)
 
     s = cfg.skin
     _check_interval("skin.melanin", s.melanin, 0.0, 1.0)

@@ -162,3 +162,21 @@ def test_crease_profile_is_a_line_or_a_double_line():
     assert double[300] < 0.02 and double[400] == pytest.approx(1.0) and double[200] == pytest.approx(1.0)
     _, wr = crease_profile(s, 0.0, 0.0005, wrinkle_period_m=0.0016)
     assert wr.max() == pytest.approx(1.0) and wr.min() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tone_exposure_factor_makes_up_the_chosen_share_of_the_tone():
+    # [hdri] exposure_tone: 0 leaves the exposure as it was; 1 brings every tone's dorsal albedo
+    # luminance to the lightest tone's; in between, that share of the difference in stops.
+    from datagen.config import ConfigError, config_from_dict
+    from datagen.scene.skin import REC709_LUMA, tone, tone_exposure_factor
+
+    assert tone_exposure_factor(0.9, 0.4, 0.0) == 1.0 and tone_exposure_factor(0.0, 0.4, 0.7) == pytest.approx(1.0)
+    lum = lambda m, h: float(tone(m, h) @ REC709_LUMA)  # noqa: E731
+    for m, h in ((0.3, 0.2), (0.8, 0.6), (1.0, 1.0)):
+        assert lum(m, h) * tone_exposure_factor(m, h, 1.0) == pytest.approx(lum(0.0, h))
+        assert tone_exposure_factor(m, h, 0.5) == pytest.approx(tone_exposure_factor(m, h, 1.0) ** 0.5)
+    f = [tone_exposure_factor(m, 0.5, 0.5) for m in np.linspace(0, 1, 11)]
+    assert all(b > a for a, b in zip(f, f[1:]))  # darker skin, more exposure
+    assert config_from_dict({}).hdri.exposure_tone == 0.0
+    with pytest.raises(ConfigError, match="hdri.exposure_tone"):
+        config_from_dict({"hdri": {"exposure_tone": 1.5}})

@@ -126,6 +126,21 @@ def tone(melanin: float, redness: float) -> np.ndarray:
     return A0 * np.exp(-(m * EM + h * EH))
 
 
+REC709_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
+
+def tone_exposure_factor(melanin: float, redness: float, share: float) -> float:
+    """Factor (>= 1) on the skin exposure target for a skin of this melanin ([hdri] exposure_tone
+    = `share` in [0, 1]): the lightest tone's dorsal albedo luminance over this one's, to the
+    power `share` - 0 leaves the exposure relative to the albedo (dark skin renders dark, the
+    default), 1 exposes every tone to the same radiance, as a camera metering the hand would;
+    in between, that share of the tone's darkness in stops is made up."""
+    if share == 0:
+        return 1.0
+    ratio = float(tone(0.0, redness) @ REC709_LUMA) / float(tone(melanin, redness) @ REC709_LUMA)
+    return float(ratio ** share)
+
+
 def linear_to_srgb8(rgb) -> np.ndarray:
     x = np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0)
     s = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
