@@ -54,8 +54,19 @@ class ArmOcclusion:
                 "cap_visible_items": int((self.cap_px[sel] > 0).sum())}
 
 
-def measure(prepared, views, poses: np.ndarray) -> ArmOcclusion:
+def _front_faces(cam: np.ndarray, faces: np.ndarray, views) -> np.ndarray:
+    """(H, W) front triangle per pixel (-1: none) of `faces` seen with camera-frame vertices `cam`."""
     from datagen.geometry.raster import rasterize
+
+    return rasterize(cam, faces, views.K, views.width, views.height).face
+
+
+def _hand_pixels(full: np.ndarray, face_arm: np.ndarray) -> int:
+    """Pixels of a whole-mesh rasterisation whose front triangle is the hand's (not the arm's)."""
+    return int((~face_arm[full[full >= 0]]).sum())
+
+
+def measure(prepared, views, poses: np.ndarray) -> ArmOcclusion:
     from datagen.mapping.open778 import cap_vertices
 
     a = prepared.asset
@@ -72,12 +83,10 @@ def measure(prepared, views, poses: np.ndarray) -> ArmOcclusion:
         V = prepared.dense_vertices(int(p))
         for v in range(len(views.R)):
             cam = V @ views.R[v].T + views.t[v]
-            full = rasterize(cam, F, views.K, views.width, views.height).face
-            only = rasterize(cam, hand_faces, views.K, views.width, views.height).face
-            hit = full >= 0
-            vis.append(int((~face_arm[full[hit]]).sum()))
-            capn.append(int(face_cap[full[hit]].sum()))
-            alone.append(int((only >= 0).sum()))
+            full = _front_faces(cam, F, views)
+            vis.append(_hand_pixels(full, face_arm))
+            capn.append(int(face_cap[full[full >= 0]].sum()))
+            alone.append(int((_front_faces(cam, hand_faces, views) >= 0).sum()))
             pids.append(int(p))
             vids.append(v)
     return ArmOcclusion(np.asarray(pids), np.asarray(vids), np.asarray(vis, float), np.asarray(alone, float),
@@ -127,7 +136,6 @@ def wrist_grid(cfg, flexions, deviations, poses, view_step: int = 1) -> list[dic
     from datagen.cameras.cut_end import cut_end_faces, faces_in_frame
     from datagen.cameras.hemisphere import views_for
     from datagen.geometry.closest_point import closest_points
-    from datagen.geometry.raster import rasterize
     from datagen.hand import load_hand_model
     from datagen.hand.asset import build_asset
     from datagen.hand.base import forward_kinematics
@@ -165,12 +173,9 @@ def wrist_grid(cfg, flexions, deviations, poses, view_step: int = 1) -> list[dic
                     if cam[:, 2].min() <= 0:  # the arm reaches behind the camera: the labeller refuses it
                         crossing += 1
                         continue
-                    full = rasterize(cam, F, views.K, views.width, views.height).face
                     if (p, v) not in alone:
-                        alone[(p, v)] = int((rasterize(cam, F[~face_arm], views.K, views.width,
-                                                       views.height).face >= 0).sum())
-                    hit = full >= 0
-                    hides.append(1.0 - (~face_arm[full[hit]]).sum() / max(alone[(p, v)], 1))
+                        alone[(p, v)] = int((_front_faces(cam, F[~face_arm], views) >= 0).sum())
+                    hides.append(1.0 - _hand_pixels(_front_faces(cam, F, views), face_arm) / max(alone[(p, v)], 1))
             hides = np.asarray(hides)
             rows.append({"flexion_deg": float(f), "deviation_deg": float(d),
                          "cut_end_views": int(in_frame.sum()), "camera_clearance_m": clearance,
