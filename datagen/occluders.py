@@ -2,8 +2,10 @@
 
     python -m datagen.occluders --report --config configs/occluders.toml [--items 200] [--seed 0]
 
-Draws the occluders of a seeded sample of items (spread over poses and views) exactly as the
-renderer does (datagen.scene.occluders.place, the item's own stream), and measures each placed
+Draws the occluders of a seeded sample of items (spread over poses and views) as the renderer
+does (datagen.scene.occluders.place, the item's own stream, the item's hand - mirrored for a
+left hand - seen by its view's camera; with [cameras.jitter] the renderer uses each item's
+jittered camera, which only changes the coverage test), and measures each placed
 object against the posed hand with methods other than the placement's accept test: the
 exhaustive contact test (every edge crossing, every vertex inside the other mesh), the
 penetration depth (the largest distance from a vertex inside the other mesh to that mesh's
@@ -44,7 +46,8 @@ def measure(obj_v: np.ndarray, obj_f: np.ndarray, dense: np.ndarray, faces: np.n
 def report(cfg, n_items: int, seed: int, cache_dir=None, progress: bool = True) -> list[str]:
     from datagen.cameras import views_for
     from datagen.poses.tables import ensure_tables
-    from datagen.scene.items import OCCLUDER_STREAM, item_stream
+    from datagen.labels.handedness import handed_mesh
+    from datagen.scene.items import OCCLUDER_STREAM, item_stream, make_spec
     from datagen.scene.occluders import place
 
     tables = ensure_tables(cfg, cache_dir)
@@ -59,8 +62,10 @@ def report(cfg, n_items: int, seed: int, cache_dir=None, progress: bool = True) 
 
         it = tqdm(items, desc="occluders", unit="item", file=sys.stderr)
     for p, v in it:
-        dense = tables.dense_vertices(p)
-        pl = place(cfg.occluders, item_stream(cfg.seed, p, v, OCCLUDER_STREAM), dense, tables.dense_faces,
+        # the item's hand as the renderer labels it (mirrored for a left hand)
+        hand = make_spec(cfg, 1, p, v, n_v, n_backgrounds=1).handedness
+        dense, faces = handed_mesh(tables.dense_vertices(p), tables.dense_faces, hand)
+        pl = place(cfg.occluders, item_stream(cfg.seed, p, v, OCCLUDER_STREAM), dense, faces,
                    tables.dense_part, views.K, views.R[v], views.t[v], views.width, views.height)
         if not pl.drawn:
             continue
@@ -70,7 +75,7 @@ def report(cfg, n_items: int, seed: int, cache_dir=None, progress: bool = True) 
         if not pl.objects:
             empty += 1
         for o in pl.objects:
-            m = measure(o.vertices, o.faces, dense, tables.dense_faces)
+            m = measure(o.vertices, o.faces, dense, faces)
             rows.append(dict(m, kind=o.kind, placement=o.placement, coverage=o.coverage, item=(p, v)))
     lines = [f"items sampled: {len(items)} (seed {seed}); drew an object: {drawn}; placed: {len(rows)}; "
              f"all {cfg.occluders.max_attempts} attempts failed: {empty}",
