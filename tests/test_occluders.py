@@ -132,12 +132,16 @@ def test_draws_are_seeded_per_item_and_leave_other_streams_alone(tables, views):
 
 
 def test_labels_with_an_object_composite_exactly(tables, views):
+    from scipy.ndimage import binary_dilation
+
+    from datagen.dataset.verify import Report, check_occluded
+    from datagen.labels.visibility import visibility_contract
     from datagen.geometry.raster import rasterize
     from datagen.labels.passes import LABEL_PASSES
     from datagen.labels.visibility import compute_labels
 
     cfg = _occ_cfg(held_share=0.0)
-    found = 0
+    found = tampered = 0
     for p, v in ((100, 150), (700, 3), (5, 90), (300, 40)):
         pl = _place(cfg, tables, views, p, v)
         if not pl.objects:
@@ -176,8 +180,31 @@ def test_labels_with_an_object_composite_exactly(tables, views):
             assert LABEL_PASSES.get(name).problems(arrays) == [], name
         bad = dict(arrays, depth=np.where(L.object_mask, 0, L.depth).astype(np.float32))
         assert LABEL_PASSES.get("depth").problems(bad)
+        # verify's occluder checks pass on these labels and catch a flag set or cleared by hand
+        rep = Report()
+        check = (L.visible, L.in_frame, L.keypoints_2d, L.keypoints_cam, arrays, visibility_contract(), rep)
+        check_occluded("x", L.occluded_by_object, *check)
+        assert rep.ok, rep.text()
+        far = np.nonzero(L.in_frame & ~L.occluded_by_object & ~binary_dilation(L.object_mask, iterations=4)[
+            np.clip(np.floor(L.keypoints_2d[:, 1]).astype(int), 0, 255),
+            np.clip(np.floor(L.keypoints_2d[:, 0]).astype(int), 0, 255)])[0]
+        if far.size:
+            occ = L.occluded_by_object.copy()
+            occ[far[0]] = True
+            check_occluded("x", occ, L.visible & ~occ, *check[1:])
+            assert "occluders" in rep.problems
+            tampered += 1
+        rep.problems.clear()
+        shown = np.nonzero(L.occluded_by_object & L.object_mask[
+            np.floor(L.keypoints_2d[:, 1]).astype(int).clip(0, 255), np.floor(L.keypoints_2d[:, 0]).astype(int).clip(0, 255)])[0]
+        if shown.size:  # a keypoint under the object's pixels, its flag cleared
+            occ = L.occluded_by_object.copy()
+            occ[shown[0]] = False
+            check_occluded("x", occ, *check)
+            assert "occluders" in rep.problems
+            tampered += 1
         found += int(L.occluded_by_object.any())
-    assert found >= 1
+    assert found >= 1 and tampered >= 2
 
 
 def test_without_occluders_labels_are_unchanged(tables, views):
