@@ -345,3 +345,14 @@ def test_cycles_sees_the_labelled_object_and_the_pack_round_trip(config, prepare
         depth = np.load(out / "items" / f"{p:05d}" / f"v{v:03d}.depth.npy")
         assert np.array_equal(s["depth"], depth) and np.array_equal(s["part_mask"] == 3, (depth > 0) & ~s["mask"])
         assert np.array_equal(s["hand_depth"], np.load(out / "items" / f"{p:05d}" / f"v{v:03d}.hand_depth.npy"))
+
+
+def test_report_command_refuses_bad_input(tmp_path, capsys):
+    from datagen.config import REPO_ROOT
+    from datagen.occluders import main
+
+    assert main(["--report"]) == 2 and "share = 0" in capsys.readouterr().err  # the default has none
+    assert main(["--report", "--items", "0", "--config", str(REPO_ROOT / "configs" / "occluders.toml")]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[occluders]\nshare = 2.0\n")
+    assert main(["--report", "--config", str(bad)]) == 2 and "occluders.share" in capsys.readouterr().err
