@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-bad", action="store_true",
                     help="leave out incomplete/corrupt items (recorded in the manifest) instead of stopping")
     ap.add_argument("--image-codec", choices=list(S.IMAGE_CODECS), default=S.DEFAULT_CODECS["image"])
-    ap.add_argument("--depth-codec", choices=list(S.DEPTH_CODECS), default=S.DEFAULT_CODECS["depth"])
+    ap.add_argument("--depth-codec", choices=list(S.DEPTH_CODECS), default=None,
+                    help=f"default {S.DEFAULT_CODECS['depth']}; a render with occluders: {S.OCCLUDER_DEPTH_CODEC}")
     ap.add_argument("--mask-codec", choices=list(S.MASK_CODECS), default=S.DEFAULT_CODECS["mask"])
     ap.add_argument("--codec", action="append", default=[], metavar="PASS=CODEC",
                     help="codec of a further label pass (default: the pass's own default)")
@@ -33,7 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="cache folder for the mapping (default: cache/)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    codecs = {"image": args.image_codec, "depth": args.depth_codec, "mask": args.mask_codec}
+    codecs = {"image": args.image_codec, "mask": args.mask_codec}
+    if args.depth_codec is not None:  # else the packer's choice (it depends on the render: occluders)
+        codecs["depth"] = args.depth_codec
     for spec in args.codec:
         name, sep, value = spec.partition("=")
         if not sep or not name or not value:

@@ -315,7 +315,10 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
             g = cam[k, 2] - win[mask[max(0, y - 1):y + 2, max(0, x - 1):x + 2]]  # the hand's own surface
             if g.size == 0:
                 continue
-            if surface and g.min() > tol + SLACK_M:
+            # (a surface keypoint whose own pixel centre misses the hand - a fingertip on the
+            # silhouette's edge - may have only another, nearer finger in its window: the label's
+            # own depth check is undefined there too)
+            if surface and mask[y, x] and g.min() > tol + SLACK_M:
                 rep.add("depth vs labels", f"{where}: visible surface keypoint {k}: the surface in front of it is "
                                            f"{g.min() * 1e3:.1f} mm nearer (tolerance {tol * 1e3:.0f} mm)")
             elif not surface and not ((g >= -SLACK_M) & (g <= tol + SLACK_M)).any():
@@ -330,8 +333,9 @@ def check_occluded(where: str, occ: np.ndarray, vis: np.ndarray, inside: np.ndar
                    cam: np.ndarray, arrays: dict, contract: dict, rep: Report) -> None:
     """The occluded_by_object flags agree with the part mask and the depth map: a flagged
     keypoint is in frame, not visible, and an object shows within OBJECT_REACH_PX of it (its
-    ray crosses the object's outline there); a keypoint whose own pixel shows an object more
-    than its depth limit + slack in front of it is flagged."""
+    ray crosses the object's outline there) or the hand hides it at its pixel (the object lies
+    between a nearer part of the hand and the keypoint); a keypoint whose own pixel shows an
+    object more than its depth limit + slack in front of it is flagged."""
     if (occ & (vis | ~inside)).any():
         rep.add("occluders", f"{where}: keypoints {np.nonzero(occ & (vis | ~inside))[0].tolist()} are "
                              "occluded_by_object but visible or out of frame")
@@ -347,11 +351,14 @@ def check_occluded(where: str, occ: np.ndarray, vis: np.ndarray, inside: np.ndar
     r = OBJECT_REACH_PX
     for k in np.nonzero(inside)[0]:
         x, y = px[k]
-        if occ[k] and not obj[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any():
-            rep.add("occluders", f"{where}: keypoint {k} is occluded_by_object but no object pixel lies within "
-                                 f"{r} px of it")
         surface = k in contract["surface_keypoints"]
         limit = (contract["surface_tolerance_m"] if surface else contract["joint_flesh_m"][k]) + DEPTH_MARGIN_M
+        # an object on the ray shows near the keypoint, unless the hand hides it there too (the
+        # object lies between a nearer part of the hand and the keypoint)
+        hidden_by_hand = depth[y, x] > 0 and part[y, x] != PART_MASK_OBJECT and cam[k, 2] - depth[y, x] > limit
+        if occ[k] and not hidden_by_hand and not obj[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any():
+            rep.add("occluders", f"{where}: keypoint {k} is occluded_by_object but no object pixel lies within "
+                                 f"{r} px of it and the hand does not hide it")
         if obj[y, x] and cam[k, 2] - depth[y, x] > limit + SLACK_M and not occ[k]:
             rep.add("occluders", f"{where}: keypoint {k}'s pixel shows an object "
                                  f"{(cam[k, 2] - depth[y, x]) * 1e3:.1f} mm in front of it, but it is not flagged "
