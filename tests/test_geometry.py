@@ -23,7 +23,10 @@ from datagen.geometry.frustum import frustum_halfspaces, segments_in_frustum
 from datagen.geometry.joint_regressor import apply_joint_regressor, fit_joint_regressor
 from datagen.geometry.normals import cross, face_normals, triangle_normals, vertex_normals
 from datagen.geometry.projection import project, project_world, unproject
+from datagen.geometry.mesh_contact import mesh_contact, points_inside
+from datagen.geometry.raster import front_facing, rasterize
 from datagen.geometry.triangle_crossings import ray_triangle, segment_crossings
+from support.winding import winding_number
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -243,6 +246,28 @@ def test_joint_regressor_recovers_known_weights():
 
 
 # --------------------------------------------------------------------------- import rules
+def test_points_inside_and_contact_on_spheres():
+    """Two icospheres: apart, overlapping, nested - contact and inside flags as geometry says."""
+    s = trimesh.creation.icosphere(subdivisions=2)
+    V, F = np.asarray(s.vertices), np.asarray(s.faces)
+    q = np.random.default_rng(1).uniform(-1.2, 1.2, (400, 3))
+    assert np.array_equal(points_inside(V, F, q), winding_number(V, F, q) > 0.5)
+    assert not mesh_contact(V, F, V * 0.5 + [2.2, 0, 0], F).intersects
+    over = mesh_contact(V, F, V * 0.5 + [1.2, 0, 0], F)
+    assert over.intersects and over.crossings > 0
+    nested = mesh_contact(V, F, V * 0.3, F)
+    assert nested.intersects and nested.crossings == 0 and nested.b_inside_a.all() and not nested.a_inside_b.any()
+
+
+def test_front_facing_faces_rasterise_like_the_whole_closed_mesh(blob):
+    V, F = blob
+    K = np.array([[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]])
+    front = front_facing(V, F)
+    assert 0.3 < front.mean() < 0.7
+    a, b = rasterize(V, F, K, 128, 128), rasterize(V, F[front], K, 128, 128)
+    assert np.array_equal(a.mask, b.mask) and np.array_equal(a.depth, b.depth)
+
+
 def test_kernel_imports_only_numpy():
     """Blender's Python has numpy only: importing every kernel module must pull in no scipy,
     torch or trimesh, and nothing of datagen outside datagen.geometry."""

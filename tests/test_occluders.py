@@ -12,23 +12,11 @@ import numpy as np
 import pytest
 import trimesh
 
+from support.winding import winding_number as _winding
+
 from datagen.config import ConfigError, config_from_dict
-from datagen.geometry.mesh_contact import mesh_contact, points_inside
+from datagen.geometry.mesh_contact import mesh_contact
 from datagen.scene.occluders import KINDS, SIZES, object_mesh, place
-
-
-def _winding(V, F, Q):
-    """Generalised winding number of closed mesh (V, F) at points Q (Van Oosterom-Strackee solid
-    angles): ~1 inside, ~0 outside - an oracle independent of ray parity."""
-    out = np.zeros(len(Q))
-    for i, q in enumerate(np.asarray(Q, float)):
-        a, b, c = (V[F[:, j]] - q for j in range(3))
-        la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
-        num = np.einsum("ij,ij->i", a, np.cross(b, c))
-        den = la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", b, c) * la + \
-            np.einsum("ij,ij->i", c, a) * lb
-        out[i] = 2 * np.arctan2(num, den).sum() / (4 * np.pi)
-    return out
 
 
 def _dims(kind, at=0.5):
@@ -249,19 +237,6 @@ def test_sparse_depth_codec_round_trips_exactly():
     assert np.array_equal(c.decode(buf, off, d.shape), d) and not c.needs_mask
     z = np.zeros((5, 7), np.float32)
     assert np.array_equal(c.decode(c.encode(z)[0], None, z.shape), z)
-
-
-def test_points_inside_and_contact_on_spheres():
-    """Two icospheres: apart, overlapping, nested - contact and inside flags as geometry says."""
-    s = trimesh.creation.icosphere(subdivisions=2)
-    V, F = np.asarray(s.vertices), np.asarray(s.faces)
-    q = np.random.default_rng(1).uniform(-1.2, 1.2, (400, 3))
-    assert np.array_equal(points_inside(V, F, q), _winding(V, F, q) > 0.5)
-    assert not mesh_contact(V, F, V * 0.5 + [2.2, 0, 0], F).intersects
-    over = mesh_contact(V, F, V * 0.5 + [1.2, 0, 0], F)
-    assert over.intersects and over.crossings > 0
-    nested = mesh_contact(V, F, V * 0.3, F)
-    assert nested.intersects and nested.crossings == 0 and nested.b_inside_a.all() and not nested.a_inside_b.any()
 
 
 # ---------------------------------------------------------------------------------------------

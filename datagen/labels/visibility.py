@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datagen.geometry.projection import project
-from datagen.geometry.raster import composite, rasterize
+from datagen.geometry.raster import composite, front_facing, rasterize
 from datagen.geometry.triangle_crossings import segment_crossings
 
 SURFACE_KEYPOINTS = (0, 4, 8, 12, 16, 20)
@@ -133,8 +133,12 @@ def compute_labels(dense_vertices: np.ndarray, faces: np.ndarray, keypoints: np.
     obj_cross = np.zeros(len(kc), np.int64)
     if objects is not None:
         ov = np.asarray(objects[0], dtype=np.float64) @ R.T + t
-        r = composite(r, rasterize(ov, objects[1], K, width, height), len(faces))
-        obj_cross, _ = segment_crossings(ov, objects[1], kc, 0.0, K)
+        # Objects are closed and outward-wound and the camera is outside them: the nearest
+        # surface on a ray, and the first surface a segment from the camera meets, is a
+        # camera-facing triangle, so only those are rasterised and tested (same result).
+        front = np.asarray(objects[1])[front_facing(ov, objects[1])]
+        r = composite(r, rasterize(ov, front, K, width, height), len(faces))
+        obj_cross, _ = segment_crossings(ov, front, kc, 0.0, K)
     object_mask = r.face >= len(faces)
     hand_face = np.where(object_mask, -1, r.face).astype(np.int32)
     uv = project(kc, K)

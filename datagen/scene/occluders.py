@@ -38,7 +38,7 @@ import numpy as np
 
 from datagen.geometry.mesh_contact import mesh_contact
 from datagen.geometry.normals import vertex_normals
-from datagen.geometry.raster import rasterize
+from datagen.geometry.raster import front_facing, rasterize
 
 KINDS = ("box", "sphere", "cylinder", "stick", "torus", "cup", "capsule")
 PLACEMENTS = ("front", "held")
@@ -262,7 +262,7 @@ def _coverage(hand, obj_cam: np.ndarray, F: np.ndarray, K) -> float:
     Kc = np.array(K, dtype=np.float64)
     Kc[0, 2] -= x0
     Kc[1, 2] -= y0
-    r = rasterize(obj_cam, F, Kc, x1 - x0, y1 - y0)
+    r = rasterize(obj_cam, F[front_facing(obj_cam, F)], Kc, x1 - x0, y1 - y0)
     hidden = mask & r.mask & (r.depth < depth)
     return float(hidden.sum()) / float(mask.sum())
 
