@@ -213,7 +213,12 @@ class SceneRenderer:
         self._build_camera()
         self._occluder = None  # the current item's object (bpy object), None without one
         self._item_world = Matrix()  # set_view: the item's labelled frame -> Blender's world
-        self._occluder_material = self._build_occluder_material() if self.cfg.occluders.share > 0 else None
+        self._occluder_material = self._occluder_obj = None
+        if self.cfg.occluders.share > 0:
+            self._occluder_material = self._build_occluder_material()
+            self._occluder_obj = bpy.data.objects.new("occluder", bpy.data.meshes.new("occluder"))
+            self._occluder_obj.hide_render = True
+            self.scene.collection.objects.link(self._occluder_obj)
 
     def _setup_device(self) -> None:
         scene = self.scene
@@ -584,13 +589,13 @@ class SceneRenderer:
         None or an empty placement: no object).  Its vertices are in the item's labelled hand
         frame (mirrored for a left hand), so it takes set_view's world transform without the
         hand's mirror; call set_view first."""
-        if self._occluder is not None:
-            old = self._occluder.data
-            bpy.data.objects.remove(self._occluder)
-            bpy.data.meshes.remove(old)
-            self._occluder = None
+        # One object for the whole run (adding and removing objects costs Blender relation
+        # updates): its mesh data is replaced per item, and it is hidden when there is none.
+        obj = self._occluder_obj
         mesh = placement.mesh() if placement is not None else None
         if mesh is None:
+            obj.hide_render = True
+            self._occluder = None
             return
         V, F = mesh
         me = bpy.data.meshes.new("occluder")
@@ -599,8 +604,9 @@ class SceneRenderer:
         if placement.objects[0].kind != "box":
             compat.shade_smooth(me)
         me.materials.append(self._occluder_material)
-        obj = bpy.data.objects.new("occluder", me)
-        self.scene.collection.objects.link(obj)
+        old, obj.data = obj.data, me
+        bpy.data.meshes.remove(old)
+        obj.hide_render = False
         obj.matrix_world = self._item_world
         self._occluder = obj
         m, n = placement.objects[0].material, self._occ_nodes
