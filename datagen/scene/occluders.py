@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datagen.geometry.mesh_contact import mesh_contact
+from datagen.geometry.mesh_contact import mesh_contact, prepare
 from datagen.geometry.normals import vertex_normals
 from datagen.geometry.raster import front_facing, rasterize
 
@@ -288,7 +288,7 @@ def place(cfg, ss: np.random.SeedSequence, dense: np.ndarray, faces: np.ndarray,
     hand = (r.mask[crop], np.where(r.mask, r.depth, np.inf)[crop], box)
     C = -R.T @ t  # camera centre, hand frame
     hand_ids = np.nonzero(dense_part < HAND_PARTS)[0]
-    normals = None
+    normals = hand_prep = None
     lo_cov, hi_cov = cfg.coverage
     out = Placement(True)
     for attempt in range(1, cfg.max_attempts + 1):
@@ -342,7 +342,9 @@ def place(cfg, ss: np.random.SeedSequence, dense: np.ndarray, faces: np.ndarray,
         if cov > hi_cov or (placement == "front" and cov < lo_cov):
             out.rejected["coverage"] += 1
             continue
-        if mesh_contact(V, F, dense, faces, exhaustive=False).intersects:
+        if hand_prep is None:  # the hand's boxes, once per item
+            hand_prep = prepare(dense, faces)
+        if mesh_contact(V, F, dense, faces, exhaustive=False, b_prepared=hand_prep).intersects:
             out.rejected["intersects"] += 1
             continue
         out.objects.append(Occluder(kind, placement, dims, rot, centre, material, V, F, cov, attempt, gap))
