@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STREAM = 16  # child of the item seed; the low children are datagen.scene.items' streams
+from datagen.seeds import CAMERA_JITTER_STREAM as STREAM, item_stream
+
 MIN_DEPTH_M = 0.01  # a hand point nearer to the camera plane than this is refused
 
 
@@ -73,9 +74,7 @@ def view_camera(views, view_id: int) -> ItemCamera:
 
 def jitter_draws(config_seed: int, pose_id: int, view_id: int) -> np.ndarray:
     """The item's five uniforms in [0, 1): distance, roll, focal, shift x, shift y."""
-    # = SeedSequence([...]).spawn(STREAM + 1)[STREAM], without making the children before it
-    ss = np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)], spawn_key=(STREAM,))
-    return np.random.default_rng(ss).random(5)
+    return np.random.default_rng(item_stream(config_seed, pose_id, view_id, STREAM)).random(5)
 
 
 def _lerp(lo_hi, u: float) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datagen.seeds import OCCLUDER_STREAM, item_seed, item_stream  # noqa: F401 (re-exported)
 from datagen.scene.backgrounds import BackgroundDraw, draw_background
 from datagen.scene.lights import LightDraw, draw_lights
 from datagen.scene.skin import SkinParams, draw_skin
@@ -38,22 +39,6 @@ class ItemSpec:
     @property
     def key(self) -> str:
         return f"{self.pose_id:05d}/v{self.view_id:03d}"
-
-
-def item_seed(config_seed: int, pose_id: int, view_id: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(config_seed), int(pose_id), int(view_id)])
-
-
-# Child streams of an item's seed (SeedSequence.spawn: child k depends only on k, so adding a
-# stream leaves the others as they were): 0-5 make_spec's (below), 6 occluders
-# (datagen.scene.occluders.place; drawn only with [occluders] share > 0, with the posed mesh),
-# 16 the camera jitter (datagen.cameras.jitter).
-OCCLUDER_STREAM = 6
-
-
-def item_stream(config_seed: int, pose_id: int, view_id: int, stream: int) -> np.random.SeedSequence:
-    """Child `stream` of the item's SeedSequence (see the stream numbers above)."""
-    return item_seed(config_seed, pose_id, view_id).spawn(stream + 1)[stream]
 
 
 def make_spec(cfg, n_hdris: int, pose_id: int, view_id: int, n_views: int, n_backgrounds: int = 0) -> ItemSpec:
