@@ -174,6 +174,13 @@ def _chain_sequences(src: ShardSource, full: ShardSource, model, aug, crop, batc
     ds = MixedDataset([full], aug, crop, train=False)
     pr = predict_dataset(model, ds, need, batch_size, device, progress, desc="chains")
     row = {i: r for r, i in enumerate(need)}
+    # Handedness is drawn per item, so a chain's frames may show different hands: such a chain is no
+    # motion sequence (a left frame is the mirrored hand, seen from the other side) and is skipped.
+    hands = pr["handedness"]
+    mixed = [s for s in seqs if len({int(hands[row[i]]) for i in s}) > 1]
+    seqs = [s for s in seqs if len({int(hands[row[i]]) for i in s}) == 1]
+    if not seqs:
+        return {"sequences": 0, "mixed_hand_sequences_skipped": len(mixed)}
     P3, G3, P2, G2 = [], [], [], []
     for s in seqs:
         r = [row[i] for i in s]
@@ -181,7 +188,7 @@ def _chain_sequences(src: ShardSource, full: ShardSource, model, aug, crop, batc
         G3.append(1000 * (pr["gt_joints"][r] - pr["gt_joints"][r][:, :1]))
         P2.append(pr["pred_uv"][r])
         G2.append(pr["gt_uv"][r])
-    return {"sequences": len(seqs), "frames_per_sequence": len(seqs[0]),
+    return {"sequences": len(seqs), "mixed_hand_sequences_skipped": len(mixed), "frames_per_sequence": len(seqs[0]),
             "accel_error_3d_mm_per_frame2": accel_error(P3, G3), "accel_3d_pred_mm_per_frame2": accel_error(P3),
             "accel_error_2d_px_per_frame2": accel_error(P2, G2), "accel_2d_pred_px_per_frame2": accel_error(P2)}
 
