@@ -569,10 +569,9 @@ def _validate(cfg: Config) -> Config:
     _check_range("hand.left_share", h.left_share, 0.0, 1.0)
     cfg = dataclasses.replace(cfg, hand=dataclasses.replace(h, shape=_shape_ranges(h, entry)))
     h = cfg.hand
-    if h.shape and (cfg.poses.families or cfg.poses.splay):
-        on = "poses.families" if cfg.poses.families else "poses.splay"
-        raise ConfigError(f"hand.shape cannot be combined with {on} yet: the per-pose shapes are drawn for the "
-                          f"paper's pose table only (docs/POSES.md, \"Hand shapes\")")
+    if h.shape and cfg.poses.families:
+        raise ConfigError("hand.shape cannot be combined with poses.families yet: the per-pose shapes are drawn for "
+                          "the paper's pose table (with or without splay) only (docs/POSES.md, \"Hand shapes\")")
     if h.forearm and entry.forearm is None:
         raise ConfigError(f"hand.forearm = true: hand model {h.model!r} has no forearm")
     if h.forearm and "part_mask" not in cfg.render.label_passes:

@@ -110,6 +110,26 @@ def test_shape_at_the_default_phenotype_is_the_paper_table(hand, prepared):
     assert abs(st.shape_measures[0, 0] - m["hand_length_m"]) < 1e-6
 
 
+def test_shapes_with_splay_splay_each_shaped_hand_like_the_one_hand_table(hand, prepared):
+    """[poses] splay with [hand.shape]: the same per-canonical-pose abduction, on each pose's own hand;
+    at a zero-width range it is the splayed one-hand table."""
+    from datagen.poses.construction import build_pose_table, pose_meshes
+    from datagen.poses.shapes import _rows, build_shaped_table
+    from datagen.poses.splay import splay_pose_table
+
+    ids = [0, 31, 200, 1519]
+    flat = config_from_dict({"hand": {"shape": {"height": [0.5, 0.5]}}, "poses": {"splay": True}})
+    st = build_shaped_table(hand, prepared.asset, flat, NAMES, pose_ids=ids)
+    splayed = _rows(splay_pose_table(hand, build_pose_table(hand, 3), flat.seed), np.asarray(ids))
+    assert np.abs(st.table.rotations - splayed.rotations).max() < 1e-9
+    base, kps = pose_meshes(hand, prepared.asset, splayed)
+    assert np.abs(st.base_vertices - base).max() < 1e-6 and np.abs(st.keypoints - kps).max() < 1e-6
+    assert np.abs(st.keypoints - prepared.keypoints[ids]).max() > 1e-3  # the splay moved the fingers
+    shaped = build_shaped_table(hand, prepared.asset, config_from_dict(
+        {"hand": {"shape": {"height": [0.3, 0.7]}}, "poses": {"splay": True}}), NAMES, pose_ids=ids)
+    assert np.abs(shaped.keypoints - st.keypoints).max() > 1e-3  # other hands, same abduction draws
+
+
 def test_shape_fields_travel_json_to_shards_to_reader(tmp_path):
     from support.toy_data import make_render_dir, run_pack
 

@@ -5,7 +5,9 @@ are built on that hand exactly as `build_pose_table` builds them on the one hand
 axes come from the shaped rig (`derive_axes`), the base states from the same angle tables and
 the intermediate poses by per-bone slerp.  The hand frame is the shaped hand's own (its wrist
 keypoint and MCPs), the topology, parts, fingertip definitions and 778 mapping are the asset's.
-With the forearm the wrist angles are the same draws as without shapes (datagen.poses.wrist).
+With the forearm the wrist angles are the same draws as without shapes (datagen.poses.wrist);
+with `[poses] splay` the abduction is too (datagen.poses.splay, per canonical pose), applied on
+each pose's own hand.
 
 Interpenetration: the angle tables were tuned on the mean hand, and a few drawn hands (about
 1.5% of configs/shapes.toml's: mostly male hands with a bent thumb, heavy hands with bent
@@ -29,6 +31,7 @@ from datagen.hand.asset import HandAsset, frame_like, posed_bone_heads
 from datagen.hand.base import HandModel, forward_kinematics
 from datagen.hand.shape import hand_measures
 from datagen.poses.construction import PoseTable, build_pose_table, derive_axes, slerp_rotations, state_rotations
+from datagen.poses.splay import apply_splay
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,15 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
     from datagen.poses.collision import PenetrationChecker
 
     ref = build_pose_table(hand, cfg.poses.interpolation_steps, angles)  # ids, provenance, canonical
+    splay = None
+    if cfg.poses.splay:  # the same abduction as without shapes (per canonical pose), on each pose's own hand
+        from datagen.poses.splay import bent_mcp_angles, draw_table_splay
+
+        splay = draw_table_splay(ref.finger_state, ref.canonical, bent_mcp_angles(angles), cfg.seed,
+                                 cfg.poses.splay_scale)  # rows = pose ids (the full table)
     if pose_ids is not None:
         ref = _rows(ref, np.asarray(pose_ids, dtype=np.int64))
+        splay = None if splay is None else splay[np.asarray(pose_ids, dtype=np.int64)]
     P = len(ref.ids)
     groups: dict[int, list[int]] = {}
     for row, c in enumerate(ref.canonical.tolist()):
@@ -101,7 +111,7 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
             else:  # give up: the config's own hand (the one-hand table's, checked by its report)
                 v = np.array([cfg.hand.phenotype[n] for n in names], dtype=np.float64)
                 kept_default += 1
-            R, V, K, m = _shaped_rows(hand, asset, ref, rows, dict(zip(names, v.tolist())), angles, wrist)
+            R, V, K, m = _shaped_rows(hand, asset, ref, rows, dict(zip(names, v.tolist())), angles, wrist, splay)
             worst = max((d for pose_v in V for _, _, d, _ in checker.pose_penetration(asset.dense(pose_v.astype(np.float64)))),
                         default=0.0)
             if worst <= PENETRATION_LIMIT_M or attempt == MAX_ATTEMPTS:
@@ -115,7 +125,7 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
     return ShapedTable(table, base, kps, tuple(names), values, measures)
 
 
-def _shaped_rows(hand, asset, ref: PoseTable, rows: list[int], phenotype: dict, angles, wrist):
+def _shaped_rows(hand, asset, ref: PoseTable, rows: list[int], phenotype: dict, angles, wrist, splay=None):
     """Rotations, base vertices, keypoints of `rows` (one canonical pose) on the hand of
     `phenotype`, and that hand's open-hand measures."""
     h = frame_like(hand.shaped(phenotype), asset)
@@ -131,6 +141,8 @@ def _shaped_rows(hand, asset, ref: PoseTable, rows: list[int], phenotype: dict, 
     for i, row in enumerate(rows):
         a, b, t = int(ref.pose_a[row]), int(ref.pose_b[row]), float(ref.t[row])
         R[i] = state(a) if t == 0 else slerp_rotations(state(a), state(b), t)
+        if splay is not None:
+            R[i] = apply_splay(R[i], h.rig.chains, splay[row])
         if wrist is not None:
             R[i, h.rig.forearm] = wrist[row]
     R[-1] = state(0)  # the open hand, for the measures

@@ -128,14 +128,31 @@ def splay_table(rotations: np.ndarray, finger_state: np.ndarray, canonical: np.n
     MCP flexion of a paper pose is its bend fraction times the bent state's MCP angle (the
     joint rotations are interpolated by slerp, so this is exact up to slerp's coupling)."""
     out = rotations.copy()
-    splay = np.zeros((len(rotations), 5))
+    splay = draw_table_splay(finger_state, canonical, bent_mcp_deg, seed, amount)
     for p in range(len(rotations)):
+        out[p] = apply_splay(rotations[p], chains, splay[p])
+    return out, splay
+
+
+def draw_table_splay(finger_state: np.ndarray, canonical: np.ndarray, bent_mcp_deg: np.ndarray, seed: int,
+                     amount: float = 1.0) -> np.ndarray:
+    """(P, 5) added abduction (degrees) of each row of a paper table: drawn per canonical pose
+    (`SeedSequence([seed, SPLAY_STREAM, canonical id])`) within the limits its flexion leaves."""
+    splay = np.zeros((len(canonical), 5))
+    for p in range(len(canonical)):
         c = int(canonical[p])
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLAY_STREAM, c]))
         scale = limit_scale(finger_state[c, 1:] * bent_mcp_deg, float(finger_state[c, 0]))
         splay[p] = draw_splay(rng, scale, amount)
-        out[p] = apply_splay(rotations[p], chains, splay[p])
-    return out, splay
+    return splay
+
+
+def bent_mcp_angles(angles=None) -> np.ndarray:
+    """(4,) the bent state's MCP flexion (degrees) of the four fingers, from the angle tables."""
+    from datagen.poses.angles import DEFAULT_ANGLES
+
+    angles = DEFAULT_ANGLES if angles is None else angles
+    return np.array([angles.bent[f][0] for f in FINGERS[1:]])
 
 
 def splay_pose_table(hand, table, seed: int, amount: float = 1.0, angles=None):
@@ -144,11 +161,8 @@ def splay_pose_table(hand, table, seed: int, amount: float = 1.0, angles=None):
 
     Same ids, provenance, finger states and canonical ids: the abduction is drawn per
     canonical pose, so poses that were identical stay identical."""
-    from datagen.poses.angles import DEFAULT_ANGLES
     from datagen.poses.construction import PoseTable
 
-    angles = DEFAULT_ANGLES if angles is None else angles
-    bent_mcp = np.array([angles.bent[f][0] for f in FINGERS[1:]])
-    rots, _ = splay_table(table.rotations, table.finger_state, table.canonical, hand.rig.chains, bent_mcp,
-                          seed, amount)
+    rots, _ = splay_table(table.rotations, table.finger_state, table.canonical, hand.rig.chains,
+                          bent_mcp_angles(angles), seed, amount)
     return PoseTable(table.ids, table.pose_a, table.pose_b, table.t, rots, table.finger_state, table.canonical)
