@@ -9,7 +9,9 @@ output, or use ``--fresh``, to redo it).  Sized for about 10 minutes on 2 CPU co
   the 198 poses interpolated between every pair of them (66 chains base a -> t = 1/4, 1/2, 3/4
   -> base b) = 210 poses, from 3 viewpoints = 630 items at 256x256, 1 path sample + denoising;
   a quarter of them left hands (``[hand] left_share = 0.25``; training flips them into right
-  hands, ``data.left_hands = "flip"``, and the predictions are flipped back for the picture);
+  hands, ``data.left_hands = "flip"``, and the predictions are flipped back for the picture),
+  and every pose with its own drawn adult hand shape (``[hand.shape]`` as configs/shapes.toml,
+  cameras at 0.40 m so the largest hands stay in frame);
 * split: whole chains are held out (``--split-by chain``, about 30% of the samples): the test
   poses are never seen in training, and they form 5-frame sequences for the acceleration error;
 * network: GhostStack encoder + DSConv decoder (the paper's decoder: ``model.template_offset``
@@ -186,6 +188,10 @@ def main(argv=None) -> int:
     render_cfg = out / "render.toml"
     render_cfg.write_text("# the demo's render settings on top of configs/default.toml\n"
                           "[hand]\nleft_share = 0.25     # some left hands (the mirrored hand)\n"
+                          "[hand.shape]          # a drawn adult hand shape per pose (configs/shapes.toml)\n"
+                          "gender = [0.0, 1.0]\nheight = [0.3, 0.7]\nmuscle = [0.0, 1.0]\nweight = [0.0, 1.0]\n"
+                          "proportions = [0.0, 1.0]\n"
+                          "[cameras]\nradius_m = 0.40       # the largest hands stay in frame (configs/shapes.toml)\n"
                           "[render]\nsamples = 1          # + denoising: fast, and fine at 256x256\ndenoise = true\n")
     stage("render (Blender Cycles, CPU)", (render / ".demo-complete").exists(), lambda: (
         run([PY, "blender_scripts/render.py", "--config", str(render_cfg), "--out", str(render),
