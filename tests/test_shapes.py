@@ -148,6 +148,9 @@ def test_shape_fields_travel_json_to_shards_to_reader(tmp_path):
         assert np.allclose(s["shape"], poses["shape_values"][s["pose_id"]], atol=1e-6)
         assert BAND_NAMES[s["shape_band"]] == lab["shape"]["band"]
     assert {BAND_NAMES[ds.read_sample(i)["shape_band"]] for i in range(len(ds))} == set(BAND_NAMES)
+    from datagen.inspect.contact_sheet import tile_caption
+
+    assert f"{lab['shape']['hand_length_m'] * 1e3:.0f}mm" in tile_caption(lab)  # the contact sheet names the hand
     # A label whose shape disagrees with poses.npz is refused, naming the field.
     p = render / "items" / "00001" / "v000.json"
     lab = json.loads(p.read_text())

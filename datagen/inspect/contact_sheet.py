@@ -7,7 +7,8 @@ visible hand), the outline of occluder pixels (magenta, part_mask 3), the 21-key
 in FreiHAND colours (one colour per finger, white wrist) with visible keypoints as filled dots,
 hidden ones (self-occluded or out of frame) as hollow circles and those an object hides
 (occluded_by_object) as crosses, and a caption with handedness (R / L), pose id, view id,
-HDRI, skin melanin and the occluder's kind; --with-raw puts the plain render beside each tile.
+HDRI, skin melanin, the hand length with [hand.shape] and the occluder's kind; --with-raw puts the
+plain render beside each tile.
 When more items exist than --max, an evenly spaced subset (in item order) is shown.
 """
 
@@ -25,6 +26,21 @@ def list_items(render_dir: str | Path) -> list[Path]:
     """Label JSONs of the finished items, in item order."""
     root = Path(render_dir) / "items"
     return sorted(p for p in root.glob("*/v*.json") if not p.name.startswith("."))
+
+
+def tile_caption(rec: dict) -> str:
+    """A tile's caption from its item JSON: R/L, pose, view, HDRI, melanin, hand length, objects."""
+    hdri = rec.get("hdri", {}).get("name", "?").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    mel = rec.get("skin", {}).get("melanin")
+    hand = "L" if rec.get("handedness", "right") == "left" else "R"  # records without the field: right
+    caption = f"{hand} p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
+    shape = rec.get("shape")  # [hand.shape]: the hand's length (mm) and band
+    if shape:
+        caption += f" {shape['hand_length_m'] * 1e3:.0f}mm" if shape.get("hand_length_m") else f" {shape.get('band', '')}"
+    objects = (rec.get("occluders") or {}).get("objects") or []
+    if objects:
+        caption += " " + ",".join(f"{o['kind']}/{o['placement']}" for o in objects)
+    return caption
 
 
 def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
@@ -45,7 +61,8 @@ def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
         if mask is not None:
             mask = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         uv = uv * scale
-    part = cv2.imread(str(json_path.with_name(stem + ".part_mask.png")), cv2.IMREAD_GRAYSCALE)
+    part_path = json_path.with_name(stem + ".part_mask.png")  # only with the forearm or occluders
+    part = cv2.imread(str(part_path), cv2.IMREAD_GRAYSCALE) if part_path.exists() else None
     if part is not None and scale != 1:
         part = cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     if mask is not None:
@@ -55,13 +72,7 @@ def tile(json_path: Path, scale: int = 1, with_raw: bool = False) -> np.ndarray:
     # viz.draw_skeleton uses cv2's integer-centre convention: continuous coordinates - 0.5.
     img = draw_skeleton(img, uv - 0.5, rec["visible"], thickness=1 if img.shape[0] <= 256 else 2,
                         occluded=rec.get("occluded_by_object"))
-    hdri = rec.get("hdri", {}).get("name", "?").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    mel = rec.get("skin", {}).get("melanin")
-    hand = "L" if rec.get("handedness", "right") == "left" else "R"  # records without the field: right
-    caption = f"{hand} p{rec['pose_id']} v{rec['view_id']} {hdri}" + (f" m{mel:.2f}" if mel is not None else "")
-    objects = (rec.get("occluders") or {}).get("objects") or []
-    if objects:
-        caption += " " + ",".join(f"{o['kind']}/{o['placement']}" for o in objects)
+    caption = tile_caption(rec)
     img = label(img, caption)
     if with_raw:
         if scale != 1:
