@@ -3,7 +3,7 @@ evaluate on held-out pose chains (trained network vs. three baselines) -> a pict
 
 Everything goes to ``out/demo/``.  Each stage prints the command it runs, so you can learn the
 CLIs, and is skipped when its output already exists (a re-run is fast; delete a stage's
-output, or use ``--fresh``, to redo it).  Sized for about 10 minutes on 2 CPU cores (8.5 measured):
+output, or use ``--fresh``, to redo it).  Sized for about 12 minutes on 2 CPU cores (12.2 measured, partly beside the test suite):
 
 * data: 12 base poses (finger states chosen so every finger is bent in about half of them) and
   the 198 poses interpolated between every pair of them (66 chains base a -> t = 1/4, 1/2, 3/4
