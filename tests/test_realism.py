@@ -169,3 +169,39 @@ def test_handedness_agreement_counts_detected_items_per_label():
     a = rb.handedness_agreement(recs)
     assert a == {"left": {"detected": 2, "agree": 1, "rate": 0.5}, "right": {"detected": 1, "agree": 1, "rate": 1.0}}
     assert rb.handedness_agreement([{"handedness": None, "detected": True, "det_handedness": "Left"}]) == {}
+
+
+def test_occluder_agreement_pairs_visible_keypoints_by_distance_to_the_object(tmp_path, capsys):
+    """benchmarks/occluder_agreement.py: keypoints visible in both runs of detected items with an
+    object, binned by their distance to the nearest object pixel of the part mask."""
+    import json
+
+    import cv2
+
+    oa = _load("occluder_agreement")
+    renders = tmp_path / "renders"
+    (renders / "items" / "00001").mkdir(parents=True)
+    part = np.ones((64, 64), np.uint8)
+    part[:, :8] = 3  # the object: the 8 leftmost columns
+    cv2.imwrite(str(renders / "items" / "00001" / "v002.part_mask.png"), part)
+    uv = [[10.5 + 2.5 * j, 30.5] for j in range(21)]  # in pixel columns 10 .. 60: 3 .. 53 px from column 7
+    (renders / "items" / "00001" / "v002.json").write_text(json.dumps(
+        {"keypoints_2d": uv, "occluders": {"objects": [{"kind": "box", "placement": "front"}]}}))
+    vis = [True] * 20 + [False]
+    on_item = {"pose_id": 1, "view_id": 2, "detected": True, "visible": vis, "correct": [j >= 3 for j in range(21)]}
+    off_item = dict(on_item, correct=[True] * 21)
+    missed = {"pose_id": 3, "view_id": 4, "detected": False, "visible": vis, "correct": None}
+    on = {"sample": 2, "seed": 0, "render_dir": str(renders), "items": [on_item, missed]}
+    off = {"sample": 2, "seed": 0, "items": [off_item, dict(missed)]}
+    rows = oa.paired_keypoints(on, off)
+    assert rows.shape == (20, 3)  # the invisible keypoint and the missed item are left out
+    assert np.allclose(np.sort(rows[:, 0]), np.floor(10.5 + 2.5 * np.arange(20)) - 7)  # distances in px
+    assert rows[rows[:, 0] < 10, 1].sum() == 0 and rows[:, 2].all()
+    (tmp_path / "on.json").write_text(json.dumps(on))
+    (tmp_path / "off.json").write_text(json.dumps(off))
+    assert oa.main([str(tmp_path / "on.json"), str(tmp_path / "off.json")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "occluder_pairs=20 pck_near=0.000 pck_near_without=1.000 pck_far=1.000 pck_far_without=1.000"
+    off["seed"] = 1
+    (tmp_path / "off.json").write_text(json.dumps(off))
+    assert oa.main([str(tmp_path / "on.json"), str(tmp_path / "off.json")]) == 2  # not the same sample
