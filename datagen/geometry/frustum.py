@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datagen.geometry.projection import _check_K
+from datagen.geometry.projection import check_K
 
 __all__ = ["frustum_halfspaces", "segments_in_frustum"]
 
@@ -24,7 +24,7 @@ __all__ = ["frustum_halfspaces", "segments_in_frustum"]
 def frustum_halfspaces(K: np.ndarray, width: float, height: float, near: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(normals (5, 3), offsets (5,)): a camera-frame point x is inside when normals @ x + offsets
     >= 0 for all five (four image borders, then z >= near; near in metres, >= 0)."""
-    K = _check_K(K)
+    K = check_K(K)
     if K.ndim != 2 or K[1, 0] != 0:
         raise ValueError("frustum_halfspaces needs one upper-triangular K (3, 3)")
     if near < 0:

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["project", "project_world", "unproject"]
 
 
-def _check_K(K: np.ndarray) -> np.ndarray:
+def check_K(K: np.ndarray) -> np.ndarray:
     K = np.asarray(K, dtype=np.float64)
     if K.shape[-2:] != (3, 3):
         raise ValueError(f"K must be (..., 3, 3), got {K.shape}")
@@ -38,7 +38,7 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     p = np.asarray(points_cam, dtype=np.float64)
     if p.shape[-1:] != (3,):
         raise ValueError(f"points must be (..., 3), got {p.shape}")
-    K = _check_K(K)
+    K = check_K(K)
     x = p[..., 0] / p[..., 2]
     y = p[..., 1] / p[..., 2]
     k = K[..., None, :, :] if K.ndim > 2 else K  # (..., 1, 3, 3): one K per batch of points
@@ -66,7 +66,7 @@ def unproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, R: np.ndarray | None
     (3, 3) and t (3,), the points are returned in the world frame (x = R^T (x_cam - t)), else
     in the camera frame.
     """
-    K = _check_K(K)
+    K = check_K(K)
     if K.ndim != 2:
         raise ValueError("unproject takes one K (3, 3)")
     if K[1, 0] != 0:
