@@ -19,6 +19,7 @@ __all__ = ["project", "project_world", "unproject"]
 
 
 def check_K(K: np.ndarray) -> np.ndarray:
+    """K (..., 3, 3) as float64, refused (ValueError) unless its last row is (0, 0, 1)."""
     K = np.asarray(K, dtype=np.float64)
     if K.shape[-2:] != (3, 3):
         raise ValueError(f"K must be (..., 3, 3), got {K.shape}")
