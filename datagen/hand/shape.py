@@ -108,7 +108,7 @@ def shape_band(hand_length_m: float) -> str:
 
 
 def shape_record(names, values, hand_length_m: float, palm_width_m: float) -> dict:
-    """The item JSON's `shape` record for one pose (docs/ARCHITECTURE.md)."""
+    """The item JSON's `shape` record for one pose (docs/LABELS.md)."""
     return {"phenotype": {str(n): round(float(v), 6) for n, v in zip(names, values)},
             "band": shape_band(hand_length_m),
             "hand_length_m": round(float(hand_length_m), 6),

@@ -319,7 +319,7 @@ register_label_pass(LabelPass(
     compute=lambda ctx: ctx.labels.depth, save=_save_depth, load=_load_depth, shape=_hw, codecs=DEPTH_CODECS,
     default_codec="f32-masked-zlib", check=_check_depth, read=_read_depth))
 register_label_pass(LabelPass(
-    "labels", LABELS_SUFFIX, "the item JSON (keypoints, visibility, camera, draws; docs/ARCHITECTURE.md): packed "
+    "labels", LABELS_SUFFIX, "the item JSON (keypoints, visibility, camera, draws; docs/LABELS.md): packed "
     "into the per-sample columns, checked by verify.check_labels, read as keypoints_2d, visible, joints_cam, ...",
     compute=_label_record, save=_save_json, kind="record"))
 

@@ -177,7 +177,7 @@ def _floats(a) -> list:
 
 def label_record(spec, labels: ItemLabels, K, R, t, hdri: dict, render: dict, versions: dict,
                  shape: dict | None = None) -> dict:
-    """The item JSON (docs/ARCHITECTURE.md, RENDER_DIR); `shape`: the pose's hand shape record
+    """The item JSON (docs/LABELS.md); `shape`: the pose's hand shape record
     (datagen.hand.shape, only with [hand.shape])."""
     return {
         "label_version": labels.label_version,
