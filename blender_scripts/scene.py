@@ -51,10 +51,8 @@ from datagen.scene.lights import blackbody_rgb, exposure_factor, light_watts
 from datagen.render.layout import item_paths, mesh_path
 from datagen.labels.handedness import handed_mesh, handed_points
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
-from datagen.labels.visibility import compute_labels
-from datagen.geometry.raster import rasterize
-from datagen.scene.items import OCCLUDER_STREAM, item_stream
-from datagen.scene.occluders import Placement, place
+from datagen.labels.item import label_item
+from datagen.scene.occluders import Placement
 from datagen.scene.skin import (
     CREASE_FIELDS,
     CREASE_MELANIN,
@@ -997,20 +995,11 @@ class SceneRenderer:
         self.scene.cycles.seed = spec.cycles_seed
         t1 = time.perf_counter()
         v = self.views
-        # The item's hand: the right hand, or its mirror image with reversed winding (left).
-        dense, faces = handed_mesh(right_dense, self.tables.dense_faces, spec.handedness)
-        hand_raster = objects = occluders = None
-        if self.cfg.occluders.share > 0:  # the item's object, if it draws one (datagen.scene.occluders)
-            hand_raster = rasterize(dense @ cam.R.T + cam.t, faces, cam.K, v.width, v.height)
-            placement = place(self.cfg.occluders, item_stream(self.cfg.seed, spec.pose_id, spec.view_id,
-                                                              OCCLUDER_STREAM),
-                              dense, faces, self.tables.dense_part, cam.K, cam.R, cam.t, v.width, v.height,
-                              hand_raster)
-            self.set_occluders(placement)
-            objects, occluders = placement.mesh(), placement.record()
-        labels = compute_labels(dense, faces, handed_points(self.tables.keypoints[spec.pose_id], spec.handedness),
-                                cam.K, cam.R, cam.t, v.width, v.height, wrist_joint=self.tables.wrist_joint,
-                                hand_raster=hand_raster, objects=objects, occluders=occluders)
+        # The item's hand (mirrored for a left item), its objects and its labels (datagen.labels.item).
+        geo = label_item(self.cfg, self.tables, spec, right_dense, cam, v.width, v.height)
+        if self.cfg.occluders.share > 0:
+            self.set_occluders(geo.placement)
+        dense, faces, labels = geo.dense, geo.faces, geo.labels
         # Every label pass of the run (datagen.labels.passes), computed before Cycles runs.
         passes = passes_for(self.cfg.render.label_passes)
         values = compute_passes(passes, ItemContext(
