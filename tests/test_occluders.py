@@ -6,6 +6,7 @@ Cycles' own coverage and depth with an object, and render -> pack -> verify -> r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -331,3 +332,28 @@ def test_report_command_refuses_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[occluders]\nshare = 2.0\n")
     assert main(["--report", "--config", str(bad)]) == 2 and "occluders.share" in capsys.readouterr().err
+
+
+def test_label_item_is_the_renderers_geometry_for_right_left_and_objects(tables, views):
+    """datagen.labels.item.label_item: a left item's hand is the mirror (reversed faces), the
+    objects are the item's own placement draw, and the labels count them (what the renderer uses)."""
+    from datagen.cameras.jitter import view_camera
+    from datagen.labels.item import label_item
+    from datagen.scene.items import make_spec
+
+    pose, view = 100, 150
+    right = tables.dense_vertices(pose)
+    cam = view_camera(views, view)
+    plain = config_from_dict({})
+    spec = make_spec(plain, 1, pose, view, len(views.R))
+    g = label_item(plain, tables, spec, right, cam, views.width, views.height)
+    assert g.placement is None and np.array_equal(g.dense, right) and np.array_equal(g.faces, tables.dense_faces)
+    left = dataclasses.replace(spec, handedness="left")
+    gl = label_item(plain, tables, left, right, cam, views.width, views.height)
+    assert np.array_equal(gl.dense[:, 0], -right[:, 0]) and np.array_equal(gl.faces, tables.dense_faces[:, ::-1])
+    occ = config_from_dict({"occluders": {"share": 1.0}})
+    go = label_item(occ, tables, make_spec(occ, 1, pose, view, len(views.R)), right, cam, views.width, views.height)
+    again = _place(occ.occluders, tables, views, pose, view)
+    assert go.placement is not None and go.placement.record() == again.record()
+    if go.placement.record()["objects"]:
+        assert go.labels.depth.min() >= 0 and (go.labels.depth > 0).sum() >= (g.labels.depth > 0).sum()
