@@ -355,5 +355,5 @@ def test_label_item_is_the_renderers_geometry_for_right_left_and_objects(tables,
     go = label_item(occ, tables, make_spec(occ, 1, pose, view, len(views.R)), right, cam, views.width, views.height)
     again = _place(occ.occluders, tables, views, pose, view)
     assert go.placement is not None and go.placement.record() == again.record()
-    if go.placement.record()["objects"]:
-        assert go.labels.depth.min() >= 0 and (go.labels.depth > 0).sum() >= (g.labels.depth > 0).sum()
+    assert go.placement.record()["objects"]  # this item draws an object (share 1)
+    assert (go.labels.depth > 0).sum() > (g.labels.depth > 0).sum() or go.labels.object_mask.any()
