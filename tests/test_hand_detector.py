@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from train.hand_detector import DetectorUnavailable, detect_boxes, landmark_box
+from train.hand_detector import Detection, DetectorUnavailable, detect_boxes, detect_hands, landmark_box
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fake_venv(root: Path, answers: dict[str, list | None]) -> Path:
-    """A venv whose `python` ignores the runner script and writes `answers` (image name -> 21x2 or None)."""
+def fake_venv(root: Path, answers: dict[str, list | dict | None]) -> Path:
+    """A venv whose `python` ignores the runner script and writes `answers` (image name -> 21x2, or
+    {"kp": 21x2, "hand": "Left"|"Right"} with the unmirrored handedness, or None)."""
     py = root / "bin" / "python"
     py.parent.mkdir(parents=True)
     py.write_text(f"#!{sys.executable}\n" + f"""
@@ -30,8 +31,9 @@ images = Path(args[args.index("--list") + 1]).read_text().split()
 answers = json.loads({json.dumps(json.dumps(answers))})
 results = []
 for im in images:
-    kp = answers.get(Path(im).name)
-    results.append({{"image": im, "detected": kp is not None, "keypoints_2d": kp}})
+    a = answers.get(Path(im).name)  # 21x2 landmarks, or {{"kp": ..., "hand": "Left"|"Right" (unmirrored)}}
+    kp, hand = (a["kp"], a["hand"]) if isinstance(a, dict) else (a, None)
+    results.append({{"image": im, "detected": kp is not None, "keypoints_2d": kp, "handedness_unmirrored": hand}})
 Path(args[args.index("--out") + 1]).write_text(json.dumps({{"results": results}}))
 """)
     py.chmod(py.stat().st_mode | stat.S_IEXEC)
@@ -86,6 +88,27 @@ def test_predict_detect_crops_each_image_at_its_detected_hand(tiny_ds, tmp_path,
     assert predict_main([str(imgs[0]), "--checkpoint", str(run / "model.pt"), "--detect", "--box", "0", "0", "9",
                          "9"]) == 2
     assert "give one" in capsys.readouterr().err
+    # --hand auto: each image's hand from the detector's handedness (a left one is flipped, predicted, flipped back)
+    for name in ("left.png", "right.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((240, 320, 3), 90, np.uint8))
+    monkeypatch.setenv("HANDSYNTH_MEDIAPIPE_VENV", str(fake_venv(tmp_path / "v2", {
+        "left.png": {"kp": hand_landmarks(20, 30, 120, 150), "hand": "Left"},
+        "right.png": {"kp": hand_landmarks(20, 30, 120, 150), "hand": "Right"}})))
+    assert predict_main([str(tmp_path / "left.png"), str(tmp_path / "right.png"), "--checkpoint", str(run / "model.pt"),
+                         "--out", str(out), "--detect", "--hand", "auto"]) == 0
+    left, right = (json.loads((out / f"{n}.json").read_text()) for n in ("left", "right"))
+    assert (left["hand"], left["flipped"], left["hand_source"]) == ("left", True, "detect")
+    assert (right["hand"], right["flipped"]) == ("right", False)
+    assert predict_main([str(tmp_path / "left.png"), "--checkpoint", str(run / "model.pt"), "--hand", "auto"]) == 2
+    assert "--detect" in capsys.readouterr().err
+
+
+def test_detections_carry_the_unmirrored_handedness(tmp_path):
+    venv = fake_venv(tmp_path / "v", {"a.png": {"kp": hand_landmarks(5, 6, 40, 60), "hand": "Left"},
+                                      "b.png": hand_landmarks(1, 2, 30, 40), "c.png": None})
+    got = detect_hands([tmp_path / n for n in ("a.png", "b.png", "c.png")], venv=venv)
+    assert got[str(tmp_path / "a.png")] == Detection([5.0, 6.0, 40.0, 60.0], "left")
+    assert got[str(tmp_path / "b.png")].handedness is None and got[str(tmp_path / "c.png")] is None
 
 
 @pytest.mark.skipif(not (REPO / ".venv-mediapipe" / "bin" / "python").exists(),

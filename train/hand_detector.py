@@ -7,7 +7,8 @@ its own venv - `.venv-mediapipe/`, the one `benchmarks/realism_bench.py` creates
 wheel: nothing is downloaded at run time) - through the same runner script the benchmark uses,
 `benchmarks/mediapipe_detect.py`, as a subprocess.  The box is the tight box of the 21
 landmarks, in the image's own pixels - the same kind of box the training crops are built from
-(`train.augment`: keypoint box squared and enlarged by augment.scale).
+(`train.augment`: keypoint box squared and enlarged by augment.scale) - and with it the
+detector's handedness, which `train.predict --hand auto` uses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,23 @@ def default_venv() -> Path:
     return Path(os.environ.get("HANDSYNTH_MEDIAPIPE_VENV") or REPO_ROOT / ".venv-mediapipe")
 
 
-def detect_boxes(images: list[str | Path], venv: Path | None = None, timeout_s: float = 600.0) -> dict[str, list | None]:
-    """{image path as given: landmark box, or None where no hand was found}; one detector run for all."""
+@dataclass(frozen=True)
+class Detection:
+    box: list[float]  # [x0, y0, x1, y1] of the 21 landmarks, pixels of the image as given
+    handedness: str | None  # "left" / "right" as seen in the image as given (None: the detector did not say)
+
+
+def hand_label(result: dict) -> str | None:
+    """Our handedness from the runner's answer.  MediaPipe labels hands as if the image were
+    mirrored (a selfie camera); the runner also reports the label for the image as given
+    (`handedness_unmirrored`, benchmarks/mediapipe_detect.py), which is the one we use."""
+    label = str(result.get("handedness_unmirrored") or "").lower()
+    return label if label in ("left", "right") else None
+
+
+def detect_hands(images: list[str | Path], venv: Path | None = None,
+                 timeout_s: float = 600.0) -> dict[str, Detection | None]:
+    """{image path as given: its Detection, or None where no hand was found}; one detector run for all."""
     venv = Path(venv) if venv is not None else default_venv()
     py = venv / "bin" / "python"
     if not py.exists():
@@ -68,8 +85,13 @@ def detect_boxes(images: list[str | Path], venv: Path | None = None, timeout_s: 
             tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
             raise DetectorUnavailable(f"--detect: MediaPipe failed (status {r.returncode}: {tail[0]}). {SETUP_HINT}")
         results = json.loads(out.read_text())["results"]
-    boxes: dict[str, list | None] = {}
+    hands: dict[str, Detection | None] = {}
     for given, res in zip(images, results):
-        boxes[str(given)] = landmark_box(res["keypoints_2d"]) if res.get("detected") else None
-        log.debug("%s: %s", given, boxes[str(given)])
-    return boxes
+        hands[str(given)] = Detection(landmark_box(res["keypoints_2d"]), hand_label(res)) if res.get("detected") else None
+        log.debug("%s: %s", given, hands[str(given)])
+    return hands
+
+
+def detect_boxes(images: list[str | Path], venv: Path | None = None, timeout_s: float = 600.0) -> dict[str, list | None]:
+    """{image path as given: landmark box, or None where no hand was found}; one detector run for all."""
+    return {k: (d.box if d is not None else None) for k, d in detect_hands(images, venv, timeout_s).items()}

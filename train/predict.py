@@ -28,7 +28,8 @@ image is flipped horizontally (the principal point with it), the flipped image p
 the outputs flipped back (camera x -> -x, u -> W - u), so the mesh, the joints and the overlay
 are the left hand in the image's own frame; the mesh files get the template's faces with
 reversed vertex order (outward normals).  A model trained with ``"keep"`` predicts left hands
-directly (no flip).  The JSON records ``hand`` and ``flipped``.
+directly (no flip).  ``--hand auto`` (with ``--detect``) takes each image's hand from MediaPipe
+Hands' handedness.  The JSON records ``hand``, ``hand_source`` and ``flipped``.
 
 Image size: images larger than ``--max-side`` (default 1024 px) are downscaled first (the
 network sees a 128 px crop; the camera and the box are scaled with the image, so the mesh is
@@ -203,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="focal length in pixels of the images (default 1.46 x the longer side)")
     ap.add_argument("--principal", type=float, nargs=2, default=None, metavar=("CX", "CY"),
                     help="principal point in pixels (default: the image centre)")
-    ap.add_argument("--hand", choices=("right", "left"), default="right",
+    ap.add_argument("--hand", choices=("right", "left", "auto"), default="right",
                     help="the images show right or left hands; left: a right-hand model (data.left_hands = flip) "
-                         "predicts on the flipped image and the results are flipped back into the image's frame")
+                         "predicts on the flipped image and the results are flipped back into the image's frame; "
+                         "auto (with --detect): each image's hand as MediaPipe Hands classifies it")
     ap.add_argument("--format", choices=("ply", "obj", "both"), default="ply", help="mesh file format")
     ap.add_argument("--max-side", type=int, default=MAX_SIDE,
                     help="downscale larger images to this longer side first (memory; the crop is 128 px anyway)")
@@ -224,6 +226,8 @@ def argument_error(args) -> str | None:
                     f"(the hand's top-left and bottom-right corners in pixels)")
     if args.box is not None and args.detect:
         return "--box and --detect: give one (a fixed box for every image, or a detected box per image)"
+    if args.hand == "auto" and not args.detect:
+        return "--hand auto takes each image's handedness from the detector: add --detect (or say --hand left|right)"
     if args.scale is not None and not (np.isfinite(args.scale) and args.scale > 0):
         return f"--scale {args.scale:g}: must be > 0"
     if args.focal is not None and not (np.isfinite(args.focal) and args.focal > 0):
@@ -250,10 +254,10 @@ def main(argv=None) -> int:
         return 2
     detected: dict = {}
     if args.detect:
-        from .hand_detector import DetectorUnavailable, detect_boxes
+        from .hand_detector import DetectorUnavailable, detect_hands
 
         try:
-            detected = detect_boxes(args.images)
+            detected = detect_hands(args.images)
         except DetectorUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -263,8 +267,7 @@ def main(argv=None) -> int:
     scale = args.scale if args.scale is not None else ck["config"]["augment"]["scale"]
     from .data import flip_mode
 
-    flip = args.hand == "left" and flip_mode(ck["config"]["data"]) == "left"
-    faces = reverse_winding(tpl.faces) if args.hand == "left" else tpl.faces  # a left mesh: outward normals
+    flip_left = flip_mode(ck["config"]["data"]) == "left"  # a right-hand model: left images are flipped
     crop = ck["config"]["data"]["crop_size"]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,14 +284,21 @@ def main(argv=None) -> int:
                   f"skipped", file=sys.stderr)
             status = 1
             continue
-        user_box = args.box
+        user_box, hand = args.box, args.hand
         if args.detect:
-            user_box = detected.get(str(path))
-            if user_box is None:
+            found = detected.get(str(path))
+            if found is None:
                 print(f"error: {path}: MediaPipe Hands finds no hand; give --box X0 Y0 X1 Y1 instead; skipped",
                       file=sys.stderr)
                 status = 1
                 continue
+            user_box = found.box
+            if hand == "auto":
+                hand = found.handedness or "right"
+                if found.handedness is None:
+                    print(f"warning: {path}: the detector gives no handedness; predicting a right hand", file=sys.stderr)
+        flip = hand == "left" and flip_left
+        faces = reverse_winding(tpl.faces) if hand == "left" else tpl.faces  # a left mesh: outward normals
         if user_box is not None:
             x0, y0, x1, y1 = user_box
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
@@ -334,7 +344,7 @@ def main(argv=None) -> int:
         png = stem.parent / f"{stem.name}_overlay.png"
         cv2.imwrite(str(png), ov[..., ::-1])
         meta = {"image": str(path), "image_size": [w, h], "K": K0.tolist(), "crop_affine": (r["A"] @ S).tolist(),
-                "hand": args.hand, "flipped": r["flipped"], "box": user_box, "box_source": "detect" if args.detect else ("user" if args.box else None), "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
+                "hand": hand, "hand_source": "detect" if args.hand == "auto" else "user", "flipped": r["flipped"], "box": user_box, "box_source": "detect" if args.detect else ("user" if args.box else None), "uv_px": uv_full.tolist(), "joints_cam_m": r["joints_cam"].tolist(),
                 "root_m": r["root"].tolist(), "root_fallback_weak_perspective": r["root_fallback"],
                 "processed_size": [img.shape[1], img.shape[0]], "overlay_size": [ov.shape[1], ov.shape[0]],
                 "reprojection_px": float(np.linalg.norm(project(r["joints_cam"], K0) - uv_full, axis=-1).mean())}
