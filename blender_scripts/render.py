@@ -341,6 +341,8 @@ def setup(args):
         tables = ensure_tables(cfg, args.cache, can_build=not in_blender_binary(), config_arg=config_arg)
     except PreparedMissing as exc:
         raise UsageError(str(exc)) from None
+    except ConfigError as exc:  # a value only the hand model can check (e.g. the forearm's length)
+        raise UsageError(f"config: {exc}") from None
     views = views_for(cfg.cameras, tables)
     if args.prepare_only:
         return cfg, tables, views, None, None, None, None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import ConfigError  # raised here; the hand model raises it too
 from datagen.render.blender_versions import VIEW_TRANSFORM_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +29,6 @@ DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 # Every name some supported Blender has; which ones the running Blender has (and the fallbacks
 # for the others) is checked by the renderer before work (datagen/render/blender_versions.py).
 VIEW_TRANSFORMS = VIEW_TRANSFORM_NAMES
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown or out of range; the message names the key."""
 
 
 def _default_phenotype() -> dict[str, float]:

@@ -172,6 +172,23 @@ def test_arm_through_the_extended_elbow(config):
         load_hand_model(config.hand.model, config.hand.phenotype, forearm_length_m=0.26)  # at the elbow
 
 
+def test_a_length_at_the_elbow_is_a_config_error_every_command_reports(tmp_path, capsys):
+    """The valid lengths depend on the body, so the hand model checks them when it builds the arm;
+    the commands report that like any bad config value: the key, exit status 2, no traceback."""
+    from datagen.cameras.__main__ import main as cameras_main
+    from datagen.config import ConfigError
+    from datagen.hand.forearm import ForearmError
+    from datagen.poses.__main__ import main as poses_main
+
+    assert issubclass(ForearmError, ConfigError)
+    cfg = tmp_path / "elbow.toml"
+    cfg.write_text("[hand]\nforearm = true\nforearm_length_m = 0.26\n")
+    for main in (poses_main, cameras_main):
+        assert main(["--report", "--config", str(cfg), "--cache", str(tmp_path / "cache")]) == 2
+        err = capsys.readouterr().err
+        assert "error: hand.forearm_length_m = 0.26 m" in err and "Traceback" not in err
+
+
 def test_forearm_config_file_is_the_measured_option():
     # configs/forearm.toml: the option docs/REALISM.md measured (arm on, longest forearm, wrist extended).
     from pathlib import Path

@@ -24,7 +24,7 @@ from datagen.cameras.samplers import views_for
 
 def main(argv=None) -> int:
     setup_logging()
-    from datagen.config import load_config
+    from datagen.config import ConfigError, load_config
     from datagen.poses.prepared import prepare_poses
 
     ap = argparse.ArgumentParser(prog="python -m datagen.cameras", description="The views of the config's camera sampler and their framing report.")
@@ -33,8 +33,12 @@ def main(argv=None) -> int:
     ap.add_argument("--export", metavar="PATH", help="write K, R, t, centres per view (.npz)")
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
+    try:
+        cfg = load_config(args.config)
+        prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     views = views_for(cfg.cameras, prepared.asset)
     if args.export:
         np.savez(args.export, K=views.K, R=views.R, t=views.t, centres=views.centres, **views.columns)

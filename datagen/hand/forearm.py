@@ -35,6 +35,8 @@ import logging
 
 import numpy as np
 
+from datagen.errors import ConfigError
+
 from .base import HandModel
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,10 @@ def _extend_elbow(body, W, names, hand_bones, elbow, shoulder, u):
     return body + w * ((body - elbow) @ Q.T + elbow - body)
 
 
-class ForearmError(ValueError):
-    """The forearm cannot be cut out of the body mesh as asked; the message says why."""
+class ForearmError(ConfigError):
+    """The forearm cannot be cut out of the body mesh as asked; the message names the key and says
+    why.  A ConfigError (found when the hand is built, since the valid lengths depend on the body):
+    every command reports it like a bad config value, exit status 2."""
 
 
 class ForearmHand(HandModel):

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
+    try:
+        prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
+    except ConfigError as exc:  # a value only the hand model can check (e.g. the forearm's length)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         m = build_mapping(prepared, topology="mano" if mano_path else "open778", mano_path=mano_path,
                           cache_dir=args.cache_dir, progress=True, side=side)

@@ -128,7 +128,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else default_cache_dir()
-    prepared = prepare_poses(cfg, cache_dir=cache, progress=True)
+    try:
+        prepared = prepare_poses(cfg, cache_dir=cache, progress=True)
+    except ConfigError as exc:  # a value only the hand model can check (e.g. the forearm's length)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.export:
         prepared.export_table(args.export)
         print(f"wrote {args.export}")
