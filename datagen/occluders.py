@@ -25,7 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from datagen.console import setup_logging
+from datagen.console import config_errors_exit, setup_logging
 
 
 def measure(obj_v: np.ndarray, obj_f: np.ndarray, dense: np.ndarray, faces: np.ndarray) -> dict:
@@ -103,6 +103,7 @@ def report(cfg, n_items: int, seed: int, cache_dir=None, progress: bool = True) 
     return lines
 
 
+@config_errors_exit
 def main(argv=None) -> int:
     setup_logging()
     ap = argparse.ArgumentParser(prog="python -m datagen.occluders", description=__doc__.split("\n\n")[0])
@@ -113,18 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="prepared-cache folder (default: cache/ at the repo root)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    from datagen.config import ConfigError, load_config
+    from datagen.config import load_config
 
     if not args.report:
         ap.error("nothing to do: pass --report")
     if args.items < 1:
         print(f"error: --items {args.items}: must be >= 1", file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: config: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     if cfg.occluders.share <= 0:
         print(f"error: {args.config or 'configs/default.toml'} has [occluders] share = 0: no item draws an object "
               f"(try --config configs/occluders.toml)", file=sys.stderr)

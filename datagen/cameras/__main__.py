@@ -16,15 +16,16 @@ import sys
 
 import numpy as np
 
-from datagen.console import setup_logging
+from datagen.console import config_errors_exit, setup_logging
 from datagen.cameras.framing import box_stats, framing_margins, jitter_framing
 from datagen.cameras.jitter import jitter_on
 from datagen.cameras.samplers import views_for
 
 
+@config_errors_exit
 def main(argv=None) -> int:
     setup_logging()
-    from datagen.config import ConfigError, load_config
+    from datagen.config import load_config
     from datagen.poses.prepared import prepare_poses
 
     ap = argparse.ArgumentParser(prog="python -m datagen.cameras", description="The views of the config's camera sampler and their framing report.")
@@ -33,12 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--export", metavar="PATH", help="write K, R, t, centres per view (.npz)")
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    prepared = prepare_poses(cfg, cache_dir=args.cache, progress=True)
     views = views_for(cfg.cameras, prepared.asset)
     if args.export:
         np.savez(args.export, K=views.K, R=views.R, t=views.t, centres=views.centres, **views.columns)

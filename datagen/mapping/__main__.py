@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datagen.console import setup_logging
+from datagen.console import config_errors_exit, setup_logging
 from datagen.mapping.dense_to_778 import build_mapping, format_report
 
 
+@config_errors_exit
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     ap = argparse.ArgumentParser(prog="python -m datagen.mapping", description=__doc__.split("\n\n")[0])
@@ -24,27 +25,23 @@ def main(argv: list[str] | None = None) -> int:
                          "pose (1 = all; seconds per pose): the mapping's error over poses and, with [hand.shape], "
                          "over the hand shapes")
     args = ap.parse_args(argv)
-    from datagen.config import ConfigError, load_config
+    from datagen.config import load_config
     from datagen.poses.prepared import prepare_poses
 
     if args.mano and args.mano_left:
         print("error: give --mano (right) or --mano-left (left), one at a time", file=sys.stderr)
         return 2
     side, mano_path = ("left", args.mano_left) if args.mano_left else ("right", args.mano)
-    try:
-        if mano_path:  # a bad file is reported at once, before the pose table is prepared
-            from datagen.mapping.mano import load_mano
+    cfg = load_config(args.config)
+    if mano_path:  # a bad file is reported at once, before the pose table is prepared
+        from datagen.mapping.mano import load_mano
 
+        try:
             load_mano(mano_path)
-        cfg = load_config(args.config)
-    except (ValueError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
-    except ConfigError as exc:  # a value only the hand model can check (e.g. the forearm's length)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    prepared = prepare_poses(cfg, cache_dir=args.cache_dir, progress=True)
     try:
         m = build_mapping(prepared, topology="mano" if mano_path else "open778", mano_path=mano_path,
                           cache_dir=args.cache_dir, progress=True, side=side)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datagen.console import setup_logging
+from datagen.console import config_errors_exit, setup_logging
 from datagen.poses.construction import pair_list, check_limits
 
 
@@ -98,6 +98,7 @@ def shape_report(prepared, cfg) -> str:
     return "\n".join(lines)
 
 
+@config_errors_exit
 def main(argv=None) -> int:
     setup_logging()
     from datagen.poses.prepared import prepare_poses
@@ -113,26 +114,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="cache folder (default: cache/ at the repo root)")
     args = ap.parse_args(argv)
     from datagen.config import load_config
-
     from datagen.poses.prepared import default_cache_dir
 
-    from datagen.config import ConfigError
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     if args.shapes and not cfg.hand.shape:
         print("error: --shapes needs a config with [hand.shape] ranges (e.g. --config configs/shapes.toml)",
               file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else default_cache_dir()
-    try:
-        prepared = prepare_poses(cfg, cache_dir=cache, progress=True)
-    except ConfigError as exc:  # a value only the hand model can check (e.g. the forearm's length)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    prepared = prepare_poses(cfg, cache_dir=cache, progress=True)
     if args.export:
         prepared.export_table(args.export)
         print(f"wrote {args.export}")
