@@ -351,12 +351,12 @@ def setup(args):
     except HdriError as exc:
         raise UsageError(str(exc)) from None
     backgrounds = []
-    if cfg.backgrounds.share > 0:  # every image decoded before any rendering
+    if cfg.backgrounds.share > 0:  # every image decoded before any rendering (by the driver for its workers)
         from datagen.scene.backgrounds import BackgroundError
         from datagen.scene.backgrounds import discover as discover_backgrounds
 
         try:
-            backgrounds, bg_warnings = discover_backgrounds(cfg.backgrounds.sources, REPO_ROOT)
+            backgrounds, bg_warnings = discover_backgrounds(cfg.backgrounds.sources, REPO_ROOT, check=not args.stdin)
         except BackgroundError as exc:
             raise UsageError(str(exc)) from None
         warnings = warnings + bg_warnings

@@ -95,6 +95,9 @@ def test_discovery_decodes_records_licences_and_names_a_corrupt_file(tmp_path):
     (folder / "sub" / "b.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(B.BackgroundError, match=r"b\.jpg"):
         B.discover([str(folder)], tmp_path)
+    # the driver's workers (check=False) read sizes from the headers only: the driver decoded them
+    half, _ = B.discover([str(folder)], tmp_path, check=False)
+    assert [(b.width, b.height) for b in half] == [(bg.width, bg.height) for bg in bgs if bg.source == str(folder)]
     (folder / "sub" / "b.jpg").write_bytes(data)
     (folder / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(B.BackgroundError, match=r"z\.png.*cannot be decoded"):

@@ -103,6 +103,22 @@ def decode(path: str | Path) -> np.ndarray:
     return rgb
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image at `path` from its header, without decoding the pixels
+    (Pillow); where Pillow is missing (Blender's own Python) the image is decoded."""
+    path = Path(path)
+    try:
+        from PIL import Image
+    except ImportError:
+        h, w = _decode_bpy(path).shape[:2]
+        return w, h
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BackgroundError(f"background image {path} cannot be read: {exc}") from None
+
+
 def _decode_bpy(path: Path) -> np.ndarray:
     import bpy
 
@@ -130,6 +146,9 @@ def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[B
 
     Raises BackgroundError naming the path for a missing source, a source without images, a
     file of another type given directly, or (with `check`) an image that does not decode.
+    `check=False` reads each image's size from its header only: for the job driver's workers,
+    whose driver decoded every image before starting them (decoding thousands of photos again
+    at every worker start and recycle would cost more than the renders between them).
     """
     repo_root = Path(repo_root)
     out: dict[str, Background] = {}
@@ -147,9 +166,10 @@ def discover(sources, repo_root: str | Path, check: bool = True) -> tuple[list[B
             if lic_file is None:
                 warnings.append(f"background {f}: no licence file beside it; recorded as '{UNKNOWN_LICENCE}' "
                                 f"(add {f.name}.license or a LICENSE file, see docs/RENDERING.md)")
-            width = height = 0
             if check:
                 height, width = decode(f).shape[:2]
+            else:
+                width, height = image_size(f)
             name = f"{prefix}/{f.relative_to(label)}"
             rec = Background(name, str(f.resolve()), _portable(f, repo_root, None), src, int(width), int(height),
                              licence, _portable(lic_file, repo_root, None) if lic_file else None)
