@@ -19,7 +19,6 @@ import pickle
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -191,7 +190,3 @@ def load_pretrained_encoder(model: nn.Module, path, load_mapreg: bool = True, en
     own.update(state)
     model.load_state_dict(own)
     return sorted(state)
-
-
-def template_arrays_equal(a: Template, b: Template) -> bool:
-    return a.faces.shape == b.faces.shape and np.array_equal(a.faces, b.faces) and a.topology == b.topology
