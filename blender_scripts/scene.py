@@ -52,6 +52,7 @@ from datagen.render.layout import item_paths, mesh_path
 from datagen.labels.handedness import handed_mesh, handed_points
 from datagen.labels.passes import ItemContext, compute_passes, passes_for, write_passes
 from datagen.labels.item import label_item
+from datagen.scene.arm import draw_item_arm
 from datagen.scene.occluders import Placement
 from datagen.scene.skin import (
     CREASE_FIELDS,
@@ -647,22 +648,46 @@ class SceneRenderer:
         self._K = K.copy()
 
     # ------------------------------------------------------------------ per item
-    def set_pose(self, pose_id: int, out_dir: str | Path | None = None) -> np.ndarray:
-        """Put pose `pose_id` on the mesh (no-op if already there); write its mesh file once."""
-        if self._pose == pose_id:
-            return self._dense
-        dense = self.tables.dense_vertices(pose_id)
+    def set_pose(self, pose_id: int, out_dir: str | Path | None = None, show: bool = True) -> np.ndarray:
+        """Put pose `pose_id` (the pose table's mesh) on the mesh (no-op if already there) and
+        return its dense vertices; write its mesh file once.  show=False: only compute it."""
+        if self._pose != pose_id:
+            self._pose, self._dense = pose_id, self.tables.dense_vertices(pose_id)
+        if out_dir is not None:
+            self._write_pose_mesh(pose_id, out_dir)
+        if show:
+            self._show(self._dense)
+        return self._dense
+
+    def _show(self, dense: np.ndarray) -> None:
+        """Put dense vertices (Nd, 3) on the Blender mesh (no-op if they are already there)."""
+        if getattr(self, "_shown", None) is dense:
+            return
         self.mesh.vertices.foreach_set("co", dense.astype(np.float32).ravel())
         self.mesh.update()
-        self._pose, self._dense = pose_id, dense
-        if out_dir is not None:
-            mp = mesh_path(out_dir, pose_id)
-            if not mp.exists():
-                mp.parent.mkdir(parents=True, exist_ok=True)
-                atomic.save_npz(mp, fsync=self.fsync, dense=dense.astype(np.float32),
-                                base=self.tables.base_vertices[pose_id].astype(np.float32),
-                                keypoints=self.tables.keypoints[pose_id].astype(np.float32))
-        return dense
+        self._shown = dense
+
+    def item_mesh(self, spec: ItemSpec, camera: ItemCamera, out_dir: str | Path | None = None):
+        """Put the item's hand on the mesh: its pose, and with [hand] wrist_draw = "item" its own
+        forearm direction (datagen.scene.arm, drawn with the item's camera).  Returns the right
+        hand's dense vertices and the arm record (None with per-pose wrists)."""
+        if self.cfg.hand.wrist_draw != "item":
+            return self.set_pose(spec.pose_id, out_dir), None
+        self.set_pose(spec.pose_id, out_dir, show=False)
+        arm = draw_item_arm(self.cfg, self.tables, spec.pose_id, spec.view_id, camera, self.views.width,
+                            self.views.height, left=spec.left)
+        dense = self.tables.dense(arm.base)
+        self._show(dense)
+        return dense, arm
+
+    def _write_pose_mesh(self, pose_id: int, out_dir: str | Path) -> None:
+        """meshes/pose_NNNNN.npz (the pose table's mesh: with per-item wrists, the straight arm), once."""
+        mp = mesh_path(out_dir, pose_id)
+        if not mp.exists():
+            mp.parent.mkdir(parents=True, exist_ok=True)
+            atomic.save_npz(mp, fsync=self.fsync, dense=self._dense.astype(np.float32),
+                            base=self.tables.base_vertices[pose_id].astype(np.float32),
+                            keypoints=self.tables.keypoints[pose_id].astype(np.float32))
 
     def item_camera(self, spec: ItemSpec) -> ItemCamera:
         """The item's camera: its view's, or jittered per item ([cameras.jitter], drawn from the
@@ -944,8 +969,9 @@ class SceneRenderer:
         camera-z depth (H, W), 0 where alpha is 0).  With an exact camera these equal the
         rasterised mask and depth.
         """
-        self.set_pose(spec.pose_id)
-        self.set_camera(self.item_camera(spec), spec.hdri_rotation_deg, spec.left)
+        cam = self.item_camera(spec)
+        self.item_mesh(spec, cam)
+        self.set_camera(cam, spec.hdri_rotation_deg, spec.left)
         if getattr(self, "_depth_material", None) is None:
             mat = bpy.data.materials.new("camera_depth")
             nt = self._node_tree(mat)
@@ -967,8 +993,8 @@ class SceneRenderer:
         t0, c0 = time.perf_counter(), time.process_time()
         paths = item_paths(out_dir, spec.pose_id, spec.view_id)
         paths.label.parent.mkdir(parents=True, exist_ok=True)
-        right_dense = self.set_pose(spec.pose_id, out_dir)
         cam = self.item_camera(spec)
+        right_dense, arm = self.item_mesh(spec, cam, out_dir)
         M = self.set_camera(cam, spec.hdri_rotation_deg, spec.left)
         factor, facing = self.lights_factor(spec, cam.centre)
         tone_f = tone_exposure_factor(spec.skin.melanin, spec.skin.redness, self.cfg.hdri.exposure_tone)
@@ -976,6 +1002,8 @@ class SceneRenderer:
                                           factor, tone_f)
         self.set_environment(spec.hdri_index, eff)
         scene_blocks = {}
+        if arm is not None:  # only with [hand] wrist_draw = "item"
+            scene_blocks["wrist"] = arm.record()
         if cam.jitter is not None:  # only with [cameras.jitter] on: default items stay as they were
             scene_blocks["camera_jitter"] = cam.jitter
         if self.cfg.lights.count[1] > 0 or self._lights:

@@ -52,6 +52,10 @@ class HandConfig:
     forearm_length_m: float = 0.20  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
     wrist_flexion_deg: tuple[float, float] = (-30.0, 30.0)  # + flexion (palmar), - extension (dorsal)
     wrist_deviation_deg: tuple[float, float] = (-10.0, 20.0)  # + ulnar, - radial
+    # "pose": one pair of wrist angles per pose (in the pose table); "item": the pose table keeps
+    # the arm straight and every item draws its own pair within the ranges, pointing the arm away
+    # from its camera so that the cut end is never in frame (datagen.scene.arm).
+    wrist_draw: str = "pose"
     # Share of items rendered as left hands (the mirrored right hand; docs/ARCHITECTURE.md
     # "Frames and conventions"), drawn per item from its own seed (datagen.scene.items).  A
     # render-time choice: the hand and pose tables (and their cache keys) do not depend on it.
@@ -66,6 +70,7 @@ class HandConfig:
 # deviation 20, ulnar deviation 30-35): config ranges must stay inside them.
 WRIST_FLEXION_LIMITS_DEG = (-70.0, 80.0)
 WRIST_DEVIATION_LIMITS_DEG = (-20.0, 35.0)
+WRIST_DRAWS = ("pose", "item")  # [hand] wrist_draw
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("render", "samples_without_denoiser"): 16,
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
+              ("hand", "wrist_draw"): "pose",
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
               ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
               ("hdri", "exposure_target"): 0.9, ("hdri", "exposure_tone"): 0.0, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
@@ -564,6 +570,10 @@ def _validate(cfg: Config) -> Config:
     _check_interval("hand.wrist_flexion_deg", h.wrist_flexion_deg, *WRIST_FLEXION_LIMITS_DEG)
     _check_interval("hand.wrist_deviation_deg", h.wrist_deviation_deg, *WRIST_DEVIATION_LIMITS_DEG)
     _check_range("hand.left_share", h.left_share, 0.0, 1.0)
+    if h.wrist_draw not in WRIST_DRAWS:
+        raise ConfigError(f"hand.wrist_draw = {h.wrist_draw!r}: must be one of {', '.join(map(repr, WRIST_DRAWS))}")
+    if h.wrist_draw == "item" and not h.forearm:
+        raise ConfigError("hand.wrist_draw = \"item\" needs hand.forearm = true (the wrist angles turn the forearm)")
     cfg = dataclasses.replace(cfg, hand=dataclasses.replace(h, shape=_shape_ranges(h, entry)))
     h = cfg.hand
     if h.shape and cfg.poses.families:

@@ -9,6 +9,8 @@ stream what it draws                                              where
 0-5    environment, skin, Cycles seed, handedness, background,     datagen.scene.items.make_spec
        extra lights
 6      occluders (only with ``[occluders] share > 0``)             datagen.scene.occluders.place
+7      the arm's direction (only with ``[hand] wrist_draw =        datagen.scene.arm
+       "item"``)
 16     camera jitter (only with ``[cameras.jitter]``)              datagen.cameras.jitter
 ====== ========================================================== ==============================
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 OCCLUDER_STREAM = 6
+ARM_STREAM = 7
 CAMERA_JITTER_STREAM = 16
 
 

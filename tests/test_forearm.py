@@ -233,3 +233,107 @@ def test_shaped_forearm_follows_the_shaped_hand(forearm_hand):
     w = draw_wrist_angles(np.array([0, 700]), cfg.seed, cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg)
     for i in range(2):
         assert np.allclose(st.table.rotations[i, arm.rig.forearm], forearm_rotation(w.flexion_deg[i], w.deviation_deg[i]))
+
+
+@pytest.fixture(scope="module")
+def arm_tables(forearm_hand, tmp_path_factory):
+    """HandTables (the renderer's numpy-only view) of the forearm hand with three poses whose arm
+    is straight, as [hand] wrist_draw = "item" prepares them, written and read back."""
+    from datagen.cameras.cut_end import cut_end_faces
+    from datagen.poses.construction import build_pose_table, pose_meshes
+    from datagen.poses.tables import load_tables
+
+    _, arm, asset = forearm_hand
+    asset.cut_faces = cut_end_faces(asset)
+    full = build_pose_table(arm, 1)
+    rows = np.array([0, 31, 100])
+    table = type(full)(*(np.asarray(getattr(full, f))[rows] for f in full.__dataclass_fields__))
+    base, kps = pose_meshes(arm, asset, table)
+    d = tmp_path_factory.mktemp("arm_tables")
+    asset.save(d / "hand.npz")
+    np.savez(d / "poses.npz", ids=table.ids, pose_a=table.pose_a, pose_b=table.pose_b, t=table.t,
+             rotations=table.rotations, base_vertices=base, keypoints=kps)
+    return load_tables(d / "hand.npz", d / "poses.npz"), table
+
+
+def test_item_arm_turns_exactly_what_skinning_turns(forearm_hand, arm_tables):
+    """HandTables.item_base (datagen.poses.wrist.arm_delta) = skinning the pose again with the
+    item's forearm rotation; the keypoints and every hand vertex the forearm bone does not weigh
+    stay where the pose table has them."""
+    from datagen.hand.base import forward_kinematics
+    from datagen.poses.wrist import forearm_rotation
+
+    _, arm, asset = forearm_hand
+    tables, table = arm_tables
+    assert tables.forearm_bone == arm.rig.forearm and len(tables.arm_rows) and len(tables.cut_faces)
+    assert np.allclose(tables.rotations[:, tables.forearm_bone], np.eye(3))
+    for p, (f, d) in zip(range(3), ((-50.0, 15.0), (25.0, -8.0), (-10.0, 0.0))):
+        R = table.rotations[[p]].copy()
+        R[0, arm.rig.forearm] = forearm_rotation(f, d)
+        ref = arm.skin(forward_kinematics(arm.rig, R))[0]
+        got = tables.item_base(p, forearm_rotation(f, d))
+        assert np.abs(got - ref).max() < 1e-6  # float32 tables
+        moved = np.abs(got - tables.base_vertices[p]).max(1) > 1e-9
+        assert moved.any() and set(np.nonzero(moved)[0]) <= set(tables.arm_rows.tolist())
+        T = forward_kinematics(arm.rig, R)[0]
+        heads = np.einsum("jik,jk->ji", T[:, :3, :3], asset.rest_heads) + T[:, :3, 3]
+        assert np.allclose(asset.keypoints(heads, tables.dense(got)), tables.keypoints[p], atol=1e-6)
+
+
+def test_item_arm_keeps_the_cut_end_out_of_every_view(arm_tables, config):
+    """Every one of the 216 views, right and left items: the drawn arm's cut end is out of frame
+    (checked again by the label rasteriser: no pixel of the cut end's faces), the arm points at
+    least MIN_CAMERA_ANGLE_DEG away from the camera, angles within the ranges, deterministic;
+    a range that leaves no way out is an error naming the keys."""
+    import dataclasses
+
+    from datagen.cameras.hemisphere import views_for
+    from datagen.cameras.jitter import view_camera
+    from datagen.config import config_from_dict
+    from datagen.geometry.mirror import mirror_points
+    from datagen.geometry.raster import rasterize
+    from datagen.scene.arm import MIN_CAMERA_ANGLE_DEG, ArmError, draw_item_arm
+
+    tables, _ = arm_tables
+    cfg = config_from_dict({"hand": {"forearm": True, "wrist_draw": "item", "wrist_flexion_deg": [-60.0, 30.0]}})
+    views = views_for(config.cameras, SimpleNamespace(palm_centre=tables.palm_centre))
+    cut = np.asarray(tables.cut_faces)
+    draws = []
+    for v in range(216):
+        left = v % 3 == 0
+        cam = view_camera(views, v)
+        a = draw_item_arm(cfg, tables, v % 3, v, cam, views.width, views.height, left=left)
+        assert -60 <= a.flexion_deg <= 30 and -10 <= a.deviation_deg <= 20
+        draws.append(a.draws)
+        dense = tables.dense(a.base)
+        dense = mirror_points(dense) if left else dense
+        px = rasterize(dense @ cam.R.T + cam.t, cut, cam.K, views.width, views.height)
+        assert not (px.face >= 0).any(), v
+        axis = dense[np.unique(cut)].mean(0)
+        to_cam = -cam.R.T @ cam.t
+        assert np.degrees(np.arccos(axis @ to_cam / np.linalg.norm(axis) / np.linalg.norm(to_cam))) >= MIN_CAMERA_ANGLE_DEG
+        if v % 50 == 0:
+            again = draw_item_arm(cfg, tables, v % 3, v, cam, views.width, views.height, left=left)
+            assert (again.flexion_deg, again.deviation_deg) == (a.flexion_deg, a.deviation_deg)
+            other = draw_item_arm(dataclasses.replace(cfg, seed=1), tables, v % 3, v, cam, views.width, views.height,
+                                  left=left)
+            assert other.flexion_deg != a.flexion_deg
+    assert np.median(draws) == 1
+    stuck = config_from_dict({"hand": {"forearm": True, "wrist_draw": "item", "wrist_flexion_deg": [0.0, 0.0],
+                                       "wrist_deviation_deg": [0.0, 0.0]}})
+    with pytest.raises(ArmError, match="hand.wrist_flexion_deg"):
+        v = 5 * 36  # the top ring looks along a straight arm
+        draw_item_arm(stuck, tables, 0, v, view_camera(views, v), views.width, views.height)
+
+
+def test_wrist_draw_is_validated_and_a_later_key():
+    from datagen.config import config_from_dict
+
+    assert config_from_dict({"hand": {"forearm": True}}).digest() == \
+        config_from_dict({"hand": {"forearm": True, "wrist_draw": "pose"}}).digest()
+    assert config_from_dict({"hand": {"forearm": True, "wrist_draw": "item"}}).digest() != \
+        config_from_dict({"hand": {"forearm": True}}).digest()
+    with pytest.raises(ConfigError, match="hand.wrist_draw"):
+        config_from_dict({"hand": {"forearm": True, "wrist_draw": "view"}})
+    with pytest.raises(ConfigError, match="hand.wrist_draw"):
+        config_from_dict({"hand": {"wrist_draw": "item"}})  # no forearm to turn

@@ -70,6 +70,13 @@ class HandAsset:
     dense_part: np.ndarray  # (Nd,)
     rest_base_vertices: np.ndarray  # (Nb, 3)
     palm_centre: np.ndarray  # (3,) aim point of every camera
+    # With a forearm (datagen.hand.forearm; empty without): the base vertices the forearm bone
+    # moves (its skinning weight > 0: the arm and the hand's wrist region) and those weights,
+    # which turn the arm per item (datagen.poses.wrist.arm_delta); and the dense faces at the
+    # arm's cut end (datagen.cameras.cut_end.cut_end_faces, set by datagen.poses.prepared).
+    arm_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,)
+    arm_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,)
+    cut_faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # (M, 3)
     licence: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -222,6 +229,9 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
     dense_part = dense_part_w.argmax(1)
 
     rest_dense = np.asarray(D @ hand.rest_vertices)
+    arm_rows = np.zeros(0, np.int64)
+    if arm is not None:
+        arm_rows = np.nonzero(W[:, rig.forearm] > 0)[0]
     tip_faces, tip_bary = [], []
     for finger in FINGERS:
         distal = rig.chains[finger][2]
@@ -251,6 +261,8 @@ def build_asset(hand: HandModel, subdivision_levels: int = 1) -> HandAsset:
         dense_part=dense_part,
         rest_base_vertices=hand.rest_vertices,
         palm_centre=palm_centre,
+        arm_rows=arm_rows,
+        arm_weights=np.asarray(W[arm_rows, rig.forearm], np.float64) if arm is not None else np.zeros(0),
         licence=dict(hand.licence),
         versions=dict(hand.versions),
     )

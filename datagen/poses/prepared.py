@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 # Bump when the pose-space definition changes in a way the angle tables below do not show.
 POSE_SPACE_VERSION = 4
 # The same for the hand with a forearm only (in the key only when [hand] forearm = true, so the
-# hand-only caches keep their keys).  2: the wrist keypoint is the middle of the wrist bone.
-FOREARM_VERSION = 2
+# hand-only caches keep their keys).  2: the wrist keypoint is the middle of the wrist bone;
+# 3: the asset holds the forearm's weights and cut-end faces (per-item wrist angles).
+FOREARM_VERSION = 3
 # Bump when splay or the pose families change (keys of configs that use them; never the paper's).
 POSE_OPTIONS_VERSION = 1
 # The same for the per-pose hand shapes (in the key only when [hand.shape] has ranges).
@@ -67,6 +68,9 @@ class Prepared:
     shape_values: np.ndarray | None = None  # (P, K) float64
     shape_measure_names: np.ndarray | None = None  # (M,) str (datagen.poses.shapes.MEASURE_NAMES)
     shape_measures: np.ndarray | None = None  # (P, M) float64, metres
+    # With [hand.shape] and a forearm: each pose's forearm-weighted rest vertices minus the
+    # forearm bone's head (datagen.poses.tables.HandTables.arm_offsets).
+    arm_offsets: np.ndarray | None = None  # (P, n, 3) float32
 
     def dense_vertices(self, pose_id: int) -> np.ndarray:
         return self.asset.dense(self.base_vertices[pose_id].astype(np.float64))
@@ -144,8 +148,8 @@ def save_prepared(p: Prepared, cache_dir: Path) -> None:
     asset_path, poses_path = prepared_paths(cache_dir, p.key)
     asset_path.parent.mkdir(parents=True, exist_ok=True)
     p.asset.save(asset_path)
-    shape = {k: getattr(p, k) for k in ("shape_names", "shape_values", "shape_measure_names", "shape_measures")
-             if getattr(p, k) is not None}
+    shape = {k: getattr(p, k) for k in ("shape_names", "shape_values", "shape_measure_names", "shape_measures",
+                                         "arm_offsets") if getattr(p, k) is not None}
     atomic.save_npz(poses_path, ids=p.ids, pose_a=p.pose_a, pose_b=p.pose_b, t=p.t, rotations=p.rotations,
                     finger_state=p.finger_state, canonical=p.canonical,
                     base_vertices=p.base_vertices, keypoints=p.keypoints, **shape)
@@ -175,6 +179,10 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
     hand = load_hand_model(cfg.hand.model, cfg.hand.phenotype,
                            cfg.hand.forearm_length_m if cfg.hand.forearm else None)
     asset = build_asset(hand, cfg.hand.subdivision_levels)
+    if cfg.hand.forearm:  # what the per-item arm needs in Blender, where scipy may be missing
+        from datagen.cameras.cut_end import cut_end_faces
+
+        asset.cut_faces = cut_end_faces(asset)
     angles = hand_model_entry(cfg.hand.model).pose_angles
     if cfg.hand.shape:  # one drawn hand per canonical pose (datagen.poses.shapes)
         from datagen.poses.shapes import MEASURE_NAMES, build_shaped_table
@@ -185,7 +193,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
                      finger_state=t.finger_state, canonical=t.canonical, base_vertices=st.base_vertices,
                      keypoints=st.keypoints, key=key, shape_names=np.asarray(st.shape_names),
                      shape_values=st.shape_values, shape_measure_names=np.asarray(MEASURE_NAMES),
-                     shape_measures=st.shape_measures)
+                     shape_measures=st.shape_measures, arm_offsets=st.arm_offsets)
         save_prepared(p, cache_dir)
         return p
     table = build_pose_table(hand, cfg.poses.interpolation_steps, angles)
@@ -198,7 +206,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
 
         table = append_families(hand, asset, table, cfg.poses.families, cfg.seed, angles,
                                 splay_amount=cfg.poses.splay_scale, progress=progress)
-    if cfg.hand.forearm:
+    if cfg.hand.forearm and cfg.hand.wrist_draw == "pose":  # "item": the arm stays straight here
         from datagen.poses.wrist import apply_wrist_angles
 
         apply_wrist_angles(table, hand.rig, cfg)

@@ -53,6 +53,7 @@ class ShapedTable:
     shape_names: tuple[str, ...]  # the phenotypes, in the model's order
     shape_values: np.ndarray  # (P, K) float64
     shape_measures: np.ndarray  # (P, len(MEASURE_NAMES)) float64, metres
+    arm_offsets: np.ndarray | None = None  # (P, n, 3) with a forearm (datagen.poses.tables.HandTables.arm_offsets)
 
 
 def _rows(table: PoseTable, rows: np.ndarray) -> PoseTable:
@@ -87,7 +88,7 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
     for row, c in enumerate(ref.canonical.tolist()):
         groups.setdefault(int(c), []).append(row)
     wrist = None
-    if cfg.hand.forearm:  # the same wrist angles as without shapes (per pose id, datagen.poses.wrist)
+    if cfg.hand.forearm and cfg.hand.wrist_draw == "pose":  # the same wrist angles as without shapes
         from datagen.poses.wrist import draw_wrist_angles, forearm_rotation
 
         w = draw_wrist_angles(ref.ids, cfg.seed, cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg)
@@ -98,6 +99,7 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
     base = np.empty((P, asset.n_base, 3), np.float32)
     kps = np.empty((P, 21, 3), np.float32)
     measures = np.full((P, len(MEASURE_NAMES)), np.nan)
+    arm = np.empty((P, len(asset.arm_rows), 3), np.float32) if len(asset.arm_rows) else None
     redrawn, kept_default = 0, 0
     it = groups.items()
     if progress:
@@ -111,23 +113,26 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
             else:  # give up: the config's own hand (the one-hand table's, checked by its report)
                 v = np.array([cfg.hand.phenotype[n] for n in names], dtype=np.float64)
                 kept_default += 1
-            R, V, K, m = _shaped_rows(hand, asset, ref, rows, dict(zip(names, v.tolist())), angles, wrist, splay)
+            R, V, K, m, off = _shaped_rows(hand, asset, ref, rows, dict(zip(names, v.tolist())), angles, wrist, splay)
             worst = max((d for pose_v in V for _, _, d, _ in checker.pose_penetration(asset.dense(pose_v.astype(np.float64)))),
                         default=0.0)
             if worst <= PENETRATION_LIMIT_M or attempt == MAX_ATTEMPTS:
                 break
             redrawn += attempt == 0
         rotations[rows], values[rows], base[rows], kps[rows], measures[rows] = R, v, V, K, m
+        if arm is not None:
+            arm[rows] = off
     if redrawn or kept_default:
         log.info("shapes: %d of %d hands redrawn (a pose interpenetrated by > %.1f mm), %d kept the default hand",
                  redrawn, len(groups), PENETRATION_LIMIT_M * 1e3, kept_default)
     table = PoseTable(ref.ids, ref.pose_a, ref.pose_b, ref.t, rotations, ref.finger_state, ref.canonical)
-    return ShapedTable(table, base, kps, tuple(names), values, measures)
+    return ShapedTable(table, base, kps, tuple(names), values, measures, arm)
 
 
 def _shaped_rows(hand, asset, ref: PoseTable, rows: list[int], phenotype: dict, angles, wrist, splay=None):
     """Rotations, base vertices, keypoints of `rows` (one canonical pose) on the hand of
-    `phenotype`, and that hand's open-hand measures."""
+    `phenotype`, that hand's open-hand measures, and (with a forearm, else None) its
+    forearm-weighted rest vertices minus the forearm bone's head."""
     h = frame_like(hand.shaped(phenotype), asset)
     jx = derive_axes(h)
     states: dict[int, np.ndarray] = {}
@@ -151,7 +156,11 @@ def _shaped_rows(hand, asset, ref: PoseTable, rows: list[int], phenotype: dict, 
     heads = posed_bone_heads(asset, T, h.rig.heads)
     k = np.stack([asset.keypoints(hd, asset.dense(v)) for hd, v in zip(heads, V)])
     m = hand_measures(k[-1], asset.dense(V[-1]), asset.dense_part)
-    return R[:-1], V[:-1].astype(np.float32), k[:-1].astype(np.float32), [m.get(n, np.nan) for n in MEASURE_NAMES]
+    off = None
+    if len(asset.arm_rows):
+        off = h.rest_vertices[asset.arm_rows] - h.rig.heads[h.rig.forearm]
+    return (R[:-1], V[:-1].astype(np.float32), k[:-1].astype(np.float32), [m.get(n, np.nan) for n in MEASURE_NAMES],
+            off)
 
 
 __all__ = ["MEASURE_NAMES", "ShapedTable", "build_shaped_table"]

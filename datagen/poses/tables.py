@@ -57,6 +57,14 @@ class HandTables:
     shape_values: np.ndarray | None = None
     shape_measure_names: np.ndarray | None = None
     shape_measures: np.ndarray | None = None
+    # With a forearm (datagen.hand.asset.HandAsset.arm_rows): the base vertices the forearm bone
+    # moves, their weights, the forearm bone, the dense faces at the arm's cut end; with shapes
+    # (each pose its own rest hand) the per-pose offsets of those vertices from the bone's head.
+    bone_names: tuple = ()
+    arm_rows: np.ndarray | None = None
+    arm_weights: np.ndarray | None = None
+    cut_faces: np.ndarray | None = None
+    arm_offset_table: np.ndarray | None = None  # (P, n, 3) float32
     _rows: np.ndarray = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -83,6 +91,30 @@ class HandTables:
 
     def dense_vertices(self, pose_id: int) -> np.ndarray:
         return self.dense(self.base_vertices[pose_id])
+
+    @property
+    def forearm_bone(self) -> int:
+        """Index of the forearm bone (datagen.hand.forearm.FOREARM_BONE), -1 without a forearm."""
+        return self.bone_names.index("forearm.R") if "forearm.R" in self.bone_names else -1
+
+    def arm_offsets(self, pose_id: int) -> np.ndarray:
+        """(n, 3) rest positions of the forearm-weighted base vertices minus the forearm bone's
+        head (the wrist joint centre), in pose `pose_id`'s hand frame."""
+        if self.arm_offset_table is not None:
+            return np.asarray(self.arm_offset_table[pose_id], np.float64)
+        return self.rest_base_vertices[self.arm_rows] - self.rest_heads[self.forearm_bone]
+
+    def item_base(self, pose_id: int, forearm_rotation: np.ndarray) -> np.ndarray:
+        """(Nb, 3) float64 base vertices of pose `pose_id` with the forearm bone turned to
+        `forearm_rotation` (3, 3; datagen.poses.wrist) instead of the pose table's."""
+        from datagen.poses.wrist import arm_delta
+
+        if self.forearm_bone < 0 or self.arm_rows is None:
+            raise ValueError("the hand has no forearm to turn")
+        base = np.asarray(self.base_vertices[pose_id], np.float64).copy()
+        base[self.arm_rows] += arm_delta(self.arm_offsets(pose_id), self.arm_weights,
+                                         self.rotations[pose_id, self.forearm_bone], forearm_rotation)
+        return base
 
     def rest_tips(self, rest_dense: np.ndarray) -> np.ndarray:
         """(5, 3) fingertip keypoints on the rest-pose dense mesh."""
@@ -114,6 +146,9 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
         ids=p["ids"], pose_a=p["pose_a"], pose_b=p["pose_b"], t=p["t"], rotations=p["rotations"],
         base_vertices=p["base_vertices"], keypoints=p["keypoints"],
         **{k: p[k] for k in ("shape_names", "shape_values", "shape_measure_names", "shape_measures") if k in p},
+        bone_names=tuple(str(b) for b in h["bone_names"]),
+        **{k: h[k] for k in ("arm_rows", "arm_weights", "cut_faces") if k in h},
+        **({"arm_offset_table": p["arm_offsets"]} if "arm_offsets" in p else {}),
     )
 
 

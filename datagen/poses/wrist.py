@@ -12,7 +12,11 @@ Hand relative to forearm H = Rz(d) @ Rx(f); the forearm bone's rotation is H^T.
 
 Angles are drawn uniformly within the config's ranges ([hand] wrist_flexion_deg,
 wrist_deviation_deg) from `numpy.random.SeedSequence([seed, pose_id, WRIST_STREAM])`: a pose's
-angles depend on the config seed and its id only, never on how work is split.
+angles depend on the config seed and its id only, never on how work is split.  With
+`[hand] wrist_draw = "item"` the pose table keeps the arm straight (the forearm bone's rotation
+is the identity) and every item turns it (datagen.scene.arm): the forearm bone is a root bone
+rotating about its head, so under linear blend skinning only the vertices it weighs move, by
+`arm_delta` - exactly what skinning the pose again with the item's rotation gives.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ def forearm_rotation(flexion_deg: float, deviation_deg: float) -> np.ndarray:
     return (rz @ rx).T
 
 
+def arm_delta(offsets: np.ndarray, weights: np.ndarray, rot_from: np.ndarray, rot_to: np.ndarray) -> np.ndarray:
+    """(n, 3) change of the base vertices the forearm bone weighs when its rotation goes from
+    `rot_from` to `rot_to` (3, 3): weights (n,) times (rot_to - rot_from) @ offset, where
+    `offsets` (n, 3) are those vertices' rest positions minus the bone's head (its pivot)."""
+    return np.asarray(weights, np.float64)[:, None] * (np.asarray(offsets, np.float64) @ (rot_to - rot_from).T)
+
+
 def apply_wrist_angles(table, rig, cfg) -> WristAngles:
     """Set the forearm bone's rotation of every pose of `table` (in place) from the config."""
     if rig.forearm < 0:
@@ -60,4 +71,4 @@ def apply_wrist_angles(table, rig, cfg) -> WristAngles:
     return angles
 
 
-__all__ = ["WristAngles", "apply_wrist_angles", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]
+__all__ = ["WristAngles", "apply_wrist_angles", "arm_delta", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]
