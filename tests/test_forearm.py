@@ -337,3 +337,26 @@ def test_wrist_draw_is_validated_and_a_later_key():
         config_from_dict({"hand": {"forearm": True, "wrist_draw": "view"}})
     with pytest.raises(ConfigError, match="hand.wrist_draw"):
         config_from_dict({"hand": {"wrist_draw": "item"}})  # no forearm to turn
+
+
+def test_poses_report_checks_the_arm_over_the_wrist_ranges(forearm_hand, arm_tables):
+    """With per-item wrists the table's arm is straight; the interpenetration report also checks
+    the fingers-arm pairs with the arm turned to the ranges' corners and edge midpoints, and
+    finds the arm when it is folded into the hand (the check can fail)."""
+    from datagen.config import config_from_dict
+    from datagen.hand.forearm import ARM_PART
+    from datagen.poses.collision import PenetrationChecker, _with_wrists, wrist_range_rotations
+    from datagen.poses.wrist import forearm_rotation
+
+    _, arm, asset = forearm_hand
+    tables, _ = arm_tables
+    item = config_from_dict({"hand": {"forearm": True, "wrist_draw": "item"}})
+    assert len(wrist_range_rotations(item)) == 8
+    assert wrist_range_rotations(config_from_dict({"hand": {"forearm": True}})) == []
+    checker = PenetrationChecker(asset.dense_faces, asset.dense_part, asset.dense(asset.rest_base_vertices))
+    base = tables.base_vertices[1].astype(np.float64)  # a fist
+    offsets, straight = tables.arm_offsets(1), tables.rotations[1, tables.forearm_bone]
+    in_range = _with_wrists(checker, asset, base, offsets, straight, wrist_range_rotations(item))
+    assert not [c for c in in_range if ARM_PART in c[:2]]
+    folded = _with_wrists(checker, asset, base, offsets, straight, [forearm_rotation(150.0, 0.0)])
+    assert max((d for a, b, d, _ in folded if ARM_PART in (a, b)), default=0.0) > 0.005

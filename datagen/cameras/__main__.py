@@ -7,6 +7,9 @@ With `[cameras.jitter]` on (datagen.cameras.jitter) the report covers every item
 all poses x views, each with the one draw its seed gives (not a sample), and prints the hand's
 size and offset in the frame with and without the jitter; the last line is then
 `views=V items=N jitter=on worst_margin_px=X` (X over every item's camera).
+With per-item wrists (`[hand] wrist_draw = "item"`, datagen.scene.arm) it also draws the arm of
+every view for a sample of poses (right and, with left hands, left items) and reports how many
+draws it took and whether any item found no wrist angles that keep the cut end out of frame.
 """
 
 from __future__ import annotations
@@ -52,11 +55,44 @@ def main(argv=None) -> int:
             where = f" (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})"
         print(f"radius {cfg.cameras.radius_m} m, f {cfg.cameras.focal_px} px, {cfg.cameras.width}x{cfg.cameras.height}")
         print(f"worst: pose {p} view {v}{where}")
+        if cfg.hand.forearm and cfg.hand.wrist_draw == "item":
+            report_arm(cfg, views, args.cache)
         if not jitter_on(cfg.cameras):
             print(f"views={len(views)} worst_margin_px={m.min():.1f}")
             return 0
         report_jitter(cfg, prepared, views, m)
     return 0
+
+
+def report_arm(cfg, views, cache, pose_step: int = 19) -> int:
+    """Per-item arms (datagen.scene.arm) for every view x every `pose_step`-th pose: draws needed,
+    grid fallbacks, items without a way out (ArmError), the drawn wrist angles; returns failures."""
+    from datagen.cameras.jitter import view_camera
+    from datagen.poses.tables import ensure_tables
+    from datagen.scene.arm import MAX_DRAWS, ArmError, draw_item_arm
+
+    tables = ensure_tables(cfg, cache)
+    hands = (False, True) if cfg.hand.left_share > 0 else (False,)
+    draws, angles, failed = [], [], []
+    for pid in range(0, tables.n_poses, pose_step):
+        for v in range(len(views)):
+            for left in hands:
+                try:
+                    a = draw_item_arm(cfg, tables, pid, v, view_camera(views, v), views.width, views.height, left=left)
+                except ArmError as e:
+                    failed.append(str(e))
+                    continue
+                draws.append(a.draws)
+                angles.append((a.flexion_deg, a.deviation_deg))
+    d, ang = np.asarray(draws), np.asarray(angles)
+    print(f"per-item arm ({len(d) + len(failed)} items: every view x every {pose_step}th pose, "
+          f"{'right and left' if len(hands) == 2 else 'right'} hands): first draw {np.mean(d == 1):.3f}, "
+          f"2-{MAX_DRAWS} draws {np.mean(d > 1):.3f}, grid fallback {int((d == 0).sum())}, no way out {len(failed)}")
+    print(f"drawn wrist angles: flexion mean {ang[:, 0].mean():+.1f} deg (p5 {np.percentile(ang[:, 0], 5):+.1f}, "
+          f"p95 {np.percentile(ang[:, 0], 95):+.1f}), deviation mean {ang[:, 1].mean():+.1f} deg")
+    for msg in failed[:5]:
+        print("  " + msg)
+    return len(failed)
 
 
 def _pct(a, qs=(0, 5, 25, 50, 75, 95, 100)) -> str:

@@ -137,9 +137,13 @@ def main(argv=None) -> int:
     if args.shapes:
         print(shape_report(prepared, cfg))
     if args.report or not (args.export or args.sheet or args.shapes):
-        from datagen.poses.collision import penetration_report
+        from datagen.poses.collision import penetration_report, wrist_range_rotations
 
-        report = penetration_report(prepared, progress=True, cache_dir=cache)
+        wrists = wrist_range_rotations(cfg)
+        if wrists:
+            print(f"per-item wrists: the fingers-arm pairs are also checked with the arm at {len(wrists)} corners and "
+                  "edge midpoints of the wrist ranges")
+        report = penetration_report(prepared, progress=True, cache_dir=cache, wrists=wrists)
         print(report.table())
         n_distinct = len(np.unique(prepared.canonical))
         print(f"distinct poses: {n_distinct} of {len(prepared.ids)} (midpoints of pairs that differ only in "

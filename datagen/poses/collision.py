@@ -13,6 +13,9 @@ Parts are the dominant skinning part of each dense vertex (see `HandAsset.dense_
 the forearm ([hand] forearm = true) the arm is part 6 and every finger/palm - arm pair is
 checked the same way (measured on the 1520 poses with wrist flexion in [-30, 30] and in
 [20, 50] degrees: nothing reaches into the arm; the worst pair stays ring into palm, 0.73-0.74 mm).
+With per-item wrists ([hand] wrist_draw = "item") the table's arm is straight, so the report
+also checks every pose's fingers-arm pairs with the arm at the wrist ranges' corners and edge
+midpoints (`wrist_range_rotations`).
 """
 
 from __future__ import annotations
@@ -115,13 +118,16 @@ class PenetrationChecker:
             dist, _ = cKDTree(rest_vertices[self.parts[b].vertices]).query(rest_vertices[others])
             self.tested_against.append(others[dist > JUNCTION_M])
 
-    def pose_penetration(self, vertices: np.ndarray) -> list[tuple[int, int, float, int]]:
-        """(part A, part B, depth m, vertex) of the deepest penetration for every pair that has one."""
+    def pose_penetration(self, vertices: np.ndarray, with_part: int | None = None) -> list[tuple[int, int, float, int]]:
+        """(part A, part B, depth m, vertex) of the deepest penetration for every pair that has one;
+        `with_part`: only the pairs one of whose parts it is (e.g. the forearm's)."""
         out = []
         for b, pb in enumerate(self.parts):
             if len(pb.faces) == 0:
                 continue
             cand = self.tested_against[b]
+            if with_part is not None and b != with_part:
+                cand = cand[self.part[cand] == with_part]
             if len(cand) == 0:
                 continue
             tree = cKDTree(vertices[pb.vertices])
@@ -166,7 +172,7 @@ class PenetrationChecker:
 _WORKER = {}
 
 
-def _init_worker(prepared_key, cache_dir):
+def _init_worker(prepared_key, cache_dir, wrists=()):
     """Load the prepared hand and posed vertices straight from the cache files (numpy and the
     HandAsset file format only: importing datagen.poses.prepared here would close an import
     cycle through the pose families, which use this checker)."""
@@ -177,18 +183,62 @@ def _init_worker(prepared_key, cache_dir):
     asset = HandAsset.load(hand_file)
     with np.load(poses_file) as z:
         _WORKER["base"] = z["base_vertices"]
+        _WORKER["rotations"] = z["rotations"]
+        _WORKER["arm_offsets"] = z["arm_offsets"] if "arm_offsets" in z.files else None
     _WORKER["asset"] = asset
+    _WORKER["wrists"] = list(wrists)
     _WORKER["checker"] = PenetrationChecker(asset.dense_faces, asset.dense_part, asset.dense(asset.rest_base_vertices))
 
 
 def _check_pose(pid: int):
     base = _WORKER["base"][pid].astype(np.float64)  # as Prepared.dense_vertices
-    return pid, _WORKER["checker"].pose_penetration(_WORKER["asset"].dense(base))
+    a, wrists = _WORKER["asset"], _WORKER["wrists"]
+    if not wrists:
+        return pid, _WORKER["checker"].pose_penetration(a.dense(base))
+    fb = list(a.bone_names).index("forearm.R")
+    return pid, _with_wrists(_WORKER["checker"], a, base, _arm_offsets(a, _WORKER["arm_offsets"], pid),
+                             _WORKER["rotations"][pid, fb], wrists)
+
+
+def wrist_range_rotations(cfg) -> list[np.ndarray]:
+    """With per-item wrists ([hand] wrist_draw = "item") the pose table's arm is straight and an
+    item may turn it anywhere in the wrist ranges: the forearm rotations at the ranges' four
+    corners and edge midpoints, where the fingers-arm pairs are checked too (empty otherwise)."""
+    from datagen.poses.wrist import forearm_rotation
+
+    if not (cfg.hand.forearm and cfg.hand.wrist_draw == "item"):
+        return []
+    (f0, f1), (d0, d1) = cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg
+    fm, dm = (f0 + f1) / 2, (d0 + d1) / 2
+    pairs = [(f0, d0), (f0, d1), (f1, d0), (f1, d1), (fm, d0), (fm, d1), (f0, dm), (f1, dm)]
+    return [forearm_rotation(f, d) for f, d in dict.fromkeys(pairs)]
+
+
+def _with_wrists(checker, asset, base, offsets, rot_pose, wrists) -> list[tuple[int, int, float, int]]:
+    """The pose's own check plus the forearm's pairs at each of `wrists` (datagen.poses.wrist)."""
+    from datagen.poses.wrist import arm_delta
+
+    found = checker.pose_penetration(asset.dense(base))
+    arm = int(asset.dense_part.max())
+    for R in wrists:
+        turned = base.copy()
+        turned[asset.arm_rows] += arm_delta(offsets, asset.arm_weights, rot_pose, R)
+        found += checker.pose_penetration(asset.dense(turned), with_part=arm)
+    return found
+
+
+def _arm_offsets(asset, arm_offsets, pid: int) -> np.ndarray:
+    """As datagen.poses.tables.HandTables.arm_offsets, from a HandAsset and the poses file's table."""
+    if arm_offsets is not None:
+        return np.asarray(arm_offsets[pid], np.float64)
+    return asset.rest_base_vertices[asset.arm_rows] - asset.rest_heads[list(asset.bone_names).index("forearm.R")]
 
 
 def penetration_report(prepared, progress: bool = False, poses=None, workers: int | None = None,
-                       cache_dir=None) -> PenetrationReport:
-    """Check every pose (or `poses`); uses `workers` processes when the prepared files are cached."""
+                       cache_dir=None, wrists=()) -> PenetrationReport:
+    """Check every pose (or `poses`); uses `workers` processes when the prepared files are cached.
+    `wrists` (forearm rotations, `wrist_range_rotations`): also check the fingers-arm pairs with
+    the arm turned to each."""
     import os
 
     ids = [int(i) for i in (range(len(prepared.ids)) if poses is None else poses)]
@@ -216,14 +266,20 @@ def penetration_report(prepared, progress: bool = False, poses=None, workers: in
     if workers > 1 and cache_dir is not None and len(ids) > 50:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(prepared.key, cache_dir)) as ex:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(prepared.key, cache_dir, list(wrists))) as ex:
             for pid, found in ex.map(_check_pose, ids, chunksize=16):
                 collect(pid, found)
     else:
-        rest = prepared.asset.dense(prepared.asset.rest_base_vertices)
-        checker = PenetrationChecker(prepared.asset.dense_faces, prepared.asset.dense_part, rest)
+        a = prepared.asset
+        checker = PenetrationChecker(a.dense_faces, a.dense_part, a.dense(a.rest_base_vertices))
         for pid in ids:
-            collect(pid, checker.pose_penetration(prepared.dense_vertices(pid)))
+            base = prepared.base_vertices[pid].astype(np.float64)
+            if wrists:
+                fb = list(a.bone_names).index("forearm.R")
+                collect(pid, _with_wrists(checker, a, base, _arm_offsets(a, prepared.arm_offsets, pid),
+                                          prepared.rotations[pid, fb], wrists))
+            else:
+                collect(pid, checker.pose_penetration(a.dense(base)))
     if bar:
         bar.close()
     return PenetrationReport(worst, pairs, contacts)
