@@ -276,6 +276,8 @@ def write_run_files(out: Path, record: dict, tables, views, fsync: bool) -> None
     if not (out / "poses.npz").exists():
         shape = {k: getattr(tables, k) for k in ("shape_names", "shape_values", "shape_measure_names",
                                                    "shape_measures") if getattr(tables, k) is not None}
+        if tables.arm_offset_table is not None:  # [hand.shape] with a forearm: the per-item arm (pack)
+            shape["arm_offsets"] = tables.arm_offset_table
         atomic.save_npz(out / "poses.npz", fsync=fsync, ids=tables.ids, pose_a=tables.pose_a, pose_b=tables.pose_b,
                         t=tables.t, rotations=tables.rotations, keypoints=tables.keypoints, **shape)
     if not (out / "views.npz").exists():

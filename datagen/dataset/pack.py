@@ -41,6 +41,7 @@ from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
 from datagen.labels.handedness import HANDEDNESS, handed_points, handedness_code
 from datagen.labels.passes import LabelPass, PassError, passes_for, run_passes
+from datagen.poses.wrist import wrist_range_problem
 from datagen.registry import UnknownName
 
 # An item's files: v<view><suffix>, one suffix per label pass of the run.
@@ -49,7 +50,7 @@ ITEM_NAME = re.compile(r"^v(\d+)(\..+)$")
 # verbatim: in the manifest when every item has the same value, else per sample (extra_json).
 PARSED_KEYS = {"pose_id", "view_id", "item_id", "seed", "keypoints_2d", "keypoints_3d_cam", "visible", "in_frame",
                "depth_gap_m", "crossings", "skin_distance_m", "bbox_xyxy", "mask_area_px", "image_size", "K", "R", "t",
-               "hdri", "skin", "handedness", "occluded_by_object", "shape"}
+               "hdri", "skin", "handedness", "occluded_by_object", "shape", "wrist"}
 TOL_CAM = 1e-6  # K, R, t in an item vs. views.npz (relative)
 TOL_3D_M = 2e-5  # keypoints_3d_cam vs. R @ pose keypoints + t
 TOL_2D_PX = 2e-2  # keypoints_2d vs. projection
@@ -64,6 +65,27 @@ def run_jitter(run_config: dict | None):
     raw = ((run_config or {}).get("cameras") or {}).get("jitter") or {}
     j = CameraJitterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     return j if jitter_active(j) else None
+
+
+@dataclass(frozen=True)
+class RunWrist:
+    """The wrist of a run's config (run.json): drawn per pose (the pose table) or per item."""
+
+    per_item: bool
+    flexion_deg: tuple[float, float]
+    deviation_deg: tuple[float, float]
+
+
+def run_wrist(run_config: dict | None) -> RunWrist:
+    """`[hand]` wrist_draw and the wrist ranges of a resolved config dict (run.json's; a config
+    from before the keys draws per pose)."""
+    from datagen.config import HandConfig
+
+    h = (run_config or {}).get("hand") or {}
+    d = HandConfig()
+    return RunWrist(bool(h.get("forearm", False)) and h.get("wrist_draw", "pose") == "item",
+                    tuple(h.get("wrist_flexion_deg", d.wrist_flexion_deg)),
+                    tuple(h.get("wrist_deviation_deg", d.wrist_deviation_deg)))
 
 
 class PackError(RuntimeError):
@@ -199,6 +221,8 @@ class Scan:
         self.backgrounds_used: set[int] = set()
         # [cameras.jitter] of the run: items then carry their own cameras (datagen.cameras.jitter)
         self.jitter = run_jitter(inputs.run.get("config"))
+        # [hand] wrist_draw = "item": every item carries its own wrist angles (the JSON's `wrist`)
+        self.wrist = run_wrist(inputs.run.get("config"))
         self.skin_names: list[str] | None = None
         self.constant: dict = {}  # unparsed label keys with the same value in every item
         self.varying_keys: list[str] = []  # unparsed label keys kept per sample (extra_json)
@@ -343,6 +367,32 @@ class Scan:
             raise ItemError(f"shape band {shape.get('band')!r} but pose {pose}'s hand length "
                             f"{length * 1e3:.1f} mm is band {shape_band(length)!r}")
 
+    def _check_wrist(self, wrist) -> tuple[np.ndarray, dict | None]:
+        """The item's `wrist` block (datagen.scene.arm.ItemArm.record) as the wrist_deg column
+        [flexion, deviation] (NaN, NaN without one) and what the manifest keeps of the rest."""
+        if not self.wrist.per_item:
+            if wrist is not None:
+                raise ItemError("the labels have a 'wrist' block but run.json's config draws the wrist per pose "
+                                "([hand] wrist_draw)")
+            return np.full(2, np.nan, np.float32), None
+        if not isinstance(wrist, dict):
+            raise ItemError("'wrist' missing or not a table (run.json's config draws the wrist per item)")
+        angles = []
+        for key in ("flexion_deg", "deviation_deg"):
+            v = wrist.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ItemError(f"'wrist.{key}' missing or not a finite number ({v!r})")
+            angles.append(float(v))
+        problem = wrist_range_problem(*angles, self.wrist.flexion_deg, self.wrist.deviation_deg)
+        if problem:
+            raise ItemError(f"wrist: {problem} (run.json's config)")
+        if wrist.get("draw") != "item":
+            raise ItemError(f"'wrist.draw' is {wrist.get('draw')!r}, expected 'item'")
+        draws = wrist.get("draws")
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+            raise ItemError(f"'wrist.draws' {draws!r} is not a count (an integer >= 0)")
+        return np.asarray(angles, np.float32), {k: v for k, v in wrist.items() if k not in ("flexion_deg", "deviation_deg")}
+
     def _pose_row(self, pose: int) -> int:
         if getattr(self, "_rows", None) is None:
             self._rows = {int(p): i for i, p in enumerate(self.inputs.poses["ids"])}
@@ -431,7 +481,10 @@ class Scan:
                 raise ItemError(f"background {background!r} is not in run.json's background list (licence unknown)")
             self.backgrounds_used.add(self.background_index[str(background["name"])])
         self._check_shape(lab.get("shape"), pose)
+        wrist_deg, wrist_rest = self._check_wrist(lab.get("wrist"))
         extra = {k: v for k, v in lab.items() if k not in PARSED_KEYS}
+        if wrist_rest:  # the draw's record (draws tried) stays with the sample
+            extra["wrist"] = wrist_rest
         rec = self.inputs.hdris[hdri_index]
         rest = {k: v for k, v in hdri.items() if k not in ("name", "index", "rotation_deg", "strength")
                 and not (k in rec and rec[k] == v)}  # what run.json already says about this HDRI is not repeated
@@ -445,7 +498,7 @@ class Scan:
                "occluded_by_object": occ,
                "hdri_rotation_deg": float(hdri.get("rotation_deg", np.nan)),
                "hdri_strength": float(hdri.get("strength", np.nan)), "handedness": handedness_code(handedness),
-               "K": K, "R": R, "t": t}
+               "K": K, "R": R, "t": t, "wrist_deg": wrist_deg}
         return row, skin, extra
 
 
@@ -584,6 +637,7 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         if topology != "mano":
             raise PackError("--mano-left needs --topology mano (and --mano for the right hand)")
         mapping_left = build_mapping_for(inputs, "mano", mano_left_path, cache_dir, side="left")
+    arm = arm_tables(inputs, cache_dir) if scan.wrist.per_item else None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in out_dir.glob("*" + S.PARTIAL):
@@ -650,7 +704,7 @@ def pack(render_dir, out_dir, shard_size_mb: float = 1024, topology: str = "open
         if bar is not None:
             bar.close()
 
-    manifest = finalize(out_dir, inputs, scan, mapping, shard_infos, options, digest, progress, mapping_left)
+    manifest = finalize(out_dir, inputs, scan, mapping, shard_infos, options, digest, progress, mapping_left, arm)
     n_skipped = manifest["counts"]["skipped"]
     log(f"packed {manifest['counts']['samples']} samples into {len(shard_infos)} shard(s) in {out_dir}"
         + (f"; skipped {n_skipped} bad item(s) (listed in the manifest)" if n_skipped else ""))
@@ -743,6 +797,32 @@ def build_mapping_for(inputs: Inputs, topology: str, mano_path, cache_dir, side:
                         f"{exc}") from None
 
 
+def arm_tables(inputs: Inputs, cache_dir=None) -> dict:
+    """What a reader needs to turn the forearm per item (tables.h5 `arm/`, datagen.dataset.reader.
+    ArmSkin), per row of poses.npz: the forearm-weighted base rows and weights, the forearm
+    bone's rotation in each pose, the rows' rest offsets from the bone's head - one (n, 3) array,
+    or (P, n, 3) with [hand.shape] (each pose its own hand: poses.npz `arm_offsets`, else the
+    prepared table the render used)."""
+    a = inputs.asset
+    if not len(a.arm_rows) or "forearm.R" not in a.bone_names:
+        raise PackError(f"{inputs.root / 'hand.npz'} holds no forearm weights (arm_rows), but run.json's config "
+                        f"draws the wrist per item: it was rendered by an older handsynth; render it again")
+    bone = a.bone_names.index("forearm.R")
+    n_poses = len(inputs.poses["ids"])
+    if "shape_values" in inputs.poses:
+        offsets = inputs.poses.get("arm_offsets")
+        if offsets is None:  # a render directory from before poses.npz carried them
+            offsets = prepared_for(inputs, cache_dir).arm_offsets
+        offsets = np.asarray(offsets, np.float32)
+        if offsets.shape != (n_poses, len(a.arm_rows), 3):
+            raise PackError(f"the per-pose forearm offsets have shape {offsets.shape}, expected "
+                            f"{(n_poses, len(a.arm_rows), 3)} (poses.npz of {inputs.root})")
+    else:
+        offsets = np.asarray(a.rest_base_vertices[a.arm_rows] - a.rest_heads[bone], np.float64)
+    return {"rows": np.asarray(a.arm_rows, np.int32), "weights": np.asarray(a.arm_weights, np.float64),
+            "pose_rotation": np.asarray(inputs.poses["rotations"][:, bone], np.float64), "offsets": offsets}
+
+
 def _csr_parts(m):
     import scipy.sparse as sp
 
@@ -752,9 +832,10 @@ def _csr_parts(m):
 
 
 def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos: list[dict], progress=True,
-                 mapping_left=None) -> Path:
+                 mapping_left=None, arm: dict | None = None) -> Path:
     """tables.h5: per-pose meshes and keypoints, per-view cameras, hand, mapping, HDRIs, sample index;
-    with `mapping_left` (a MANO_LEFT.pkl's) also the left model's group and per-pose vertices."""
+    with `mapping_left` (a MANO_LEFT.pkl's) also the left model's group and per-pose vertices;
+    with `arm` (arm_tables: per-item wrists) the `arm/` group."""
     a = inputs.asset
     used_poses = np.unique([p for p, _ in scan.items])
     pose_row = {int(p): i for i, p in enumerate(inputs.poses["ids"])}
@@ -863,6 +944,19 @@ def write_tables(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos
                             "source": _jsonable(mapping_left.source),
                             "definition": "left vertices = mirror(matrix @ dense) = matrix @ mirror(dense)"})
 
+        if arm is not None:  # [hand] wrist_draw = "item" (datagen.dataset.reader.ArmSkin)
+            g = f.create_group("arm")
+            S.write_array(g, "rows", arm["rows"], attrs={"definition": "base vertex ids the forearm bone weighs"})
+            S.write_array(g, "weights", arm["weights"], attrs={"definition": "their forearm skinning weights"})
+            S.write_array(g, "pose_rotation", arm["pose_rotation"][rows], attrs={
+                "definition": "per pose (poses/pose_id order): the forearm bone's rotation in the pose table"})
+            off = arm["offsets"]
+            S.write_array(g, "offsets", off if off.ndim == 2 else off[rows], attrs={
+                "definition": "rest positions of the rows minus the forearm bone's head (the wrist joint centre), "
+                              "m, hand frame: (n, 3), or (P, n, 3) per pose with [hand.shape]"})
+            S.set_attrs(g, {"bone": "forearm.R", "definition": "a sample with finite wrist_deg [f, d]: base rows += "
+                            "weights * offsets @ (forearm_rotation(f, d) - pose_rotation).T (datagen.poses.wrist)"})
+
         g = f.create_group("hdri")
         S.write_array(g, "name", np.asarray([str(h.get("name")) for h in inputs.hdris] or [""], dtype=object))
 
@@ -918,8 +1012,8 @@ def _jsonable(obj):
 
 
 def finalize(out_dir: Path, inputs: Inputs, scan: Scan, mapping, shard_infos, options, digest, progress,
-             mapping_left=None) -> dict:
-    tables = write_tables(out_dir, inputs, scan, mapping, shard_infos, progress, mapping_left)
+             mapping_left=None, arm: dict | None = None) -> dict:
+    tables = write_tables(out_dir, inputs, scan, mapping, shard_infos, progress, mapping_left, arm)
     shards = []
     for info in shard_infos:
         p = out_dir / info["file"]

@@ -108,12 +108,15 @@ SAMPLE_COLUMNS = {
     "R": ("float64", (3, 3)),
     "t": ("float64", (3,)),
     "occluded_by_object": ("bool", (N_KEYPOINTS,)),  # with occluders; all False in older shards
+    # The item's own wrist angles [flexion, deviation] in degrees ([hand] wrist_draw = "item": the
+    # item JSON's `wrist` block); NaN = the pose table's wrist (every other dataset, older shards).
+    "wrist_deg": ("float32", (2,)),
     # "skin": float32 (N, S), names in the attribute skin_names (S comes from the render items)
 }
 # Columns added after schema version 1, with the value a shard written before them means
-# (every sample was a right hand, no object hid a keypoint): read as that value when missing, so
-# older datasets stay readable.
-LATER_COLUMNS = {"handedness": 0, "occluded_by_object": False}
+# (every sample was a right hand, no object hid a keypoint, the wrist was the pose table's): read
+# as that value when missing, so older datasets stay readable.
+LATER_COLUMNS = {"handedness": 0, "occluded_by_object": False, "wrist_deg": np.nan}
 # Columns of a later schema: a shard of an older schema does not have them (a schema 1 sample's
 # camera is its view's, tables.h5 views/; the reader falls back to it).
 SINCE_SCHEMA = {"K": 2, "R": 2, "t": 2}

@@ -61,6 +61,18 @@ def arm_delta(offsets: np.ndarray, weights: np.ndarray, rot_from: np.ndarray, ro
     return np.asarray(weights, np.float64)[:, None] * (np.asarray(offsets, np.float64) @ (rot_to - rot_from).T)
 
 
+RANGE_TOL_DEG = 1e-3  # item JSONs round the angles to 1e-4 degrees
+
+
+def wrist_range_problem(flexion_deg: float, deviation_deg: float, flexion_range, deviation_range) -> str | None:
+    """Why a pair of wrist angles is not within the config's ranges ([hand] wrist_flexion_deg,
+    wrist_deviation_deg; RANGE_TOL_DEG of slack), naming the key; None when it is."""
+    for key, v, (lo, hi) in (("flexion_deg", flexion_deg, flexion_range), ("deviation_deg", deviation_deg, deviation_range)):
+        if not np.isfinite(v) or not lo - RANGE_TOL_DEG <= v <= hi + RANGE_TOL_DEG:
+            return f"{key} {v} is outside [hand] wrist_{key} = [{lo}, {hi}]"
+    return None
+
+
 def apply_wrist_angles(table, rig, cfg) -> WristAngles:
     """Set the forearm bone's rotation of every pose of `table` (in place) from the config."""
     if rig.forearm < 0:
@@ -71,4 +83,5 @@ def apply_wrist_angles(table, rig, cfg) -> WristAngles:
     return angles
 
 
-__all__ = ["WristAngles", "apply_wrist_angles", "arm_delta", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]
+__all__ = ["RANGE_TOL_DEG", "WristAngles", "apply_wrist_angles", "arm_delta", "draw_wrist_angles", "forearm_rotation",
+           "WRIST_STREAM", "wrist_range_problem"]

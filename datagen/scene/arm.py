@@ -53,8 +53,9 @@ class ItemArm:
     base: np.ndarray  # (Nb, 3) float64
 
     def record(self) -> dict:
-        """The item JSON's `wrist` block."""
-        return {"flexion_deg": round(self.flexion_deg, 4), "deviation_deg": round(self.deviation_deg, 4),
+        """The item JSON's `wrist` block (the angles at full precision: the packed dataset re-skins the
+        item's mesh from them, datagen.dataset.reader.ArmSkin)."""
+        return {"flexion_deg": float(self.flexion_deg), "deviation_deg": float(self.deviation_deg),
                 "draw": "item", "draws": self.draws}
 
 
