@@ -24,6 +24,7 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 | handedness | int64 | with the ids: 0 right hand, 1 left hand (the mirrored right hand; every 3D output above is the left hand's) |
 | hdri_index, hdri_rotation_deg, hdri_strength | int64, float32, float32 | HDRI (names in `hdri_names`) |
 | skin | float32 (S,) | skin parameters, names in `skin_names` |
+| wrist_deg | float32 (2,) | the item's own wrist angles [flexion, deviation] in degrees (`[hand] wrist_draw = "item"`; + palmar flexion / ulnar deviation); NaN, NaN = the pose table's wrist. With finite angles every mesh output (vertices_cam, mano_joints_cam, dense_vertices_cam) is the item's own mesh: the pose's with the forearm turned (tables.h5 `arm/`, `ArmSkin`) |
 | shape, shape_band | float32 (K,), int64 | only datasets made with `[hand.shape]`: the pose's drawn phenotypes (names in the tables' `shape_names`) and its hand-length band (index into `datagen.hand.shape.BAND_NAMES`: small, medium, large) |
 | dense_vertices_cam | float32 (Nd, 3) | only when asked for in `fields`: the dense render mesh |
 | <pass name> | the pass's (datagen.labels.passes) | every further label pass the dataset holds |
@@ -32,6 +33,10 @@ One sample (all fixed-size, so the default collate works; docs/DATASET.md has th
 Left samples (datagen.labels.handedness): the pose tables hold the right hand; for a left sample
 the hand-frame points are mirrored (x -> -x) before the view's R, t, so joints_cam, vertices_cam,
 mano_joints_cam and dense_vertices_cam are the left hand the image shows.
+
+Per-item wrists (`[hand] wrist_draw = "item"`): the pose tables hold the straight arm; a sample
+with finite `wrist_deg` gets its own mesh, the pose's plus the change of the forearm-weighted
+vertices (`ArmSkin`, made once per dataset from tables.h5 `arm/`); the joints do not move.
 
 `fields=None` (the default) means DEFAULT_FIELDS plus the dataset's further label passes.
 
@@ -57,11 +62,13 @@ import torch
 
 from datagen.dataset import shards as S
 from datagen.geometry.mirror import mirror_points
+from datagen.poses.wrist import arm_delta, forearm_rotation
 from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "occluded_by_object", "depth_gap_m",
-                  "joints_cam", "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin", "shape")
+                  "joints_cam", "vertices_cam", "mano_joints_cam", "K", "R", "t", "ids", "hdri", "skin", "shape",
+                  "wrist_deg")
 ALL_FIELDS = DEFAULT_FIELDS + ("dense_vertices_cam", "view_columns")
 
 
@@ -115,6 +122,84 @@ def select_split(pose_id: np.ndarray, view_id: np.ndarray, split: str = "all", b
     return np.nonzero(keep)[0]
 
 
+def _csr(g, prefix: str):
+    """A CSR matrix stored as <prefix>data/indices/indptr/shape in an HDF5 group (datagen.pack)."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((g[prefix + "data"][()].astype(np.float64), g[prefix + "indices"][()],
+                          g[prefix + "indptr"][()]), shape=tuple(int(x) for x in g[prefix + "shape"][()]))
+
+
+def _touched(A) -> tuple[np.ndarray, object]:
+    """(the rows of sparse A with an entry, those rows as CSR): products only touch them."""
+    A = A.tocsr()
+    rows = np.flatnonzero(np.diff(A.indptr))
+    return rows, A[rows]
+
+
+class ArmSkin:
+    """The meshes of a sample whose forearm the item turned ([hand] wrist_draw = "item").
+
+    The pose tables keep the arm straight; the item's base vertices are the pose's plus
+    `datagen.poses.wrist.arm_delta` (n, 3) on the forearm-weighted rows `rows` (exactly what
+    skinning again with the item's forearm rotation gives).  Every mesh is linear in the base
+    vertices, so dense = pose dense + D[:, rows] @ delta, a 778-vertex mesh = its pose mesh +
+    (M D)[:, rows] @ delta and its regressed joints + (J M D)[:, rows] @ delta.  The products are
+    made once here (sparse, restricted to the rows they touch); a sample costs a few small ones.
+
+    tables.h5 `arm/` (datagen.pack): rows (n,) base vertex ids, weights (n,), pose_rotation
+    (P, 3, 3) the forearm bone's rotation in each pose of the table (identity: the straight
+    arm), offsets (n, 3) - or (P, n, 3) with [hand.shape], one hand per pose - the rows' rest
+    positions minus the bone's head.
+    """
+
+    def __init__(self, rows, weights, pose_rotation, offsets, dense_matrix, mappings: dict):
+        self.rows = np.asarray(rows, np.int64)
+        self.weights = np.asarray(weights, np.float64)
+        self.pose_rotation = np.asarray(pose_rotation, np.float64)
+        self.offsets = np.asarray(offsets, np.float64)
+        D = dense_matrix.tocsc()[:, self.rows]
+        self.dense_rows, self.dense_matrix = _touched(D)
+        # name -> (touched rows, (M D)[:, rows] on them, (J M D)[:, rows] dense (21, n))
+        self.mapped = {}
+        for name, (M, J) in mappings.items():
+            MD = (M @ D).tocsr()
+            r, A = _touched(MD)
+            self.mapped[name] = (r, A, np.asarray(MD.T @ np.asarray(J, np.float64).T).T)
+
+    @classmethod
+    def from_h5(cls, f) -> ArmSkin | None:
+        """From an open tables.h5; None when it has no `arm/` group."""
+        if "arm" not in f:
+            return None
+        g = f["arm"]
+        mappings = {"mano": (_csr(f["mano"], "matrix_"), f["mano/joint_regressor"][()])}
+        if "mano_left" in f:
+            mappings["mano_left"] = (_csr(f["mano_left"], "matrix_"), f["mano_left/joint_regressor"][()])
+        return cls(g["rows"][()], g["weights"][()], g["pose_rotation"][()], g["offsets"][()],
+                   _csr(f["hand"], "dense_matrix_"), mappings)
+
+    def delta(self, pose_row: int, wrist_deg) -> np.ndarray:
+        """(n, 3) float64 change of the base rows for the item's [flexion, deviation] (degrees)."""
+        off = self.offsets if self.offsets.ndim == 2 else self.offsets[pose_row]
+        return arm_delta(off, self.weights, self.pose_rotation[pose_row],
+                         forearm_rotation(float(wrist_deg[0]), float(wrist_deg[1])))
+
+    def dense(self, dense: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """(Nd, 3) float32: a pose's dense vertices with the forearm turned by `delta`."""
+        out = np.asarray(dense, np.float64).copy()
+        out[self.dense_rows] += self.dense_matrix @ delta
+        return out.astype(np.float32)
+
+    def mesh(self, name: str, vertices: np.ndarray, joints: np.ndarray, delta: np.ndarray):
+        """((nv, 3), (21, 3)) float32: a pose's mapped mesh `name` ("mano" or "mano_left") and its
+        regressed joints with the forearm turned by `delta`."""
+        rows, A, JA = self.mapped[name]
+        v = np.asarray(vertices, np.float64).copy()
+        v[rows] += A @ delta
+        return v.astype(np.float32), (np.asarray(joints, np.float64) + JA @ delta).astype(np.float32)
+
+
 class Tables:
     """tables.h5 in memory (all but the dense/base meshes, which are read per pose on demand)."""
 
@@ -157,6 +242,8 @@ class Tables:
             self.dense_faces = f["hand/dense_faces"][()]
             self.keypoint_names = [s.decode() if isinstance(s, bytes) else s for s in f["hand/keypoint_names"][()]]
             self.hdri_names = [s.decode() if isinstance(s, bytes) else s for s in f["hdri/name"][()]]
+            # [hand] wrist_draw = "item": the per-item forearm (ArmSkin); None otherwise.
+            self.arm = ArmSkin.from_h5(f)
         self.K32, self.R32, self.t32 = (self.views[k].astype(np.float32) for k in ("K", "R", "t"))
         # The camera sampler's per-view metadata (datagen.cameras.samplers.Views.columns).
         self.view_columns = {k: v for k, v in self.views.items() if k not in ("view_id", "K", "R", "t", "centres")}
@@ -171,6 +258,33 @@ class Tables:
         except OSError as exc:
             raise S.CorruptShardError(f"{self.path}: the dense mesh of pose {pose_id} cannot be read "
                                       f"({S._h5_reason(exc)}); restore or re-pack the dataset") from None
+
+    def item_delta(self, pose_row: int, wrist_deg) -> np.ndarray | None:
+        """The forearm's change (ArmSkin.delta) for a sample's `wrist_deg`, None when the angles
+        are NaN (the pose table's wrist)."""
+        w = np.asarray(wrist_deg, np.float64)
+        if not np.isfinite(w).all():
+            return None
+        if self.arm is None:
+            raise S.DatasetError(f"{self.path}: a sample has its own wrist angles {w.tolist()} but the tables have "
+                                 f"no arm/ group to turn the forearm with; re-pack the dataset")
+        return self.arm.delta(pose_row, w)
+
+    def item_mano(self, pose_row: int, wrist_deg, own_left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(vertices (nv, 3), joints (21, 3)) float32, hand frame (the right hand's, or with
+        `own_left` the left model's mirrored into it): the sample's 778-vertex mesh and its
+        regressed joints - the pose's, with the item's forearm when `wrist_deg` is finite."""
+        V, J = (self.mano_left_vertices, self.mano_left_joints) if own_left else (self.mano_vertices, self.mano_joints)
+        delta = self.item_delta(pose_row, wrist_deg)
+        if delta is None:
+            return V[pose_row], J[pose_row]
+        return self.arm.mesh("mano_left" if own_left else "mano", V[pose_row], J[pose_row], delta)
+
+    def item_dense(self, pose_id: int, wrist_deg) -> np.ndarray:
+        """(Nd, 3) float32 hand frame (right hand): the sample's dense render mesh."""
+        dense = self.dense_vertices(pose_id)
+        delta = self.item_delta(self.pose_row[pose_id], wrist_deg)
+        return dense if delta is None else self.arm.dense(dense, delta)
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -250,6 +364,17 @@ class ShardDataset:
             r = self._readers[shard] = S.ShardReader(self.root / self.shard_files[shard], self.shard_bytes[shard])
         return r
 
+    def column(self, name: str) -> np.ndarray:
+        """A per-sample column (shards.SAMPLE_COLUMNS) for every sample of this split, in order."""
+        smp = self.tables.samples
+        shard, row = smp["shard"][self.indices], smp["row"][self.indices]
+        dtype, shape = S.SAMPLE_COLUMNS[name]
+        out = np.empty((len(self.indices), *shape), dtype)
+        for k in np.unique(shard):
+            sel = shard == k
+            out[sel] = self._reader(int(k)).columns[name][row[sel]]
+        return out
+
     def locate(self, i: int) -> tuple[int, int]:
         """(shard, row) of sample i of this split."""
         g = self.indices[i]
@@ -281,14 +406,19 @@ class ShardDataset:
         left = bool(c["handedness"][row])
         # a left sample's 778 mesh: the left model's own (MANO_LEFT.pkl given) or the right one mirrored
         own = left and tb.mano_left is not None
+        wrist = c["wrist_deg"][row]  # the item's forearm (NaN: the pose table's)
         if "joints_cam" in want:
             out["joints_cam"] = to_camera(tb.keypoints[p], R, t, left)
-        if "vertices_cam" in want:
-            out["vertices_cam"] = to_camera((tb.mano_left_vertices if own else tb.mano_vertices)[p], R, t, left)
-        if "mano_joints_cam" in want:
-            out["mano_joints_cam"] = to_camera((tb.mano_left_joints if own else tb.mano_joints)[p], R, t, left)
+        if "vertices_cam" in want or "mano_joints_cam" in want:
+            V, J = tb.item_mano(p, wrist, own)
+            if "vertices_cam" in want:
+                out["vertices_cam"] = to_camera(V, R, t, left)
+            if "mano_joints_cam" in want:
+                out["mano_joints_cam"] = to_camera(J, R, t, left)
         if "dense_vertices_cam" in want:
-            out["dense_vertices_cam"] = to_camera(tb.dense_vertices(pose), R, t, left)
+            out["dense_vertices_cam"] = to_camera(tb.item_dense(pose, wrist), R, t, left)
+        if "wrist_deg" in want:
+            out["wrist_deg"] = wrist.copy()
         for k, v in (("K", K), ("R", R), ("t", t)):
             if k in want:
                 out[k] = v.copy()
