@@ -24,6 +24,10 @@ item) otherwise.  Checks:
   visible, and has an object pixel (part_mask 3) within 2 px; a keypoint whose pixel shows an
   object in front of it by more than its depth limit is flagged; part_mask's hand and arm are
   the silhouette and depth > 0 exactly where part_mask > 0.
+- per-item wrists (`check_wrist`, every sample, also with --quick): wrist_deg is finite exactly
+  when the run's config draws the wrist per item ([hand] wrist_draw = "item"), then within its
+  [hand] wrist_flexion_deg / wrist_deviation_deg, and tables.h5 has the `arm/` group the reader
+  turns the forearm with (its arrays' shapes agree).
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ import scipy.sparse as sp
 
 from datagen.cameras.jitter import check_item_camera
 from datagen.dataset import shards as S
-from datagen.dataset.pack import run_jitter
+from datagen.dataset.pack import run_jitter, run_wrist
 from datagen.geometry.projection import project
 from datagen.labels.handedness import handed_points, handedness_name
 from datagen.labels.passes import LABEL_PASSES, PART_MASK_OBJECT, ordered
 from datagen.labels.visibility import DEPTH_MARGIN_M, visibility_contract
+from datagen.poses.wrist import wrist_range_problem
 
 # The visibility contract comes from the render run (manifest render_run.visibility); the
 # labeller's own constants (`visibility_contract`) apply when a dataset does not state it.
@@ -137,6 +142,55 @@ def _check_mapping(f: h5py.File, rep: Report, group: str = "mano", table: str = 
             rep.add("mapping", f"pose row {p}: {table} differ from matrix @ dense_vertices by {err * 1e3:.3f} mm")
 
 
+def _check_arm(f: h5py.File, rep: Report) -> bool:
+    """tables.h5 `arm/` (per-item wrists, datagen.dataset.reader.ArmSkin): shapes that fit the
+    hand and the pose table; True when they do."""
+    g = f["arm"]
+    missing = [k for k in ("rows", "weights", "pose_rotation", "offsets") if k not in g]
+    if missing:
+        rep.add("schema", f"{S.TABLES}: arm/{', arm/'.join(missing)} missing")
+        return False
+    n, P = g["rows"].shape[0], f["poses/pose_id"].shape[0]
+    nb = f["poses/base_vertices"].shape[1]
+    rows = g["rows"][()]
+    problems = []
+    if g["weights"].shape != (n,) or rows.min(initial=0) < 0 or rows.max(initial=0) >= nb:
+        problems.append(f"rows {g['rows'].shape} / weights {g['weights'].shape} do not fit {nb} base vertices")
+    if g["pose_rotation"].shape != (P, 3, 3):
+        problems.append(f"pose_rotation is {g['pose_rotation'].shape}, expected {(P, 3, 3)}")
+    if g["offsets"].shape not in ((n, 3), (P, n, 3)):
+        problems.append(f"offsets is {g['offsets'].shape}, expected {(n, 3)} or {(P, n, 3)}")
+    for m in problems:
+        rep.add("schema", f"{S.TABLES}: arm/ {m}")
+    return not problems
+
+
+def check_wrist(r: S.ShardReader, manifest: dict, tables: dict | None, rep: Report) -> None:
+    """Every sample's wrist_deg: finite exactly when the run draws the wrist per item, then within
+    the config's ranges; per-item wrists need tables.h5 `arm/`."""
+    w = run_wrist(manifest.get("config"))
+    c = r.columns
+    if "wrist_deg" not in c:  # a shard of an older schema: NaN, the pose table's wrist
+        if w.per_item:
+            rep.add("wrist", f"{r.path.name}: no wrist_deg column but the config draws the wrist per item")
+        return
+    wd = c["wrist_deg"]
+    finite = np.isfinite(wd).all(1)
+    bad = ~finite if w.per_item else ~np.isnan(wd).all(1)
+    for row in np.nonzero(bad)[0]:
+        rep.add("wrist", f"{r.path.name}: {r.where(int(row))}: wrist_deg {wd[row].tolist()} but the config draws the "
+                         f"wrist {'per item (finite angles expected)' if w.per_item else 'per pose (NaN expected)'}")
+    if not w.per_item:
+        return
+    for row in np.nonzero(finite)[0]:
+        problem = wrist_range_problem(float(wd[row, 0]), float(wd[row, 1]), w.flexion_deg, w.deviation_deg)
+        if problem:
+            rep.add("wrist", f"{r.path.name}: {r.where(int(row))}: {problem}")
+    if tables is not None and not tables.get("arm"):
+        rep.add("wrist", f"{S.TABLES}: no (usable) arm/ group, but {r.path.name}'s samples have their own wrists: the "
+                         f"reader cannot make their meshes; re-pack the dataset")
+
+
 def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
     try:
         with h5py.File(root / S.TABLES, "r") as f:
@@ -164,6 +218,7 @@ def check_tables(root: Path, manifest: dict, rep: Report) -> dict | None:
             _check_mapping(f, rep)
             if "mano_left" in f:
                 _check_mapping(f, rep, "mano_left", "mano_left_vertices")
+            t["arm"] = _check_arm(f, rep) if "arm" in f else None
     except (OSError, KeyError) as exc:
         rep.add("unreadable file", f"{S.TABLES}: {exc}")
         return None
@@ -413,6 +468,7 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
             if r.count and (ids[0] <= prev_last or (np.diff(ids) <= 0).any()):
                 rep.add("ids", f"{e['file']}: item ids not strictly increasing across shards")
             prev_last = int(ids[-1]) if r.count else prev_last
+            check_wrist(r, manifest, tables, rep)
             if quick or tables is None:
                 continue
             rows = np.arange(r.count) if labels is None or labels >= r.count else \
