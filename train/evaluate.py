@@ -73,12 +73,17 @@ def rest_template_mesh(tpl) -> np.ndarray:
 
 def mean_train_mesh(sources: list) -> np.ndarray:
     """The mean root-relative mesh of the training samples (hand frame, 0.2 m units), over all
-    given (training-split) sources, one term per sample."""
+    given (training-split) sources, one term per sample (its own mesh: with per-item wrists,
+    its forearm turned, datagen.dataset.reader.Tables.item_mano)."""
     acc, n = 0.0, 0
     for src in sources:
         tb = src.ds.tables
         rows = tb.pose_row[src.pose_ids]
         V = tb.mano_vertices[rows].astype(np.float64)
+        if tb.arm is not None:
+            wrist = src.ds.column("wrist_deg")
+            for k in np.nonzero(np.isfinite(wrist).all(1))[0]:
+                V[k] = tb.item_mano(rows[k], wrist[k])[0]
         root = tb.keypoints[rows][:, 0].astype(np.float64)
         acc = acc + (V - root[:, None]).sum(0)
         n += len(rows)

@@ -65,7 +65,9 @@ def view_3d(s: dict, faces: np.ndarray, size: int, ds: ShardDataset) -> list[np.
     """The sample's mapped mesh and keypoints in the hand frame, from the palm and the thumb side."""
     tb = ds.tables
     p = tb.pose_row[s["pose_id"]]
-    verts, kps = tb.mano_vertices[p].astype(np.float64), tb.keypoints[p].astype(np.float64)
+    # the sample's own mesh (its forearm turned with per-item wrists: Tables.item_mano)
+    verts = tb.item_mano(p, s.get("wrist_deg", (np.nan, np.nan)))[0].astype(np.float64)
+    kps = tb.keypoints[p].astype(np.float64)
     left = _left(s)
     if left:  # a left sample: its hand is the table's right hand mirrored (x -> -x)
         verts, faces = mirror_mesh(verts, faces)
