@@ -166,3 +166,48 @@ def test_verify_and_pack_check_the_wrist(wrist_render, wrist_ds, cache_dir, tmp_
     js.write_text(json.dumps(lab))
     m = pack(src, tmp_path / "ds3", cache_dir=cache_dir, progress=False, log=lambda *_: None, skip_bad=True)
     assert m["counts"]["samples"] == len(items) - 1 and "'wrist' missing" in m["skipped"][0]["reason"]
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_arm_skin_is_the_renderers_reskinning_for_every_mesh(wrist_render, cache_dir):
+    """ArmSkin (the reader's) against HandTables.item_base (the renderer's), on the forearm hand:
+    one hand (offsets (n, 3)) and one hand per pose ([hand.shape]: offsets (P, n, 3)), a second
+    778 mapping (the MANO_LEFT path), the regressed joints."""
+    import scipy.sparse as sp
+
+    from datagen.dataset.reader import ArmSkin
+    from datagen.poses.tables import ensure_tables
+    from datagen.poses.wrist import forearm_rotation
+
+    cfg, _, _ = wrist_render
+    ht = ensure_tables(cfg, cache_dir)
+    D = sp.csr_matrix((ht.dense_data, ht.dense_indices, ht.dense_indptr), shape=(ht.n_dense, len(ht.rest_base_vertices)))
+    rng = np.random.default_rng(0)
+    mappings = {}
+    for name in ("mano", "mano_left"):  # row-stochastic, wrist region included, like a 778 mapping
+        cols = rng.integers(0, ht.n_dense, (778, 3))
+        M = sp.csr_matrix((np.full(778 * 3, 1 / 3), (np.repeat(np.arange(778), 3), cols.ravel())), shape=(778, ht.n_dense))
+        mappings[name] = (M, rng.random((21, 778)) / 778)
+    rows = np.array([0, 700])
+    bone = ht.forearm_bone
+    one = ArmSkin(ht.arm_rows, ht.arm_weights, ht.rotations[rows, bone], ht.arm_offsets(0), D, mappings)
+    # per pose hands: other offsets per pose (as a shaped table has), the renderer reads the same table
+    per_pose = np.stack([ht.arm_offsets(0) * s for s in (1.0, 1.1)]).astype(np.float32)
+    shaped = ArmSkin(ht.arm_rows, ht.arm_weights, ht.rotations[rows, bone], per_pose, D, mappings)
+    table = np.zeros((ht.n_poses, *per_pose.shape[1:]), np.float32)
+    table[rows] = per_pose
+    for skin, arm_table in ((one, None), (shaped, table)):
+        ht.arm_offset_table = arm_table
+        for r, p in enumerate(rows):
+            w = np.array([-41.5, 13.25])
+            base = ht.item_base(int(p), forearm_rotation(*w))
+            delta = skin.delta(r, w)
+            dense_pose = ht.dense_vertices(int(p))
+            want = ht.dense(base)
+            assert np.abs(skin.dense(dense_pose, delta) - want).max() < 1e-6
+            assert np.abs(want - dense_pose).max() > 0.01  # the arm moved (centimetres)
+            for name, (M, J) in mappings.items():
+                V, Jv = skin.mesh(name, M @ dense_pose, J @ (M @ dense_pose), delta)
+                assert np.abs(V - M @ want).max() < 1e-6 and np.abs(Jv - J @ (M @ want)).max() < 1e-6
+    ht.arm_offset_table = None
