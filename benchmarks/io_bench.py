@@ -13,7 +13,8 @@ cache for both readers):
   1 and 2 workers;
 - the same samples read as individual files from the render directory (cv2 PNG decode of the
   image and the mask, the depth .npy, the label JSON; the pose mesh .npz + the mapping for the
-  778 vertices, cached per pose in each worker), the same DataLoader settings;
+  778 vertices, cached per pose in each worker; with per-item wrists the item's forearm turned
+  as the shard reader does it, datagen.dataset.reader.ArmSkin), the same DataLoader settings;
 - the read cost of the corruption checks: the same set packed without HDF5's Fletcher32
   checksums, read in one process (shards are checked on every read by default).
 --codecs also compares every image/depth/mask encoding (size on disk vs. decode time) on
@@ -45,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from datagen.dataset import shards as S  # noqa: E402
 from datagen.dataset.reader import HandShards  # noqa: E402
-from datagen.dataset.pack import Inputs, load_inputs, pack  # noqa: E402
+from datagen.dataset.pack import Inputs, arm_tables, load_inputs, pack, run_wrist  # noqa: E402
 
 
 def ensure_render(render: Path, poses: str, views_step: int) -> Path:
@@ -77,6 +78,13 @@ class FilesDataset(Dataset):
         self.root, self.items, self.inputs = inputs.root, items, inputs
         self.mapping = mapping
         self.meshes: dict[int, np.ndarray] = {}
+        self.pose_row = {int(p): i for i, p in enumerate(inputs.poses["ids"])}
+        self.arm = None
+        if run_wrist(inputs.run.get("config")).per_item:  # the reader's re-skinning, from the render's files
+            from datagen.dataset.reader import ArmSkin
+
+            self.arm = ArmSkin(**arm_tables(inputs), dense_matrix=inputs.asset.dense_matrix,
+                               mappings={"mano": (mapping.matrix, mapping.joint_regressor)})
 
     def __len__(self):
         return len(self.items)
@@ -94,7 +102,12 @@ class FilesDataset(Dataset):
             with np.load(self.root / "meshes" / f"pose_{pose:05d}.npz") as z:
                 self.meshes[pose] = self.mapping.apply(z["dense"].astype(np.float64))
         R, t = np.asarray(lab["R"]), np.asarray(lab["t"])
-        verts = self.meshes[pose] @ R.T + t
+        verts = self.meshes[pose]
+        if self.arm is not None:  # the item's own forearm
+            w = lab["wrist"]
+            rot = self.arm.rotation((w["flexion_deg"], w["deviation_deg"]))
+            verts = self.arm.mesh("mano", self.pose_row[pose], rot, verts, np.zeros((21, 3)))[0]
+        verts = verts @ R.T + t
         gap = np.array([np.nan if g is None else g for g in lab["depth_gap_m"]], np.float32)
         return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
                 "mask": torch.from_numpy(mask), "depth": torch.from_numpy(depth),

@@ -202,12 +202,12 @@ def test_arm_skin_is_the_renderers_reskinning_for_every_mesh(wrist_render, cache
         for r, p in enumerate(rows):
             w = np.array([-41.5, 13.25])
             base = ht.item_base(int(p), forearm_rotation(*w))
-            delta = skin.delta(r, w)
+            rot = skin.rotation(w)
             dense_pose = ht.dense_vertices(int(p))
             want = ht.dense(base)
-            assert np.abs(skin.dense(dense_pose, delta) - want).max() < 1e-6
+            assert np.abs(skin.dense(r, rot, dense_pose) - want).max() < 1e-6
             assert np.abs(want - dense_pose).max() > 0.01  # the arm moved (centimetres)
             for name, (M, J) in mappings.items():
-                V, Jv = skin.mesh(name, M @ dense_pose, J @ (M @ dense_pose), delta)
+                V, Jv = skin.mesh(name, r, rot, M @ dense_pose, J @ (M @ dense_pose))
                 assert np.abs(V - M @ want).max() < 1e-6 and np.abs(Jv - J @ (M @ want)).max() < 1e-6
     ht.arm_offset_table = None

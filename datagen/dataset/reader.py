@@ -36,7 +36,7 @@ mano_joints_cam and dense_vertices_cam are the left hand the image shows.
 
 Per-item wrists (`[hand] wrist_draw = "item"`): the pose tables hold the straight arm; a sample
 with finite `wrist_deg` gets its own mesh, the pose's plus the change of the forearm-weighted
-vertices (`ArmSkin`, made once per dataset from tables.h5 `arm/`); the joints do not move.
+vertices (`ArmSkin`, its levers made once per dataset from tables.h5 `arm/`); the joints do not move.
 
 `fields=None` (the default) means DEFAULT_FIELDS plus the dataset's further label passes.
 
@@ -141,11 +141,14 @@ class ArmSkin:
     """The meshes of a sample whose forearm the item turned ([hand] wrist_draw = "item").
 
     The pose tables keep the arm straight; the item's base vertices are the pose's plus
-    `datagen.poses.wrist.arm_delta` (n, 3) on the forearm-weighted rows `rows` (exactly what
-    skinning again with the item's forearm rotation gives).  Every mesh is linear in the base
-    vertices, so dense = pose dense + D[:, rows] @ delta, a 778-vertex mesh = its pose mesh +
-    (M D)[:, rows] @ delta and its regressed joints + (J M D)[:, rows] @ delta.  The products are
-    made once here (sparse, restricted to the rows they touch); a sample costs a few small ones.
+    `datagen.poses.wrist.arm_delta` on the forearm-weighted rows `rows`: w * offsets @ (F - P).T,
+    with P the forearm bone's rotation in the pose table, F the item's (exactly what skinning
+    again with F gives).  Every mesh is linear in the base vertices, so a mesh with matrix A over
+    the base vertices (D for the dense mesh, M D for a 778-vertex one, J M D for its regressed
+    joints) changes by A[:, rows] @ delta = (A[:, rows] @ (w * offsets)) @ (F - P).T: the
+    "lever" A[:, rows] @ (w * offsets) (k, 3), on the k rows A touches, is made once per dataset
+    (once per pose with [hand.shape], whose offsets are per pose), and a sample costs its 3 x 3
+    rotation and a (k, 3) @ (3, 3) product per mesh.
 
     tables.h5 `arm/` (datagen.pack): rows (n,) base vertex ids, weights (n,), pose_rotation
     (P, 3, 3) the forearm bone's rotation in each pose of the table (identity: the straight
@@ -159,13 +162,48 @@ class ArmSkin:
         self.pose_rotation = np.asarray(pose_rotation, np.float64)
         self.offsets = np.asarray(offsets, np.float64)
         D = dense_matrix.tocsc()[:, self.rows]
-        self.dense_rows, self.dense_matrix = _touched(D)
-        # name -> (touched rows, (M D)[:, rows] on them, (J M D)[:, rows] dense (21, n))
-        self.mapped = {}
+        # name -> (touched rows, A[:, rows] on them, (J A)[:, rows] or None): "dense" and each mapping
+        self._ops = {"dense": (*_touched(D), None)}
         for name, (M, J) in mappings.items():
             MD = (M @ D).tocsr()
-            r, A = _touched(MD)
-            self.mapped[name] = (r, A, np.asarray(MD.T @ np.asarray(J, np.float64).T).T)
+            self._ops[name] = (*_touched(MD), np.asarray(MD.T @ np.asarray(J, np.float64).T).T)
+        self._levers = {name: self._make_lever(name, self.offsets) for name in self._ops} \
+            if self.offsets.ndim == 2 else None
+
+    def _make_lever(self, name: str, offsets: np.ndarray):
+        _, A, JA = self._ops[name]
+        wo = self.weights[:, None] * offsets
+        return np.asarray(A @ wo), (None if JA is None else JA @ wo)
+
+    def _lever(self, name: str, pose_row: int):
+        if self._levers is not None:
+            return self._levers[name]
+        return self._make_lever(name, self.offsets[pose_row])  # [hand.shape]: the pose's own hand
+
+    @staticmethod
+    def rotation(wrist_deg) -> np.ndarray:
+        """(3, 3) the forearm bone's rotation for [flexion, deviation] (degrees)."""
+        return forearm_rotation(float(wrist_deg[0]), float(wrist_deg[1]))
+
+    def _change(self, lever: np.ndarray, pose_row: int, rotation: np.ndarray) -> np.ndarray:
+        # arm_delta with the lever as offsets (its weights are in it already)
+        return arm_delta(lever, np.ones(len(lever)), self.pose_rotation[pose_row], rotation)
+
+    def dense(self, pose_row: int, rotation: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        """(Nd, 3) float32: pose row `pose_row`'s dense vertices with the forearm at `rotation`."""
+        lever, _ = self._lever("dense", pose_row)
+        out = np.asarray(dense, np.float64).copy()
+        out[self._ops["dense"][0]] += self._change(lever, pose_row, rotation)
+        return out.astype(np.float32)
+
+    def mesh(self, name: str, pose_row: int, rotation: np.ndarray, vertices: np.ndarray, joints: np.ndarray):
+        """((nv, 3), (21, 3)) float32: the pose's mapped mesh `name` ("mano" or "mano_left") and
+        its regressed joints with the forearm at `rotation`."""
+        lever, jlever = self._lever(name, pose_row)
+        v = np.asarray(vertices, np.float64).copy()
+        v[self._ops[name][0]] += self._change(lever, pose_row, rotation)
+        j = np.asarray(joints, np.float64) + self._change(jlever, pose_row, rotation)
+        return v.astype(np.float32), j.astype(np.float32)
 
     @classmethod
     def from_h5(cls, f) -> ArmSkin | None:
@@ -178,26 +216,6 @@ class ArmSkin:
             mappings["mano_left"] = (_csr(f["mano_left"], "matrix_"), f["mano_left/joint_regressor"][()])
         return cls(g["rows"][()], g["weights"][()], g["pose_rotation"][()], g["offsets"][()],
                    _csr(f["hand"], "dense_matrix_"), mappings)
-
-    def delta(self, pose_row: int, wrist_deg) -> np.ndarray:
-        """(n, 3) float64 change of the base rows for the item's [flexion, deviation] (degrees)."""
-        off = self.offsets if self.offsets.ndim == 2 else self.offsets[pose_row]
-        return arm_delta(off, self.weights, self.pose_rotation[pose_row],
-                         forearm_rotation(float(wrist_deg[0]), float(wrist_deg[1])))
-
-    def dense(self, dense: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """(Nd, 3) float32: a pose's dense vertices with the forearm turned by `delta`."""
-        out = np.asarray(dense, np.float64).copy()
-        out[self.dense_rows] += self.dense_matrix @ delta
-        return out.astype(np.float32)
-
-    def mesh(self, name: str, vertices: np.ndarray, joints: np.ndarray, delta: np.ndarray):
-        """((nv, 3), (21, 3)) float32: a pose's mapped mesh `name` ("mano" or "mano_left") and its
-        regressed joints with the forearm turned by `delta`."""
-        rows, A, JA = self.mapped[name]
-        v = np.asarray(vertices, np.float64).copy()
-        v[rows] += A @ delta
-        return v.astype(np.float32), (np.asarray(joints, np.float64) + JA @ delta).astype(np.float32)
 
 
 class Tables:
@@ -259,32 +277,32 @@ class Tables:
             raise S.CorruptShardError(f"{self.path}: the dense mesh of pose {pose_id} cannot be read "
                                       f"({S._h5_reason(exc)}); restore or re-pack the dataset") from None
 
-    def item_delta(self, pose_row: int, wrist_deg) -> np.ndarray | None:
-        """The forearm's change (ArmSkin.delta) for a sample's `wrist_deg`, None when the angles
-        are NaN (the pose table's wrist)."""
+    def item_rotation(self, wrist_deg) -> np.ndarray | None:
+        """The forearm's rotation (3, 3) for a sample's `wrist_deg`, None when the angles are NaN
+        (the pose table's wrist)."""
         w = np.asarray(wrist_deg, np.float64)
         if not np.isfinite(w).all():
             return None
         if self.arm is None:
             raise S.DatasetError(f"{self.path}: a sample has its own wrist angles {w.tolist()} but the tables have "
                                  f"no arm/ group to turn the forearm with; re-pack the dataset")
-        return self.arm.delta(pose_row, w)
+        return self.arm.rotation(w)
 
     def item_mano(self, pose_row: int, wrist_deg, own_left: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(vertices (nv, 3), joints (21, 3)) float32, hand frame (the right hand's, or with
         `own_left` the left model's mirrored into it): the sample's 778-vertex mesh and its
         regressed joints - the pose's, with the item's forearm when `wrist_deg` is finite."""
         V, J = (self.mano_left_vertices, self.mano_left_joints) if own_left else (self.mano_vertices, self.mano_joints)
-        delta = self.item_delta(pose_row, wrist_deg)
-        if delta is None:
+        rot = self.item_rotation(wrist_deg)
+        if rot is None:
             return V[pose_row], J[pose_row]
-        return self.arm.mesh("mano_left" if own_left else "mano", V[pose_row], J[pose_row], delta)
+        return self.arm.mesh("mano_left" if own_left else "mano", pose_row, rot, V[pose_row], J[pose_row])
 
     def item_dense(self, pose_id: int, wrist_deg) -> np.ndarray:
         """(Nd, 3) float32 hand frame (right hand): the sample's dense render mesh."""
         dense = self.dense_vertices(pose_id)
-        delta = self.item_delta(self.pose_row[pose_id], wrist_deg)
-        return dense if delta is None else self.arm.dense(dense, delta)
+        rot = self.item_rotation(wrist_deg)
+        return dense if rot is None else self.arm.dense(self.pose_row[pose_id], rot, dense)
 
     def __getstate__(self):
         d = dict(self.__dict__)
