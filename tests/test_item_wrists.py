@@ -147,6 +147,10 @@ def test_verify_and_pack_check_the_wrist(wrist_render, wrist_ds, cache_dir, tmp_
     text = rep.text()
     assert "wrist" in rep.problems and "flexion_deg 45.0 is outside [hand] wrist_flexion_deg" in text
     assert "finite angles expected" in text
+    # ... and with them the meshes the reader gives are not the rendered ones: the mesh check sees it
+    full = verify(bad)
+    assert {"wrist", "mesh vs silhouette"} <= set(full.problems), full.text()
+    assert all("row 0 " in m or "row 1 " in m for m in full.problems["mesh vs silhouette"])
     # an older shard (no wrist_deg column) reads as the pose table's wrist: NaN, straight-arm meshes
     with h5py.File(shard, "r+") as f:
         del f["wrist_deg"]

@@ -24,6 +24,10 @@ item) otherwise.  Checks:
   visible, and has an object pixel (part_mask 3) within 2 px; a keypoint whose pixel shows an
   object in front of it by more than its depth limit is flagged; part_mask's hand and arm are
   the silhouette and depth > 0 exactly where part_mask > 0.
+- the mesh (`check_mesh`, MESH_SAMPLES of the checked samples per shard): the dense mesh the
+  reader gives the sample (its pose's, mirrored for a left hand, with per-item wrists its own
+  forearm) rasterised with the sample's camera is its silhouette, except where an object
+  (part_mask 3) shows: a wrong mesh, camera or handedness shows here;
 - per-item wrists (`check_wrist`, every sample, also with --quick): wrist_deg is finite exactly
   when the run's config draws the wrist per item ([hand] wrist_draw = "item"), then within its
   [hand] wrist_flexion_deg / wrist_deviation_deg, and tables.h5 has the `arm/` group the reader
@@ -56,6 +60,8 @@ SLACK_PX = 1.5  # a keypoint on the silhouette's edge may fall in the next pixel
 TOL_2D_PX = 0.02
 TOL_GAP_M = 1e-4  # stored depth_gap_m vs. the (decoded) depth map
 SHOW = 5  # examples listed per kind of problem
+MESH_SAMPLES = 3  # samples per shard whose dense mesh is rasterised against the silhouette (~20 ms each)
+MESH_TOL = 1e-3  # share of the silhouette's pixels that may differ (pixel centres on an edge: float32 meshes)
 
 
 class Report:
@@ -381,6 +387,42 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
                                            f"{g.max() * 1e3:.1f} mm, its flesh is at most {tol * 1e3:.0f} mm")
 
 
+def check_mesh(r: S.ShardReader, rows, mesh_tables, rep: Report) -> None:
+    """The sample's dense mesh (datagen.dataset.reader.Tables.item_dense: with per-item wrists its
+    own forearm) rasterised with its camera is its silhouette, wherever no object shows."""
+    from datagen.geometry.raster import front_facing, rasterize
+    from datagen.labels.handedness import handed_mesh
+
+    c = r.columns
+    for row in rows[:MESH_SAMPLES]:
+        pose, view = int(c["pose_id"][row]), int(c["view_id"][row])
+        where = f"{r.path.name} row {row} (item {int(c['item_id'][row])}, pose {pose}, view {view})"
+        if "K" in c:
+            K, R, t = c["K"][row], c["R"][row], c["t"][row]
+        else:
+            K, R, t = (mesh_tables.views[k][view] for k in ("K", "R", "t"))
+        wrist = c["wrist_deg"][row] if "wrist_deg" in c else (np.nan, np.nan)
+        try:
+            dense = mesh_tables.item_dense(pose, wrist).astype(np.float64)
+            mask = r.read("mask", row)
+            part = r.read("part_mask", row) if "part_mask" in r.codecs else None
+        except Exception as exc:  # noqa: BLE001 - reported, the other checks go on
+            rep.add("mesh vs silhouette", f"{where}: cannot read the mesh or the silhouette: {exc}")
+            continue
+        v, f = handed_mesh(dense, mesh_tables.dense_faces, handedness_name(c["handedness"][row]))
+        cam = v @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+        if (cam[:, 2] <= 1e-6).any():
+            rep.add("mesh vs silhouette", f"{where}: the mesh reaches behind the camera")
+            continue
+        drawn = rasterize(cam, f[front_facing(cam, f)], np.asarray(K, np.float64), r.width, r.height).face >= 0
+        differ = drawn != mask
+        if part is not None:
+            differ &= part != PART_MASK_OBJECT
+        if differ.sum() > MESH_TOL * max(int(mask.sum()), 1) + 1:
+            rep.add("mesh vs silhouette", f"{where}: the sample's mesh covers {int(drawn.sum())} px, the silhouette "
+                                          f"{int(mask.sum())} px; {int(differ.sum())} px differ")
+
+
 OBJECT_REACH_PX = 2  # an object crossing a keypoint's ray shows within this many pixels of it
 
 
@@ -453,6 +495,7 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
 
         it = tqdm(it, desc="verify", unit="shard")
     prev_last = -1
+    mesh_tables = None  # the reader's tables (the sample's own mesh), opened for the first mesh check
     for k, e in it:
         if e.get("file") not in good:
             continue
@@ -474,6 +517,11 @@ def verify(root, labels: int | None = None, quick: bool = False, seed: int = 0, 
             rows = np.arange(r.count) if labels is None or labels >= r.count else \
                 np.sort(rng.choice(r.count, labels, replace=False))
             check_labels(r, rows, tables, rep, (manifest.get("render_run") or {}).get("visibility"))
+            if mesh_tables is None:
+                from datagen.dataset.reader import Tables
+
+                mesh_tables = Tables(root)
+            check_mesh(r, rows, mesh_tables, rep)
             checked += len(rows)
         except Exception as exc:  # noqa: BLE001 - report, do not crash, on a damaged shard
             rep.add("unreadable file", f"{e['file']}: {type(exc).__name__}: {exc}")
