@@ -62,8 +62,8 @@ import torch
 
 from datagen.dataset import shards as S
 from datagen.geometry.mirror import mirror_points
-from datagen.poses.wrist import arm_delta, forearm_rotation
 from datagen.labels.passes import BUILTIN_PASSES, LABEL_PASSES, ordered
+from datagen.poses.wrist import arm_delta, forearm_rotation
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FIELDS = ("image", "mask", "depth", "keypoints_2d", "visible", "in_frame", "occluded_by_object", "depth_gap_m",
