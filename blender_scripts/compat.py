@@ -191,6 +191,7 @@ class Principled:
         self.v2 = VERSION >= bv.PRINCIPLED_V2_SINCE
         self._weight = 0.0
         self._scale = 1.0
+        self._factor_node = None  # link_subsurface_factor: a Math node that takes the value
         if subsurface_method != "NONE":
             bsdf.subsurface_method = bv.subsurface_method(subsurface_method, VERSION)
 
@@ -198,11 +199,23 @@ class Principled:
         return self.bsdf.inputs[bv.principled_input(logical, VERSION)]
 
     def _update_subsurface(self) -> None:
-        if self.v2:
-            self._input("subsurface_weight").default_value = self._weight
-            self._input("subsurface_scale").default_value = self._scale
+        weight = self._weight if self.v2 else self._weight * self._scale
+        if self._factor_node is not None:
+            self._factor_node.inputs[1].default_value = weight
         else:
-            self._input("subsurface_weight").default_value = self._weight * self._scale
+            self._input("subsurface_weight").default_value = weight
+        if self.v2:
+            self._input("subsurface_scale").default_value = self._scale
+
+    def link_subsurface_factor(self, nodes, links, socket) -> None:
+        """Multiply the subsurface weight by `socket` (0..1, per shading point): where it is 0 the
+        surface has no subsurface closure at all (Cycles skips a zero-weight BSSRDF)."""
+        node = self._factor_node = nodes.new("ShaderNodeMath")
+        node.operation = "MULTIPLY"
+        node.use_clamp = True
+        links.new(socket, node.inputs[0])
+        links.new(node.outputs[0], self._input("subsurface_weight"))
+        self._update_subsurface()
 
     def set_subsurface_weight(self, w: float) -> None:
         self._weight = float(w)

@@ -84,7 +84,7 @@ CYCLES_FIXED = {
     "denoiser": "OPENIMAGEDENOISE",
     "denoising_input_passes": "RGB_ALBEDO_NORMAL",
     "denoising_prefilter": "FAST",
-    "denoising_quality": "HIGH",
+    "denoising_quality": "HIGH",  # replaced by the config's [render] denoise_quality
     "adaptive_min_samples": 0,
     "pixel_filter_type": "BLACKMAN_HARRIS",
     "filter_width": 1.5,
@@ -124,6 +124,7 @@ CREASE_COLOUR_MIX = 0.8
 # makes every HDRI switch cost ~1 CPU-second); see docs/RENDERING.md.
 WORLD_MAP_RESOLUTION = 512
 HDRI_EXPOSURE_LIMITS = (0.02, 50.0)
+FOREARM_PART = 6  # datagen.hand.forearm.ARM_PART (that module does not load in Blender)
 
 
 def _versions(tables) -> dict:
@@ -179,7 +180,9 @@ class SceneRenderer:
         self._lights: list = []
         self.device = (device or cfg.render.device).upper()
         self.threads = cfg.render.threads if threads is None else int(threads)
-        self.cycles = dict(CYCLES_FIXED, **(cycles_overrides or {}))
+        # [render] denoise_quality replaces the fixed "HIGH"; explicit overrides (benchmarks) win.
+        self.cycles = dict(CYCLES_FIXED, denoising_quality=cfg.render.denoise_quality)
+        self.cycles.update(cycles_overrides or {})
         self.fsync = fsync
         if subsurface_method not in ("BURLEY", "RANDOM_WALK", "RANDOM_WALK_SKIN", "NONE"):
             raise ValueError(f"subsurface_method {subsurface_method!r}: BURLEY, RANDOM_WALK, RANDOM_WALK_SKIN or NONE")
@@ -189,6 +192,9 @@ class SceneRenderer:
             raise ValueError(f"exposure_rule {exposure_rule!r}: one of {', '.join(EXPOSURE_RULES)}")
         self.exposure_rule = exposure_rule
         self.creases = bool(cfg.skin.creases if creases is None else creases)
+        # [skin] forearm_subsurface = false: no subsurface closure on the arm's faces (dense part 6)
+        self._arm_without_subsurface = bool(not cfg.skin.forearm_subsurface and subsurface_method != "NONE"
+                                            and (np.asarray(tables.dense_part) == FOREARM_PART).any())
         self.versions = _versions(tables)
         self._pose = None
         self._dense = None
@@ -363,6 +369,8 @@ class SceneRenderer:
         else:  # the shader reads these names; zero weights draw nothing
             weights.update({k: np.zeros(len(rest_dense), np.float32) for k in CREASE_FIELDS})
         weights["nail"] = nail_weights(rest_dense, T.dense_part, T.distal_joint_centres(), T.rest_tips(rest_dense))
+        if self._arm_without_subsurface:  # [skin] forearm_subsurface = false: the arm's vertices
+            weights["forearm"] = (np.asarray(T.dense_part) == FOREARM_PART).astype(np.float32)
         for name, w in weights.items():
             attr = mesh.attributes.new(name, "FLOAT", "POINT")
             attr.data.foreach_set("value", w.astype(np.float32))
@@ -396,6 +404,15 @@ class SceneRenderer:
             a.attribute_type = "GEOMETRY"
             a.attribute_name = name
             return a.outputs["Fac"]
+
+        if self._arm_without_subsurface:
+            # No subsurface closure on the arm (1 on the hand, 0 on the arm, a ramp across the
+            # one row of faces that joins them): Cycles' most expensive per-pixel part there.
+            no_arm = N.new("ShaderNodeMath")
+            no_arm.operation = "SUBTRACT"
+            no_arm.inputs[0].default_value = 1.0
+            L.new(attr("forearm"), no_arm.inputs[1])
+            principled.link_subsurface_factor(N, L, no_arm.outputs[0])
 
         def noise(scale_default, detail=3.0):
             n = N.new("ShaderNodeTexNoise")

@@ -178,6 +178,9 @@ class SkinConfig:
     # Skin creases (palm lines, finger flexion creases, dorsal knuckle wrinkles) in the shader;
     # chosen by the realism benchmark (docs/REALISM.md, "Skin and exposure").
     creases: bool = False
+    # With [hand] forearm: false renders the arm (dense part 6) without subsurface scattering,
+    # the hand unchanged (~0.04 CPU-s less per image; docs/RENDERING.md "The forearm's cost").
+    forearm_subsurface: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,10 @@ class RenderConfig:
     samples_without_denoiser: int = 16
     adaptive_threshold: float = 0.05  # 0 disables adaptive sampling
     denoise: bool = True
+    # OpenImageDenoise's quality (Blender >= 4.2; older ones keep their only mode, a recorded
+    # fallback): "HIGH", "BALANCED" (the same on CPU) or "FAST" (~0.1 CPU-s less per 256x256
+    # image; docs/RENDERING.md "The forearm's cost").
+    denoise_quality: str = "HIGH"
     view_transform: str = "AgX"
     threads: int = 0  # 0 = all cores
     png_compression: int = 15  # percent; Blender's default
@@ -234,17 +241,18 @@ class Config:
 
 
 EXPOSURE_RULES = ("skin", "camera_side")
+DENOISE_QUALITIES = ("HIGH", "BALANCED", "FAST")  # Cycles' denoising_quality
 
 # Keys added after the first run.json format, with the value that means "as before they existed".
 # At that value they are left out of digests and run compatibility checks: a RENDER_DIR whose
 # run.json predates a key was made with that value, and must stay resumable.
 LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, ("render", "label_passes"): [],
-              ("render", "samples_without_denoiser"): 16,
+              ("render", "samples_without_denoiser"): 16, ("render", "denoise_quality"): "HIGH",
               ("hand", "forearm"): False, ("hand", "forearm_length_m"): 0.20,
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("hand", "wrist_draw"): "pose",
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
-              ("skin", "creases"): False, ("hdri", "exposure"): "camera_side",
+              ("skin", "creases"): False, ("skin", "forearm_subsurface"): True, ("hdri", "exposure"): "camera_side",
               ("hdri", "exposure_target"): 0.9, ("hdri", "exposure_tone"): 0.0, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
               ("backgrounds", "sources"): [], ("backgrounds", "share"): 0.0, ("backgrounds", "scale"): [0.5, 1.0],
               ("backgrounds", "flip"): True,
@@ -647,6 +655,8 @@ def _validate(cfg: Config) -> Config:
     _check_range("render.samples", r.samples, 1, 65536)
     _check_range("render.samples_without_denoiser", r.samples_without_denoiser, 1, 65536)
     _check_range("render.adaptive_threshold", r.adaptive_threshold, 0.0, 1.0)
+    if r.denoise_quality not in DENOISE_QUALITIES:
+        raise ConfigError(f"render.denoise_quality = {r.denoise_quality!r}: use one of {DENOISE_QUALITIES}")
     if r.view_transform not in VIEW_TRANSFORMS:
         raise ConfigError(f"render.view_transform = {r.view_transform!r}: use one of {VIEW_TRANSFORMS} "
                           f"(which of them a Blender version has: datagen/render/blender_versions.py)")

@@ -30,6 +30,7 @@ def test_embedded_default_matches_paper():
         ({"render": {"device": "TPU"}}, "render.device"),
         ({"render": {"samples": "many"}}, "render.samples"),
         ({"render": {"denoise": 1}}, "render.denoise"),
+        ({"render": {"denoise_quality": "fast"}}, "render.denoise_quality"),
         ({"render": {"smaples": 16}}, "render.smaples"),
         ({"lighting": {}}, "lighting"),
         ({"seed": -3}, "seed"),

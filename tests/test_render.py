@@ -207,6 +207,27 @@ def test_same_seed_same_labels_and_image(rendered, small_cfg, cache_dir, tmp_pat
     assert np.abs(ia - ib).mean() < 1.0
 
 
+def test_denoise_quality_reaches_cycles_and_only_changes_pixels(scene, tmp_path):
+    """[render] denoise_quality: Cycles denoises with it, the item records it, labels stay."""
+    from blender_scripts.scene import SceneRenderer
+    from datagen.scene.items import make_spec
+
+    cfg, tables, views, hdris, high = scene
+    spec = make_spec(cfg, 2, 31, 100, len(views))
+    assert high.scene.cycles.denoising_quality == "HIGH"
+    high.render_item(spec, tmp_path / "high")
+    fast_cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, denoise_quality="FAST"))
+    fast = SceneRenderer(fast_cfg, tables, views, hdris[:2])  # resets Blender's data: `high` is gone
+    assert fast.scene.cycles.denoising_quality == "FAST"
+    fast.render_item(spec, tmp_path / "fast")
+    a, b = (json.loads((tmp_path / d / "items/00031/v100.json").read_text()) for d in ("high", "fast"))
+    assert (a["render"]["denoising_quality"], b["render"]["denoising_quality"]) == ("HIGH", "FAST")
+    a.pop("render"), b.pop("render")
+    assert a == b
+    ia, ib = (read_rgb(tmp_path / d / "items/00031/v100.png").astype(int) for d in ("high", "fast"))
+    assert ia.shape == ib.shape and np.abs(ia - ib).max() > 0  # another denoiser network ran
+
+
 def test_user_hdri_renders_and_its_licence_is_recorded(small_cfg, cache_dir, tmp_path):
     from support.renders import write_hdr
 

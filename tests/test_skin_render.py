@@ -85,3 +85,35 @@ def test_skin_exposure_lands_in_the_band_under_dim_and_bright_hdris(setup, tmp_p
             st = measure_item(rgb, mask)
             assert lo <= st["Lstar"] <= hi, (name, melanin, st)
             assert st["clipped"] < 0.1, (name, melanin, st)  # specular highlights may clip, not the skin
+
+
+def test_arm_without_subsurface_changes_the_arm_only(setup, tmp_path):
+    """[skin] forearm_subsurface = false: the faces of dense part 6 (the forearm; here the palm
+    stands in for it) render without subsurface scattering, the rest of the hand as before."""
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    from blender_scripts.scene import FOREARM_PART, SceneRenderer
+    from datagen.labels.visibility import compute_labels
+
+    cfg, tables, views, hdris, view = setup
+    part = np.asarray(tables.dense_part).copy()
+    part[part == 0] = FOREARM_PART  # the palm plays the arm
+    arm_tables = dataclasses.replace(tables, dense_part=part)
+    spec = _spec(cfg, hdris, views, 0, view, "builtin/studio.exr", melanin=0.3)
+    off = dataclasses.replace(cfg, skin=dataclasses.replace(cfg.skin, forearm_subsurface=False))
+    lum = {}
+    for name, c in (("on", cfg), ("off", off)):
+        r = SceneRenderer(c, arm_tables, views, hdris)
+        assert r._arm_without_subsurface == (name == "off")
+        rgb, mask = _render(r, spec, tmp_path / name)
+        lum[name] = rgb.astype(float) @ [0.2126, 0.7152, 0.0722]
+    L = compute_labels(tables.dense_vertices(0), tables.dense_faces, tables.keypoints[0], views.K, views.R[view],
+                       views.t[view], views.width, views.height)
+    face_part = part[tables.dense_faces[:, 0]]
+    seen = np.where(L.face >= 0, face_part[np.maximum(L.face, 0)], -1)
+    arm = binary_erosion(seen == FOREARM_PART, iterations=2)
+    far_hand = (seen >= 0) & (seen != FOREARM_PART) & (distance_transform_edt(seen != FOREARM_PART) > 12)
+    assert arm.sum() > 500 and far_hand.sum() > 300, (arm.sum(), far_hand.sum())
+    d = np.abs(lum["on"] - lum["off"])
+    assert d[arm].mean() > 1.0, d[arm].mean()  # grey levels (1.7 measured): the arm looks different ...
+    assert d[far_hand].mean() < d[arm].mean() / 4, (d[far_hand].mean(), d[arm].mean())  # ... the hand hardly (0.23)
