@@ -70,6 +70,28 @@ def run_setting(renderer, cfg, specs, out: Path, warmup_spec=None) -> dict:
     return mean
 
 
+def run_repose(renderer, specs, out: Path) -> tuple[dict, dict, float, float]:
+    """What setting the mesh's vertices before every item costs (foreach_set + update, as a
+    per-item wrist angle will; today they change only with the pose).  Every item is rendered
+    twice, as it is and after re-posing, in alternating order (the first render of an item pays
+    its HDRI switch).  Returns the mean timings of both and the mean paired difference of CPU
+    seconds per image with its standard error."""
+    from blender_scripts.render import quiet_stdout
+
+    if out.exists():
+        shutil.rmtree(out)
+    rows = {False: [], True: []}
+    for i, spec in enumerate(specs):
+        for repose in ((False, True) if i % 2 == 0 else (True, False)):
+            if repose:
+                renderer._pose = None  # set_pose then writes the vertices again; Cycles re-syncs the mesh
+            with quiet_stdout(True):
+                rows[repose].append(renderer.render_item(spec, out / ("repose" if repose else "as_is")))
+    mean = {k: {x: float(np.mean([r[x] for r in v])) for x in v[0]} for k, v in rows.items()}
+    d = np.array([b["total_cpu_s"] - a["total_cpu_s"] for a, b in zip(rows[False], rows[True])])
+    return mean[False], mean[True], float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d[mask].mean() if mask is not None else d.mean()
@@ -158,6 +180,7 @@ def study_rows(rc, ref_samples: int, samples_only=None):
                          ("bounces max=8 diff=4 gloss=4", dict(max_bounces=8, diffuse_bounces=4, glossy_bounces=4)),
                          ("denoise prefilter ACCURATE", dict(denoising_prefilter="ACCURATE")),
                          ("denoise quality BALANCED", dict(denoising_quality="BALANCED")),
+                         ("denoise quality FAST", dict(denoising_quality="FAST")),
                          ("persistent data off", dict(use_persistent_data=False)),
                          ("adaptive min samples 4", dict(adaptive_min_samples=4)),
                          ("adaptive 0.1 min samples 4", dict(adaptive_threshold=0.1, adaptive_min_samples=4))):
@@ -197,6 +220,9 @@ def main(argv=None) -> int:
                     metavar="N,N,...", help="with --study: only these sample counts (config's adaptive "
                     "threshold, OIDN on), e.g. 1,2,4,8,16")
     ap.add_argument("--ref-samples", type=int, default=512)
+    ap.add_argument("--repose", action="store_true", help="also time the items with the mesh's vertices set "
+                    "again before every item (foreach_set + update; what a per-item wrist angle costs), "
+                    "paired item by item")
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
     args = ap.parse_args(argv)
 
@@ -252,6 +278,12 @@ def main(argv=None) -> int:
                     f"dn={'on' if rc.denoise else 'off'}")
     default = run_setting(renderer, cfg, specs, out / "default")
     print(fmt_row(default_name, default), flush=True)
+
+    if args.repose:
+        as_is, repose, d, se = run_repose(renderer, specs, out / "repose")
+        print(fmt_row("items as they come (paired run)", as_is))
+        print(fmt_row("vertices set before every item", repose))
+        print(f"vertices set before every item: {d:+.4f} CPU-s/image (paired, standard error {se:.4f})", flush=True)
 
     if args.study:
         run_study(args, cfg, tables, views, hdris, out, warm, specs_for)
