@@ -44,18 +44,18 @@ class HandConfig:
     model: str = "anny"  # a name in datagen.hand.HAND_MODELS
     phenotype: dict[str, float] = field(default_factory=_default_phenotype)
     subdivision_levels: int = 1
-    # The forearm (datagen.hand.forearm; docs/ARCHITECTURE.md "Keypoints").  Off by default: see
-    # docs/REALISM.md for the measurements behind the choice.  With it on, the wrist keypoint is
-    # the wrist joint centre (label_version 2) and every pose draws its wrist angles from
-    # [seed, pose_id] (datagen.poses.wrist) within these ranges (degrees):
-    forearm: bool = False
-    forearm_length_m: float = 0.20  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
-    wrist_flexion_deg: tuple[float, float] = (-30.0, 30.0)  # + flexion (palmar), - extension (dorsal)
+    # The forearm (datagen.hand.forearm; docs/ARCHITECTURE.md "Keypoints").  On by default since
+    # the realism benchmark measured it (docs/REALISM.md, "Forearm"); false = the hand alone, cut
+    # at the wrist (label_version 1).  With it, the wrist keypoint is the wrist joint centre
+    # (label_version 2) and the wrist angles are drawn within these ranges (degrees):
+    forearm: bool = True
+    forearm_length_m: float = 0.23  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
+    wrist_flexion_deg: tuple[float, float] = (-60.0, 30.0)  # + flexion (palmar), - extension (dorsal)
     wrist_deviation_deg: tuple[float, float] = (-10.0, 20.0)  # + ulnar, - radial
-    # "pose": one pair of wrist angles per pose (in the pose table); "item": the pose table keeps
-    # the arm straight and every item draws its own pair within the ranges, pointing the arm away
-    # from its camera so that the cut end is never in frame (datagen.scene.arm).
-    wrist_draw: str = "pose"
+    # "item": the pose table keeps the arm straight and every item draws its own pair within the
+    # ranges, pointing the arm away from its camera so that the cut end is never in frame
+    # (datagen.scene.arm); "pose": one pair per pose, from [seed, pose_id] (datagen.poses.wrist).
+    wrist_draw: str = "item"
     # Share of items rendered as left hands (the mirrored right hand; docs/ARCHITECTURE.md
     # "Frames and conventions"), drawn per item from its own seed (datagen.scene.items).  A
     # render-time choice: the hand and pose tables (and their cache keys) do not depend on it.
@@ -201,7 +201,8 @@ class RenderConfig:
     png_compression: int = 15  # percent; Blender's default
     # Label passes written next to the four every item has (image, mask, depth, labels): names
     # in datagen.labels.passes.LABEL_PASSES.  Packed, verified and read like the built-in ones.
-    label_passes: tuple[str, ...] = ()
+    # The part mask (hand / forearm / object) is added whenever the forearm or occluders are on.
+    label_passes: tuple[str, ...] = ("part_mask",)
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,8 @@ LATER_SECTIONS = ("backgrounds", "lights", "occluders")
 # [hand] keys that only change what is rendered, not the hand or pose tables: left out of the
 # prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
 RENDER_ONLY_HAND_KEYS = ("left_share",)
+# [hand] keys that only mean something with the forearm on (left out of digests without it).
+FOREARM_ONLY_KEYS = ("forearm_length_m", "wrist_flexion_deg", "wrist_deviation_deg", "wrist_draw")
 
 
 def tables_config(cfg: Config) -> Config:
@@ -290,6 +293,10 @@ def canonical_dict(cfg_dict: dict) -> dict:
     for section in LATER_SECTIONS:
         if d.get(section) == {}:
             del d[section]
+    hand = d.get("hand")
+    if isinstance(hand, dict) and not hand.get("forearm", False):
+        for key in FOREARM_ONLY_KEYS:  # no effect without the forearm: a hand-only config's digest
+            hand.pop(key, None)  # stays what it was before these keys existed
     return d
 
 
@@ -580,8 +587,6 @@ def _validate(cfg: Config) -> Config:
     _check_range("hand.left_share", h.left_share, 0.0, 1.0)
     if h.wrist_draw not in WRIST_DRAWS:
         raise ConfigError(f"hand.wrist_draw = {h.wrist_draw!r}: must be one of {', '.join(map(repr, WRIST_DRAWS))}")
-    if h.wrist_draw == "item" and not h.forearm:
-        raise ConfigError("hand.wrist_draw = \"item\" needs hand.forearm = true (the wrist angles turn the forearm)")
     cfg = dataclasses.replace(cfg, hand=dataclasses.replace(h, shape=_shape_ranges(h, entry)))
     h = cfg.hand
     if h.shape and cfg.poses.families:

@@ -10,12 +10,12 @@ import pytest
 from datagen.config import ConfigError, config_from_dict
 
 
-def test_forearm_keys_validated_naming_the_key_and_off_by_default():
-    cfg = config_from_dict({})
+def test_forearm_keys_validated_naming_the_key_and_on_by_default():
+    cfg = config_from_dict({"hand": {"forearm": False}, "render": {"label_passes": []}})
     assert cfg.hand.forearm is False and "part_mask" not in cfg.render.label_passes
-    on = config_from_dict({"hand": {"forearm": True}})
+    on = config_from_dict({"hand": {"forearm": True}, "render": {"label_passes": []}})
     assert "part_mask" in on.render.label_passes  # the part mask travels with the forearm
-    assert on.digest("hand") != cfg.digest("hand")
+    assert on.digest("hand") != cfg.digest("hand") and config_from_dict({}).hand.forearm is True
     for key, bad in (("wrist_flexion_deg", [-90.0, 0.0]), ("wrist_deviation_deg", [0.0, 50.0]),
                      ("wrist_flexion_deg", [20.0, 10.0]), ("forearm_length_m", 0.5)):
         with pytest.raises(ConfigError, match=f"hand.{key}"):
@@ -189,17 +189,25 @@ def test_a_length_at_the_elbow_is_a_config_error_every_command_reports(tmp_path,
         assert "error: hand.forearm_length_m = 0.26 m" in err and "Traceback" not in err
 
 
-def test_forearm_config_file_is_the_measured_option():
-    # configs/forearm.toml: the option docs/REALISM.md measured (arm on, longest forearm, wrist extended).
+def test_forearm_is_the_default_and_the_option_files_keep_their_meaning():
+    # The default: the forearm with per-item wrists; configs/forearm.toml: the per-pose option
+    # docs/REALISM.md measured before; configs/hand-only.toml: the hand alone, with the very
+    # digest and prepared-cache key the default had before the forearm (old renders resume).
     from pathlib import Path
 
     from datagen.config import load_config
+    from datagen.poses.prepared import _pose_space_digest
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "forearm.toml")
+    configs = Path(__file__).resolve().parent.parent / "configs"
     default = load_config(None)
-    assert cfg.hand.forearm and cfg.hand.forearm_length_m == 0.23 and "part_mask" in cfg.render.label_passes
-    assert cfg.hand.wrist_flexion_deg == (-60.0, -30.0) and cfg.hand.wrist_deviation_deg == (-10.0, 20.0)
+    assert default.hand.forearm and default.hand.wrist_draw == "item" and default.hand.forearm_length_m == 0.23
+    assert default.hand.wrist_flexion_deg == (-60.0, 30.0) and "part_mask" in default.render.label_passes
+    cfg = load_config(configs / "forearm.toml")
+    assert cfg.hand.forearm and cfg.hand.wrist_draw == "pose" and cfg.hand.wrist_flexion_deg == (-60.0, -30.0)
     assert cfg.cameras == default.cameras and cfg.poses == default.poses  # the paper's 1520 x 216 items
+    alone = load_config(configs / "hand-only.toml")
+    assert not alone.hand.forearm and alone.render.label_passes == ()
+    assert (alone.digest(), _pose_space_digest(alone)) == ("ff8058a5227b5ea5", "45d9c94b7435fd81")
 
 
 def test_shaped_forearm_follows_the_shaped_hand(forearm_hand):
@@ -224,7 +232,7 @@ def test_shaped_forearm_follows_the_shaped_hand(forearm_hand):
     # The bigger body's arm is wider than the mean one's (the forearm follows the phenotype).
     width = lambda h: np.ptp(h.rest_vertices[arm.n_hand:][:, 0])  # noqa: E731
     assert width(shaped_arm) > 1.03 * width(arm)
-    cfg = config_from_dict({"hand": {"forearm": True, "shape": {"gender": [0, 1], "height": [0.3, 0.7]}}})
+    cfg = config_from_dict({"hand": {"forearm": True, "wrist_draw": "pose", "shape": {"gender": [0, 1], "height": [0.3, 0.7]}}})
     st = build_shaped_table(arm, asset, cfg, ("gender", "age", "muscle", "weight", "height", "proportions"),
                             pose_ids=[0, 700])
     assert np.allclose(st.keypoints[:, 0], 0, atol=1e-6)  # the wrist joint centre of each shaped hand
@@ -326,17 +334,18 @@ def test_item_arm_keeps_the_cut_end_out_of_every_view(arm_tables, config):
         draw_item_arm(stuck, tables, 0, v, view_camera(views, v), views.width, views.height)
 
 
-def test_wrist_draw_is_validated_and_a_later_key():
+def test_wrist_draw_is_validated_and_forearm_keys_leave_hand_only_digests_alone():
     from datagen.config import config_from_dict
 
-    assert config_from_dict({"hand": {"forearm": True}}).digest() == \
-        config_from_dict({"hand": {"forearm": True, "wrist_draw": "pose"}}).digest()
-    assert config_from_dict({"hand": {"forearm": True, "wrist_draw": "item"}}).digest() != \
-        config_from_dict({"hand": {"forearm": True}}).digest()
+    assert config_from_dict({}).hand.wrist_draw == "item"
+    assert config_from_dict({"hand": {"wrist_draw": "pose"}}).digest() != config_from_dict({}).digest()
     with pytest.raises(ConfigError, match="hand.wrist_draw"):
-        config_from_dict({"hand": {"forearm": True, "wrist_draw": "view"}})
-    with pytest.raises(ConfigError, match="hand.wrist_draw"):
-        config_from_dict({"hand": {"wrist_draw": "item"}})  # no forearm to turn
+        config_from_dict({"hand": {"wrist_draw": "view"}})
+    # Without the forearm its keys have no effect, and no effect on the digest either.
+    off = config_from_dict({"hand": {"forearm": False}, "render": {"label_passes": []}})
+    assert off.digest() == config_from_dict({"hand": {"forearm": False, "forearm_length_m": 0.1, "wrist_draw": "pose",
+                                                      "wrist_flexion_deg": [0.0, 10.0]},
+                                             "render": {"label_passes": []}}).digest()
 
 
 def test_poses_report_checks_the_arm_over_the_wrist_ranges(forearm_hand, arm_tables):
@@ -352,7 +361,7 @@ def test_poses_report_checks_the_arm_over_the_wrist_ranges(forearm_hand, arm_tab
     tables, _ = arm_tables
     item = config_from_dict({"hand": {"forearm": True, "wrist_draw": "item"}})
     assert len(wrist_range_rotations(item)) == 8
-    assert wrist_range_rotations(config_from_dict({"hand": {"forearm": True}})) == []
+    assert wrist_range_rotations(config_from_dict({"hand": {"forearm": True, "wrist_draw": "pose"}})) == []
     checker = PenetrationChecker(asset.dense_faces, asset.dense_part, asset.dense(asset.rest_base_vertices))
     base = tables.base_vertices[1].astype(np.float64)  # a fist
     offsets, straight = tables.arm_offsets(1), tables.rotations[1, tables.forearm_bone]
@@ -360,3 +369,28 @@ def test_poses_report_checks_the_arm_over_the_wrist_ranges(forearm_hand, arm_tab
     assert not [c for c in in_range if ARM_PART in c[:2]]
     folded = _with_wrists(checker, asset, base, offsets, straight, [forearm_rotation(150.0, 0.0)])
     assert max((d for a, b, d, _ in folded if ARM_PART in (a, b)), default=0.0) > 0.005
+
+
+def test_shaped_table_with_per_item_wrists_keeps_each_hands_arm_offsets(forearm_hand):
+    """[hand.shape] + per-item wrists: the shaped table's arm is straight, and it holds each
+    pose's own forearm-weighted rest offsets, so an item re-skins its own hand exactly."""
+    from datagen.config import config_from_dict
+    from datagen.hand.asset import frame_like
+    from datagen.hand.base import forward_kinematics
+    from datagen.poses.shapes import build_shaped_table
+    from datagen.poses.wrist import arm_delta, forearm_rotation
+
+    _, arm, asset = forearm_hand
+    cfg = config_from_dict({"hand": {"shape": {"gender": [0, 1], "height": [0.3, 0.7]}}})
+    names = ("gender", "age", "muscle", "weight", "height", "proportions")
+    st = build_shaped_table(arm, asset, cfg, names, pose_ids=[0, 700])
+    fb = arm.rig.forearm
+    assert np.allclose(st.table.rotations[:, fb], np.eye(3)) and st.arm_offsets.shape == (2, len(asset.arm_rows), 3)
+    assert not np.allclose(st.arm_offsets[0], st.arm_offsets[1])  # two hands, two arms
+    h = frame_like(arm.shaped(dict(zip(names, st.shape_values[1]))), asset)
+    R = st.table.rotations[[1]].copy()
+    R[0, fb] = forearm_rotation(-40.0, 10.0)
+    ref = h.skin(forward_kinematics(h.rig, R))[0]
+    got = st.base_vertices[1].astype(np.float64)
+    got[asset.arm_rows] += arm_delta(st.arm_offsets[1], asset.arm_weights, np.eye(3), R[0, fb])
+    assert np.abs(got - ref).max() < 1e-5
