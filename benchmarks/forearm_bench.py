@@ -9,7 +9,8 @@ For a seeded sample of poses, every view of the config's camera set is rasterise
 - hand_alone   = hand pixels with the arm removed,
 - arm_hides    = 1 - hand_visible / hand_alone (the share of the hand the arm hides),
 - cap_px       = pixels whose front triangle touches the cap at the forearm's cut end.
-Prints per latitude ring and overall: the share of items whose arm hides more than half of the
+With per-item wrists ([hand] wrist_draw = "item", the default) each item has its own arm, drawn as
+the renderer draws it.  Prints per latitude ring and overall: the share of items whose arm hides more than half of the
 hand (the issue's measure), the mean hidden share, and items with any cap pixel.  The last line is
     forearm_items=N arm_hides_half=X cap_visible_items=K
 Pure numpy + the prepared tables; no rendering.
@@ -66,8 +67,12 @@ def _hand_pixels(full: np.ndarray, face_arm: np.ndarray) -> int:
     return int((~face_arm[full[full >= 0]]).sum())
 
 
-def measure(prepared, views, poses: np.ndarray) -> ArmOcclusion:
+def measure(prepared, views, poses: np.ndarray, cfg=None, tables=None) -> ArmOcclusion:
+    """`cfg` + `tables` (datagen.poses.tables.HandTables) with [hand] wrist_draw = "item": each
+    item's own arm (datagen.scene.arm, the renderer's draw with the view's camera)."""
+    from datagen.cameras.jitter import view_camera
     from datagen.mapping.open778 import cap_vertices
+    from datagen.scene.arm import draw_item_arm
 
     a = prepared.asset
     F = np.asarray(a.dense_faces, np.int64)
@@ -79,9 +84,13 @@ def measure(prepared, views, poses: np.ndarray) -> ArmOcclusion:
     if not face_arm.any():
         face_cap[:] = False  # without a forearm the only cap is the old wrist cap, not measured here
     pids, vids, vis, alone, capn = [], [], [], [], []
+    per_item = cfg is not None and cfg.hand.arm_per_item
     for p in poses:
         V = prepared.dense_vertices(int(p))
         for v in range(len(views.R)):
+            if per_item:
+                V = tables.dense(draw_item_arm(cfg, tables, int(p), v, view_camera(views, v), views.width,
+                                               views.height).base)
             cam = V @ views.R[v].T + views.t[v]
             full = _front_faces(cam, F, views)
             vis.append(_hand_pixels(full, face_arm))
@@ -241,6 +250,11 @@ def main(argv=None) -> int:
     if args.cut_end:
         from datagen.cameras.cut_end import cut_end_report
 
+        if cfg.hand.arm_per_item:
+            print("forearm_bench: --cut-end checks the pose table's arms; with per-item wrists every item's arm is "
+                  "checked when it is drawn (python -m datagen.cameras --report; the default run's cap_visible_items "
+                  "rasterises it)", file=sys.stderr)
+            return 2
         r = cut_end_report(prepared, views, progress=True)
         n_lon = cfg.cameras.longitudes
         for ring in range(len(views.R) // n_lon):
@@ -251,7 +265,12 @@ def main(argv=None) -> int:
               f"views_with_cut_end={int(r.in_frame.any(0).sum())}")
         return 0
     poses = np.sort(np.random.default_rng(args.seed).choice(len(prepared.ids), args.poses, replace=False))
-    m = measure(prepared, views, poses)
+    tables = None
+    if cfg.hand.arm_per_item:
+        from datagen.poses.tables import ensure_tables
+
+        tables = ensure_tables(cfg)
+    m = measure(prepared, views, poses, cfg, tables)
     n_lon = cfg.cameras.longitudes
     print(f"{'group':24s} {'items':>6s} {'hides>1/2':>10s} {'mean hidden':>12s} {'cap seen':>9s}")
     rows = {}

@@ -688,7 +688,7 @@ class SceneRenderer:
         """Put the item's hand on the mesh: its pose, and with [hand] wrist_draw = "item" its own
         forearm direction (datagen.scene.arm, drawn with the item's camera).  Returns the right
         hand's dense vertices and the arm record (None with per-pose wrists)."""
-        if self.cfg.hand.wrist_draw != "item":
+        if not self.cfg.hand.arm_per_item:
             return self.set_pose(spec.pose_id, out_dir), None
         self.set_pose(spec.pose_id, out_dir, show=False)
         arm = draw_item_arm(self.cfg, self.tables, spec.pose_id, spec.view_id, camera, self.views.width,

@@ -45,8 +45,8 @@ class HandConfig:
     phenotype: dict[str, float] = field(default_factory=_default_phenotype)
     subdivision_levels: int = 1
     # The forearm (datagen.hand.forearm; docs/ARCHITECTURE.md "Keypoints").  On by default since
-    # the realism benchmark measured it (docs/REALISM.md, "Forearm"); false = the hand alone, cut
-    # at the wrist (label_version 1).  With it, the wrist keypoint is the wrist joint centre
+    # the realism benchmark measured it (docs/REALISM.md, "Forearm"), for hand models that have
+    # one (others default to false); false = the hand alone, cut at the wrist (label_version 1).  With it, the wrist keypoint is the wrist joint centre
     # (label_version 2) and the wrist angles are drawn within these ranges (degrees):
     forearm: bool = True
     forearm_length_m: float = 0.23  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
@@ -64,6 +64,11 @@ class HandConfig:
     # [low, high] ranges; every canonical pose draws its hand's phenotypes uniformly within them
     # (phenotypes not listed keep their [hand.phenotype] value).  Empty (the default) = one hand.
     shape: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def arm_per_item(self) -> bool:
+        """The forearm is on and every item draws its own wrist angles (datagen.scene.arm)."""
+        return self.forearm and self.wrist_draw == "item"
 
 
 # Human ranges of motion of the wrist (degrees; AAOS: flexion 80, extension 70, radial
@@ -705,9 +710,12 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             given = section.get("phenotype", {})
             if not isinstance(given, dict):
                 raise ConfigError("hand.phenotype must be a table of phenotype = value")
-            pheno = {k: 0.5 for k in _hand_model(section.get("model", HandConfig.model)).phenotypes}
+            entry = _hand_model(section.get("model", HandConfig.model))
+            pheno = {k: 0.5 for k in entry.phenotypes}
             pheno.update(given)
             section["phenotype"] = pheno
+            if "forearm" not in section and entry.forearm is None:
+                section["forearm"] = False  # the default forearm, where the model has one
         values[name] = _build(cls, section, name + ".")
     return _validate(Config(**values))
 

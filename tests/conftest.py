@@ -32,11 +32,13 @@ def prepared(config, cache_dir):
 
 @pytest.fixture(scope="session")
 def hand(config):
-    """The hand model in the dataset's hand frame (build_asset fixes the frame in place)."""
+    """The hand model (with its forearm, as the default config has it) in the dataset's hand
+    frame (build_asset fixes the frame in place)."""
     from datagen.hand import load_hand_model
     from datagen.hand.asset import build_asset
 
-    h = load_hand_model(config.hand.model, config.hand.phenotype)
+    h = load_hand_model(config.hand.model, config.hand.phenotype,
+                        config.hand.forearm_length_m if config.hand.forearm else None)
     build_asset(h, config.hand.subdivision_levels)
     return h
 

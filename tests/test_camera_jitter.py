@@ -295,8 +295,9 @@ def test_cycles_renders_the_jittered_camera_exactly(cache_dir, prepared, tmp_pat
         cam = renderer.item_camera(spec)
         assert cam.jitter is not None and abs(cam.K[0, 2] - views.K[0, 2]) > 0.5
         alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
-        L = compute_labels(tables.dense_vertices(pose), tables.dense_faces, tables.keypoints[pose], cam.K, cam.R,
-                           cam.t, views.width, views.height)
+        dense, _ = renderer.item_mesh(spec, cam)  # the item's own arm, drawn with its jittered camera
+        L = compute_labels(dense, tables.dense_faces, tables.keypoints[pose], cam.K, cam.R,
+                           cam.t, views.width, views.height, wrist_joint=tables.wrist_joint)
         cmask = alpha > 0.5
         iou = (cmask & L.mask).sum() / (cmask | L.mask).sum()
         inner = (alpha > 0.999) & L.mask

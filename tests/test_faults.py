@@ -206,7 +206,7 @@ def test_disk_full_stops_the_renderer_in_one_line(cache_dir, prepared, tmp_path,
     assert ".png" in line and "stopped after 1 item(s)" in err
     assert calls["n"] == 2  # the run stopped at the first item that did not fit
     assert len(labels_of(out)) == 1
-    assert len(list((out / "items" / "00000").glob("v*.png"))) == 2  # the done item's image and mask only
+    assert len(list((out / "items" / "00000").glob("v*.png"))) == 3  # the done item's image, mask, part mask only
     assert "DiskFullError" in (out / "failures.log").read_text()
     assert_nothing_corrupt(out)
 

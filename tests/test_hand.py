@@ -41,10 +41,12 @@ def test_identity_pose_reproduces_rest(hand):
 
 def test_dense_mesh_is_closed_and_matches_counts(prepared):
     a = prepared.asset
-    assert a.n_base == 1609 and 6000 <= a.n_dense <= 6600
+    hand_part = a.base_part != 6  # the default hand has its forearm (part 6), capped at its cut
+    assert hand_part.sum() == 1609 and a.n_base == 1802 and 7000 <= a.n_dense <= 7500
+    assert (a.dense_part != 6).sum() > 6000
     dense = a.dense(a.rest_base_vertices)
     m = trimesh.Trimesh(dense, a.dense_faces, process=False)
-    assert m.is_watertight and m.is_winding_consistent and m.volume > 0  # wrist capped, outward normals
+    assert m.is_watertight and m.is_winding_consistent and m.volume > 0  # cut capped, outward normals
     assert np.allclose(np.asarray(a.dense_matrix.sum(axis=1)).ravel(), 1.0)
 
 
@@ -64,13 +66,16 @@ def test_hand_frame_and_keypoint_order_follow_anatomy(prepared):
     assert kp[9, 1] > 0.05 and abs(kp[9, 0]) < 1e-9 and abs(kp[9, 2]) < 1e-9  # +y through the middle MCP
 
 
-def test_wrist_and_fingertips_lie_on_the_skin(prepared):
+def test_fingertips_lie_on_the_skin_and_the_wrist_joint_inside(prepared):
     a = prepared.asset
     dense = a.dense(a.rest_base_vertices)
     m = trimesh.Trimesh(dense, a.dense_faces, process=False)
     kp = a.keypoints(a.rest_heads, dense)
-    _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[0, 4, 8, 12, 16, 20]])
+    _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[4, 8, 12, 16, 20]])
     assert dist.max() < 1e-9
+    # With the forearm the wrist keypoint is the wrist joint centre, inside the wrist (label_version 2)
+    _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[0]])
+    assert 0.01 < dist[0] < 0.035
     _, dist, _ = trimesh.proximity.closest_point_naive(m, kp[[5, 6, 7]])
     assert dist.min() > 0.003  # joint centres are inside the finger, not on the skin
 

@@ -95,6 +95,7 @@ def test_cycles_renders_the_mirrored_labels(tmp_path, cache_dir, prepared):
 
     from blender_scripts.scene import SceneRenderer
     from datagen.cameras.hemisphere import views_for
+    from datagen.cameras.jitter import view_camera
     from datagen.config import load_config
     from datagen.labels.handedness import handed_mesh, handed_points
     from datagen.labels.visibility import compute_labels
@@ -116,9 +117,10 @@ def test_cycles_renders_the_mirrored_labels(tmp_path, cache_dir, prepared):
     for hand in ("left", "right"):
         spec = dataclasses.replace(make_spec(cfg, 1, pose, view, len(views)), handedness=hand)
         alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
-        dense, faces = handed_mesh(tables.dense_vertices(pose), tables.dense_faces, hand)
+        right, _ = renderer.item_mesh(spec, view_camera(views, view))  # the item's own arm
+        dense, faces = handed_mesh(right, tables.dense_faces, hand)
         L = compute_labels(dense, faces, handed_points(tables.keypoints[pose], hand), views.K, views.R[view],
-                           views.t[view], views.width, views.height)
+                           views.t[view], views.width, views.height, wrist_joint=tables.wrist_joint)
         cmask = alpha > 0.5
         iou = (cmask & L.mask).sum() / (cmask | L.mask).sum()
         inner = (alpha > 0.999) & L.mask

@@ -187,7 +187,7 @@ def test_anny_entry_carries_what_run_json_and_the_cache_key_used_to_hard_code():
     entry = hand_model_entry("anny")
     assert entry.record()["name"] == "anny right hand" and "Apache-2.0" in entry.record()["licence"]["licence"]
     assert entry.package_versions() == {"anny": importlib.metadata.version("anny")}
-    cfg = config_from_dict({})
+    cfg = config_from_dict({"hand": {"forearm": False}})  # the hand alone: the default before the forearm
     hand = {k: v for k, v in cfg.hand.__dict__.items() if k in ("model", "phenotype", "subdivision_levels")}
     legacy = {"hand": hand, "poses": {"interpolation_steps": 3}, "extended": P.EXTENDED, "bent": P.BENT,
               "thumb": [P.THUMB_EXTENDED, P.THUMB_BENT], "version": 4, "anny": importlib.metadata.version("anny")}

@@ -59,7 +59,10 @@ def labels_of(out: Path):
 
 
 def test_render_dir_is_complete_and_self_consistent(rendered):
+    import scipy.sparse as sp
+
     from datagen.labels.visibility import compute_labels
+    from datagen.poses.wrist import item_base_from_files
 
     run = json.loads((rendered / "run.json").read_text())
     assert run["format"] == "handsynth-render-dir" and run["n_views"] == 216 and run["n_poses"] == 1520
@@ -85,10 +88,16 @@ def test_render_dir_is_complete_and_self_consistent(rendered):
         assert np.array_equal(depth > 0, mask > 0)
         # the RENDER_DIR alone reproduces the exact silhouette and depth
         m = np.load(rendered / "meshes" / f"pose_{rec['pose_id']:05d}.npz")
-        assert m["dense"].shape == (6454, 3) and m["keypoints"].shape == (21, 3) and m["base"].shape[1] == 3
+        assert m["dense"].shape == (7230, 3) and m["keypoints"].shape == (21, 3) and m["base"].shape[1] == 3
         v = rec["view_id"]
-        L = compute_labels(m["dense"].astype(np.float64), hand["dense_faces"], m["keypoints"].astype(np.float64),
-                           views["K"], views["R"][v], views["t"][v], 96, 96)
+        # The item's own arm (per-item wrists): the pose's mesh turned by the JSON's wrist angles.
+        base = item_base_from_files(m["base"], hand, poses, rec["pose_id"], rec["wrist"])
+        D = sp.csr_matrix((hand["dense_data"], hand["dense_indices"], hand["dense_indptr"]),
+                          shape=tuple(hand["dense_shape"]))
+        dense = np.asarray(D @ base)
+        assert np.abs(dense - m["dense"]).max() > 0.01  # the arm moved (the test can fail)
+        L = compute_labels(dense, hand["dense_faces"], m["keypoints"].astype(np.float64),
+                           views["K"], views["R"][v], views["t"][v], 96, 96, wrist_joint=True)
         assert np.array_equal(L.mask, mask > 0) and np.allclose(L.depth, depth, atol=1e-6)
         assert np.allclose(rec["keypoints_2d"], L.keypoints_2d) and rec["visible"] == L.visible.tolist()
         assert rec["item_id"] == rec["pose_id"] * 216 + v
@@ -100,12 +109,10 @@ def test_render_dir_is_complete_and_self_consistent(rendered):
 def test_visible_keypoints_lie_on_the_silhouette_and_agree_with_depth(rendered):
     from scipy.ndimage import binary_dilation
 
-    from datagen.labels.visibility import (
-        DEPTH_MARGIN_M,
-        JOINT_FLESH_M,
-        SURFACE_KEYPOINTS,
-        SURFACE_TOLERANCE_M,
-    )
+    from datagen.labels.visibility import DEPTH_MARGIN_M, SURFACE_TOLERANCE_M, visibility_contract
+
+    rules = visibility_contract(wrist_joint=True)  # label_version 2: the wrist is a joint (forearm)
+    SURFACE_KEYPOINTS, JOINT_FLESH_M = rules["surface_keypoints"], np.asarray(rules["joint_flesh_m"])
 
     n = 0
     for j in labels_of(rendered):
@@ -148,13 +155,15 @@ def scene(small_cfg, cache_dir, prepared):
 
 
 def _cycles_vs_labels(renderer, cfg, tables, views, pose, view, tmp_path):
+    from datagen.cameras.jitter import view_camera
     from datagen.scene.items import make_spec
     from datagen.labels.visibility import compute_labels
 
     spec = make_spec(cfg, 2, pose, view, len(views))
     alpha, cdepth = renderer.cycles_coverage_depth(spec, tmp_path)
-    L = compute_labels(tables.dense_vertices(pose), tables.dense_faces, tables.keypoints[pose], views.K,
-                       views.R[view], views.t[view], views.width, views.height)
+    dense, _ = renderer.item_mesh(spec, view_camera(views, view))  # the item's own arm
+    L = compute_labels(dense, tables.dense_faces, tables.keypoints[pose], views.K,
+                       views.R[view], views.t[view], views.width, views.height, wrist_joint=tables.wrist_joint)
     cmask = alpha > 0.5
     iou = (cmask & L.mask).sum() / (cmask | L.mask).sum()
     inner = (alpha > 0.999) & L.mask

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
             where = f" (lat {views.latitude_deg[v]:.0f}, lon {views.longitude_deg[v]:.0f})"
         print(f"radius {cfg.cameras.radius_m} m, f {cfg.cameras.focal_px} px, {cfg.cameras.width}x{cfg.cameras.height}")
         print(f"worst: pose {p} view {v}{where}")
-        if cfg.hand.forearm and cfg.hand.wrist_draw == "item":
+        if cfg.hand.arm_per_item:
             report_arm(cfg, views, args.cache)
         if not jitter_on(cfg.cameras):
             print(f"views={len(views)} worst_margin_px={m.min():.1f}")

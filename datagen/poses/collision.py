@@ -206,7 +206,7 @@ def wrist_range_rotations(cfg) -> list[np.ndarray]:
     corners and edge midpoints, where the fingers-arm pairs are checked too (empty otherwise)."""
     from datagen.poses.wrist import forearm_rotation
 
-    if not (cfg.hand.forearm and cfg.hand.wrist_draw == "item"):
+    if not cfg.hand.arm_per_item:
         return []
     (f0, f1), (d0, d1) = cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg
     fm, dm = (f0 + f1) / 2, (d0 + d1) / 2

@@ -115,7 +115,8 @@ def _pose_space_digest(cfg: Config) -> str:
     # The render-only keys ([hand] left_share) do not change the tables (config.tables_config).
     hand = canonical_dict({"hand": tables_config(cfg).hand.__dict__})["hand"]
     if cfg.hand.forearm:
-        hand["seed"] = cfg.seed
+        if not cfg.hand.arm_per_item:  # per-item wrists leave the table's arm straight
+            hand["seed"] = cfg.seed
         hand["forearm_version"] = FOREARM_VERSION
     if cfg.hand.shape:  # the shapes are drawn from the seed
         hand["seed"] = cfg.seed
@@ -206,7 +207,7 @@ def prepare_poses(cfg: Config, cache_dir: str | Path | None = None, progress: bo
 
         table = append_families(hand, asset, table, cfg.poses.families, cfg.seed, angles,
                                 splay_amount=cfg.poses.splay_scale, progress=progress)
-    if cfg.hand.forearm and cfg.hand.wrist_draw == "pose":  # "item": the arm stays straight here
+    if cfg.hand.forearm and not cfg.hand.arm_per_item:  # per item: the arm stays straight here
         from datagen.poses.wrist import apply_wrist_angles
 
         apply_wrist_angles(table, hand.rig, cfg)

@@ -88,7 +88,7 @@ def build_shaped_table(hand: HandModel, asset: HandAsset, cfg, names: tuple[str,
     for row, c in enumerate(ref.canonical.tolist()):
         groups.setdefault(int(c), []).append(row)
     wrist = None
-    if cfg.hand.forearm and cfg.hand.wrist_draw == "pose":  # the same wrist angles as without shapes
+    if cfg.hand.forearm and not cfg.hand.arm_per_item:  # the same wrist angles as without shapes
         from datagen.poses.wrist import draw_wrist_angles, forearm_rotation
 
         w = draw_wrist_angles(ref.ids, cfg.seed, cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg)

@@ -154,10 +154,11 @@ def load_tables(hand_file: str | Path, poses_file: str | Path, key: str = "") ->
 
 def _index_path(cache_dir: Path, cfg) -> Path:
     """The index file of this [hand]/[poses] configuration.  Splay, the pose families and the
-    forearm's wrist angles are drawn from the config's seed, so with any of them on the seed is
+    forearm's per-pose wrist angles are drawn from the config's seed, so with any of them on the seed is
     part of the name (the paper's table does not depend on it, and its index name is unchanged)."""
     on = (getattr(cfg.poses, "splay", False) or getattr(cfg.poses, "families", None)
-          or getattr(cfg.hand, "forearm", False) or getattr(cfg.hand, "shape", None))
+          or (getattr(cfg.hand, "forearm", False) and not getattr(cfg.hand, "arm_per_item", False))
+          or getattr(cfg.hand, "shape", None))
     from datagen.config import tables_config
 
     cfg = tables_config(cfg)  # render-only [hand] keys (left_share) do not change the tables

@@ -73,6 +73,24 @@ def wrist_range_problem(flexion_deg: float, deviation_deg: float, flexion_range,
     return None
 
 
+def item_base_from_files(base: np.ndarray, hand, poses, pose_id: int, wrist: dict | None) -> np.ndarray:
+    """An item's base vertices (Nb, 3) float64 from a RENDER_DIR's files: `base` its pose's
+    (meshes/pose_NNNNN.npz "base"), `hand` / `poses` the arrays of hand.npz / poses.npz (any
+    mapping, e.g. np.load), `wrist` the item JSON's `wrist` block (None: the pose's own arm)."""
+    out = np.asarray(base, np.float64).copy()
+    if not wrist:
+        return out
+    fb = [str(b) for b in hand["bone_names"]].index("forearm.R")
+    rows = np.asarray(hand["arm_rows"])
+    if "arm_offsets" in poses:  # [hand.shape]: each pose its own hand
+        offsets = poses["arm_offsets"][pose_id]
+    else:
+        offsets = hand["rest_base_vertices"][rows] - hand["rest_heads"][fb]
+    turn = forearm_rotation(float(wrist["flexion_deg"]), float(wrist["deviation_deg"]))
+    out[rows] += arm_delta(offsets, hand["arm_weights"], poses["rotations"][pose_id, fb], turn)
+    return out
+
+
 def apply_wrist_angles(table, rig, cfg) -> WristAngles:
     """Set the forearm bone's rotation of every pose of `table` (in place) from the config."""
     if rig.forearm < 0:
@@ -84,4 +102,7 @@ def apply_wrist_angles(table, rig, cfg) -> WristAngles:
 
 
 __all__ = ["RANGE_TOL_DEG", "WristAngles", "apply_wrist_angles", "arm_delta", "draw_wrist_angles", "forearm_rotation",
-           "WRIST_STREAM", "wrist_range_problem"]
+           "item_base_from_files", "WRIST_STREAM", "wrist_range_problem"]
+
+
+__all__ = ["WristAngles", "apply_wrist_angles", "arm_delta", "item_base_from_files", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]

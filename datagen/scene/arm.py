@@ -13,7 +13,9 @@ mirrored world for a left item):
   frustum (`datagen.cameras.cut_end.faces_in_frame`: exact clipping, no sampling);
 - the arm points away from the camera: the angle between the arm's axis (wrist joint centre ->
   the cut end's centre) and the direction from the wrist joint centre to the camera is at
-  least `MIN_CAMERA_ANGLE_DEG`, so the arm does not lie between the camera and the hand.
+  least `MIN_CAMERA_ANGLE_DEG`, so the arm does not lie between the camera and the hand;
+- the cut end lies at least `NEAR_M` in front of the camera (a camera close to the wrist could
+  otherwise sit beside or inside the arm, which the label rasteriser refuses).
 
 At most `MAX_DRAWS` draws; if none passes, the passing pair of a fixed grid over the ranges
 nearest the first draw (deterministic); if no pair passes at all, `ArmError` names the item
@@ -37,6 +39,7 @@ from datagen.seeds import ARM_STREAM, item_stream
 MAX_DRAWS = 32
 MIN_CAMERA_ANGLE_DEG = 40.0
 GRID_STEP_DEG = 5.0
+NEAR_M = 0.01
 
 
 class ArmError(RuntimeError):
@@ -101,6 +104,8 @@ def arm_passes(points: np.ndarray, faces: np.ndarray, pivot: np.ndarray, camera,
     axis, to_cam = points.mean(0) - pivot, centre - pivot
     cos = float(axis @ to_cam) / max(float(np.linalg.norm(axis) * np.linalg.norm(to_cam)), 1e-12)
     if np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) < min_angle_deg:
+        return False
+    if float((points @ np.asarray(camera.R)[2] + np.asarray(camera.t)[2]).min()) < NEAR_M:
         return False
     view = SimpleNamespace(R=np.asarray(camera.R)[None], t=np.asarray(camera.t)[None], K=np.asarray(camera.K),
                            width=width, height=height)
