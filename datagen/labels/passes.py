@@ -54,7 +54,7 @@ RESERVED_NAMES = frozenset({
     "skin_distance_m", "bbox_xyxy", "mask_area_px", "hdri_index", "hdri_rotation_deg", "hdri_strength", "skin",
     "extra_json", "joints_cam", "vertices_cam", "mano_joints_cam", "dense_vertices_cam", "K", "R", "t", "ids",
     "hdri", "index", "view_columns", "handedness", "occluded_by_object",
-    "occluders", "shape", "shape_band"})
+    "occluders", "shape", "shape_band", "wrist_deg"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]+)+$")
 
