@@ -192,9 +192,8 @@ class SceneRenderer:
             raise ValueError(f"exposure_rule {exposure_rule!r}: one of {', '.join(EXPOSURE_RULES)}")
         self.exposure_rule = exposure_rule
         self.creases = bool(cfg.skin.creases if creases is None else creases)
-        # [skin] forearm_subsurface = false: no subsurface closure on the arm's faces (dense part 6)
-        self._arm_without_subsurface = bool(not cfg.skin.forearm_subsurface and subsurface_method != "NONE"
-                                            and (np.asarray(tables.dense_part) == FOREARM_PART).any())
+        # [skin] forearm_detail = false: the arm (dense part 6) in a plainer, cheaper material
+        self._plain_arm = bool(not cfg.skin.forearm_detail and (np.asarray(tables.dense_part) == FOREARM_PART).any())
         self.versions = _versions(tables)
         self._pose = None
         self._dense = None
@@ -369,8 +368,9 @@ class SceneRenderer:
         else:  # the shader reads these names; zero weights draw nothing
             weights.update({k: np.zeros(len(rest_dense), np.float32) for k in CREASE_FIELDS})
         weights["nail"] = nail_weights(rest_dense, T.dense_part, T.distal_joint_centres(), T.rest_tips(rest_dense))
-        if self._arm_without_subsurface:  # [skin] forearm_subsurface = false: the arm's vertices
-            weights["forearm"] = (np.asarray(T.dense_part) == FOREARM_PART).astype(np.float32)
+        arm_vertex = np.asarray(T.dense_part) == FOREARM_PART
+        if self._plain_arm:  # [skin] forearm_detail = false: the arm's vertices
+            weights["forearm"] = arm_vertex.astype(np.float32)
         for name, w in weights.items():
             attr = mesh.attributes.new(name, "FLOAT", "POINT")
             attr.data.foreach_set("value", w.astype(np.float32))
@@ -380,18 +380,30 @@ class SceneRenderer:
         self.hand = bpy.data.objects.new("hand", mesh)
         self.scene.collection.objects.link(self.hand)
         self.material = bpy.data.materials.new("skin")
-        self._build_skin(self.material)
+        self._skins = [self._build_skin(self.material)]  # (material, Principled, nodes set per item)
         mesh.materials.append(self.material)
+        if self._plain_arm:
+            # Faces with only arm vertices: material 1, the plain arm; the one row of faces that
+            # joins hand and arm keeps the skin, its subsurface weight ramping to 0 on the arm.
+            self.arm_material = bpy.data.materials.new("skin_arm")
+            self._skins.append(self._build_skin(self.arm_material, plain=True))
+            mesh.materials.append(self.arm_material)
+            on_arm = arm_vertex[np.asarray(T.dense_faces)].all(axis=1)
+            mesh.polygons.foreach_set("material_index", on_arm.astype(np.int32))
+            mesh.update()
 
-    def _build_skin(self, mat) -> None:
-        """Principled BSDF (random-walk skin subsurface) with procedural variation; the values
-        set per item live in self._skin_inputs."""
+    def _build_skin(self, mat, plain: bool = False):
+        """Principled BSDF (skin subsurface) with procedural variation; returns (material,
+        Principled, the nodes whose values `_set_skin` sets per item).  plain: the arm's material
+        with [skin] forearm_detail = false - the same tones and mottling and the item's
+        roughness, but no subsurface scattering, no bump (pores), no freckles and no roughness
+        noise: the skin's costliest parts per pixel (docs/RENDERING.md "The forearm's cost")."""
         nt = self._node_tree(mat)
         N, L = nt.nodes, nt.links
         out = N.new("ShaderNodeOutputMaterial")
         bsdf = N.new("ShaderNodeBsdfPrincipled")
-        principled = self._principled = compat.Principled(bsdf, self.subsurface_method)
-        principled.set_subsurface_weight(0.0 if self.subsurface_method == "NONE" else 1.0)
+        principled = compat.Principled(bsdf, "NONE" if plain else self.subsurface_method)
+        principled.set_subsurface_weight(0.0 if plain or self.subsurface_method == "NONE" else 1.0)
         principled.set_specular(ior=1.4, level=0.5)
         L.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
 
@@ -405,9 +417,9 @@ class SceneRenderer:
             a.attribute_name = name
             return a.outputs["Fac"]
 
-        if self._arm_without_subsurface:
-            # No subsurface closure on the arm (1 on the hand, 0 on the arm, a ramp across the
-            # one row of faces that joins them): Cycles' most expensive per-pixel part there.
+        if self._plain_arm and not plain and self.subsurface_method != "NONE":
+            # The subsurface weight times 1 on the hand, 0 on the arm: a ramp across the one row
+            # of faces that joins them (the faces beyond are the plain arm's).
             no_arm = N.new("ShaderNodeMath")
             no_arm.operation = "SUBTRACT"
             no_arm.inputs[0].default_value = 1.0
@@ -451,6 +463,13 @@ class SceneRenderer:
         _, dorsal = mix(blotch.outputs["Fac"], d_light_o, d_dark_o)
         _, palmar = mix(blotch.outputs["Fac"], p_light_o, p_dark_o)
         _, base = mix(attr("palmar"), dorsal, palmar)
+        if plain:
+            principled.link_base_color(L, base)
+            r_final = math_node("ADD", 0.0, 0.45)  # per item: the skin's roughness
+            r_final.use_clamp = True
+            L.new(r_final.outputs[0], bsdf.inputs["Roughness"])
+            return mat, principled, dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark,
+                                         p_light=p_light, p_dark=p_dark, r_final=r_final)
         # Knuckles: darker, redder skin over the dorsal finger joints.
         knuckle_col, knuckle_col_o = rgb()
         kn_amount = math_node("MULTIPLY", attr("knuckles"), 0.0)
@@ -500,7 +519,7 @@ class SceneRenderer:
         nail.inputs["From Max"].default_value = 0.6
         nail_col, nail_col_o = rgb()
         _, base = mix(nail.outputs["Result"], base, nail_col_o)
-        self._principled.link_base_color(L, base)
+        principled.link_base_color(L, base)
         # Roughness variation and fine pores (bump).
         rnoise = noise(300.0, detail=2.0)
         r_centered = math_node("SUBTRACT", rnoise.outputs["Fac"], 0.5)
@@ -527,54 +546,61 @@ class SceneRenderer:
         L.new(crease.outputs[0], cr_bump.inputs["Height"])
         L.new(bump.outputs["Normal"], cr_bump.inputs["Normal"])
         L.new(cr_bump.outputs["Normal"], bsdf.inputs["Normal"])
-        self._skin_nodes = dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark, p_light=p_light,
-                                p_dark=p_dark, knuckle_col=knuckle_col, kn_amount=kn_amount, vor=vor,
-                                cluster=cluster, fr_amount=fr_amount, freckle_col=freckle_col, rnoise=rnoise,
-                                nail_col=nail_col,
-                                r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump,
-                                cr_x=cr_x, cr_amount=cr_amount, wr_amount=wr_amount, crease_col=crease_col,
-                                cr_bump=cr_bump)
+        return mat, principled, dict(bsdf=bsdf, blotch=blotch, d_light=d_light, d_dark=d_dark, p_light=p_light,
+                                     p_dark=p_dark, knuckle_col=knuckle_col, kn_amount=kn_amount, vor=vor,
+                                     cluster=cluster, fr_amount=fr_amount, freckle_col=freckle_col, rnoise=rnoise,
+                                     nail_col=nail_col, r_scaled=r_scaled, r_final=r_final, pores=pores, bump=bump,
+                                     cr_x=cr_x, cr_amount=cr_amount, wr_amount=wr_amount, crease_col=crease_col,
+                                     cr_bump=cr_bump)
 
     def _set_skin(self, s: SkinParams) -> None:
-        n = self._skin_nodes
+        for material, principled, nodes in self._skins:  # the skin; the plain arm's
+            self._set_skin_values(s, principled, nodes)
+            # Values on RGB nodes' outputs do not tag the material for Cycles by themselves.
+            material.update_tag()
+
+    def _set_skin_values(self, s: SkinParams, principled, n: dict) -> None:
+        """The item's skin values on one material's nodes `n` (the plain arm's has only the
+        tones, the mottling and the roughness)."""
         m, h = s.melanin, s.redness
         rv = s.redness_variation
+        w = s.pattern_offset
 
-        def col(node, m_, h_):
+        def col(key, m_, h_):
             c = tone(m_, h_)
-            node.outputs[0].default_value = (float(c[0]), float(c[1]), float(c[2]), 1.0)
+            n[key].outputs[0].default_value = (float(c[0]), float(c[1]), float(c[2]), 1.0)
 
-        col(n["d_light"], m * (1 - s.blotch), max(0.0, h - rv / 2))
-        col(n["d_dark"], min(1.0, m * (1 + s.blotch) + 0.04 * s.blotch), min(1.0, h + rv / 2))
+        col("d_light", m * (1 - s.blotch), max(0.0, h - rv / 2))
+        col("d_dark", min(1.0, m * (1 + s.blotch) + 0.04 * s.blotch), min(1.0, h + rv / 2))
         mp, hp = m * PALM_MELANIN, min(1.0, h + PALM_REDNESS)
-        col(n["p_light"], mp * (1 - s.blotch), max(0.0, hp - rv / 2))
-        col(n["p_dark"], min(1.0, mp * (1 + s.blotch)), min(1.0, hp + rv / 2))
-        col(n["knuckle_col"], min(1.0, m + 0.12), min(1.0, h + 0.35))
+        col("p_light", mp * (1 - s.blotch), max(0.0, hp - rv / 2))
+        col("p_dark", min(1.0, mp * (1 + s.blotch)), min(1.0, hp + rv / 2))
+        n["blotch"].inputs["W"].default_value = w
+        n["blotch"].inputs["Scale"].default_value = s.blotch_scale_per_m
+        n["r_final"].inputs[1].default_value = s.roughness
+        principled.set_subsurface_radius(SSS_RADIUS)
+        principled.set_subsurface_scale(s.subsurface_scale_m)
+        if "bump" not in n:  # the plain arm
+            return
+        col("knuckle_col", min(1.0, m + 0.12), min(1.0, h + 0.35))
         n["kn_amount"].inputs[1].default_value = s.knuckles
-        col(n["freckle_col"], min(1.0, m + 0.3), h)
+        col("freckle_col", min(1.0, m + 0.3), h)
         nc = s.nail_colour()
         n["nail_col"].outputs[0].default_value = (float(nc[0]), float(nc[1]), float(nc[2]), 1.0)
         n["fr_amount"].inputs[1].default_value = s.freckle_amount
         # Creases: the palmar tone's melanin plus CREASE_MELANIN, redder; off when the config
         # turns skin detail off ([skin] creases = false).
         on = 1.0 if self.creases else 0.0
-        col(n["crease_col"], min(1.0, mp + CREASE_MELANIN), min(1.0, hp + CREASE_REDNESS))
+        col("crease_col", min(1.0, mp + CREASE_MELANIN), min(1.0, hp + CREASE_REDNESS))
         n["cr_x"].inputs[1].default_value = s.crease_width_m
         n["cr_amount"].inputs[1].default_value = on * s.creases
         n["wr_amount"].inputs[1].default_value = on * s.wrinkles
         n["cr_bump"].inputs["Strength"].default_value = on * CREASE_BUMP_STRENGTH * s.creases
-        w = s.pattern_offset
-        for key in ("blotch", "vor", "cluster", "rnoise", "pores"):
+        for key in ("vor", "cluster", "rnoise", "pores"):
             n[key].inputs["W"].default_value = w
-        n["blotch"].inputs["Scale"].default_value = s.blotch_scale_per_m
         n["pores"].inputs["Scale"].default_value = s.pore_scale_per_m
         n["bump"].inputs["Strength"].default_value = 0.12 * s.pores
         n["r_scaled"].inputs[1].default_value = 2.0 * s.roughness_variation
-        n["r_final"].inputs[1].default_value = s.roughness
-        self._principled.set_subsurface_radius(SSS_RADIUS)
-        self._principled.set_subsurface_scale(s.subsurface_scale_m)
-        # Values on RGB nodes' outputs do not tag the material for Cycles by themselves.
-        self.material.update_tag()
 
     def _build_occluder_material(self):
         """The occluders' material: Principled BSDF whose base colour mixes two colours by a
@@ -953,7 +979,8 @@ class SceneRenderer:
                                             look=scene.view_settings.look, exposure=scene.view_settings.exposure))]
         path = Path(path)
         if material is not None:
-            self.mesh.materials[0] = material
+            for i in range(len(self._skins)):  # the skin and the plain arm's
+                self.mesh.materials[i] = material
             if self._occluder is not None:
                 self._occluder.data.materials[0] = material
         try:
@@ -969,7 +996,8 @@ class SceneRenderer:
             self.render_to(path)
             px = self._image_pixels(path)
         finally:
-            self.mesh.materials[0] = self.material
+            for i, (skin, _, _) in enumerate(self._skins):
+                self.mesh.materials[i] = skin
             if self._occluder is not None:
                 self._occluder.data.materials[0] = self._occluder_material
             for obj, values in saved:

@@ -183,9 +183,10 @@ class SkinConfig:
     # Skin creases (palm lines, finger flexion creases, dorsal knuckle wrinkles) in the shader;
     # chosen by the realism benchmark (docs/REALISM.md, "Skin and exposure").
     creases: bool = False
-    # With [hand] forearm: false renders the arm (dense part 6) without subsurface scattering,
-    # the hand unchanged (~0.04 CPU-s less per image; docs/RENDERING.md "The forearm's cost").
-    forearm_subsurface: bool = True
+    # With [hand] forearm: false renders the arm (dense part 6) in a plainer material - the same
+    # tones, mottling and freckles, no subsurface scattering, no pore bump -, the hand unchanged
+    # (~0.1 CPU-s less per image; docs/RENDERING.md "The forearm's cost").
+    forearm_detail: bool = True
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ LATER_KEYS = {("cameras", "sampler"): "hemisphere", ("cameras", "options"): {}, 
               ("hand", "wrist_flexion_deg"): [-30.0, 30.0], ("hand", "wrist_deviation_deg"): [-10.0, 20.0],
               ("hand", "wrist_draw"): "pose",
               ("poses", "splay"): False, ("poses", "splay_scale"): 1.0, ("poses", "families"): {},
-              ("skin", "creases"): False, ("skin", "forearm_subsurface"): True, ("hdri", "exposure"): "camera_side",
+              ("skin", "creases"): False, ("skin", "forearm_detail"): True, ("hdri", "exposure"): "camera_side",
               ("hdri", "exposure_target"): 0.9, ("hdri", "exposure_tone"): 0.0, ("hand", "left_share"): 0.0, ("hand", "shape"): {},
               ("backgrounds", "sources"): [], ("backgrounds", "share"): 0.0, ("backgrounds", "scale"): [0.5, 1.0],
               ("backgrounds", "flip"): True,

@@ -87,9 +87,10 @@ def test_skin_exposure_lands_in_the_band_under_dim_and_bright_hdris(setup, tmp_p
             assert st["clipped"] < 0.1, (name, melanin, st)  # specular highlights may clip, not the skin
 
 
-def test_arm_without_subsurface_changes_the_arm_only(setup, tmp_path):
-    """[skin] forearm_subsurface = false: the faces of dense part 6 (the forearm; here the palm
-    stands in for it) render without subsurface scattering, the rest of the hand as before."""
+def test_plain_arm_changes_the_arm_only(setup, tmp_path):
+    """[skin] forearm_detail = false: the faces of dense part 6 (the forearm; here the palm stands
+    in for it) render in the plain material (no subsurface scattering, no pore bump), the rest of
+    the hand as before."""
     from scipy.ndimage import binary_erosion, distance_transform_edt
 
     from blender_scripts.scene import FOREARM_PART, SceneRenderer
@@ -100,11 +101,11 @@ def test_arm_without_subsurface_changes_the_arm_only(setup, tmp_path):
     part[part == 0] = FOREARM_PART  # the palm plays the arm
     arm_tables = dataclasses.replace(tables, dense_part=part)
     spec = _spec(cfg, hdris, views, 0, view, "builtin/studio.exr", melanin=0.3)
-    off = dataclasses.replace(cfg, skin=dataclasses.replace(cfg.skin, forearm_subsurface=False))
+    off = dataclasses.replace(cfg, skin=dataclasses.replace(cfg.skin, forearm_detail=False))
     lum = {}
     for name, c in (("on", cfg), ("off", off)):
         r = SceneRenderer(c, arm_tables, views, hdris)
-        assert r._arm_without_subsurface == (name == "off")
+        assert r._plain_arm == (name == "off") and len(r.mesh.materials) == (2 if name == "off" else 1)
         rgb, mask = _render(r, spec, tmp_path / name)
         lum[name] = rgb.astype(float) @ [0.2126, 0.7152, 0.0722]
     L = compute_labels(tables.dense_vertices(0), tables.dense_faces, tables.keypoints[0], views.K, views.R[view],
