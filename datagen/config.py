@@ -183,9 +183,10 @@ class SkinConfig:
     # Skin creases (palm lines, finger flexion creases, dorsal knuckle wrinkles) in the shader;
     # chosen by the realism benchmark (docs/REALISM.md, "Skin and exposure").
     creases: bool = False
-    # With [hand] forearm: false renders the arm (dense part 6) in a plainer material - the same
-    # tones, mottling and freckles, no subsurface scattering, no pore bump -, the hand unchanged
-    # (~0.1 CPU-s less per image; docs/RENDERING.md "The forearm's cost").
+    # With [hand] forearm: false renders the arm (dense part 6) in a plain material - the item's
+    # tones, mottling and roughness; no subsurface scattering, pore bump, freckles or roughness
+    # noise -, the hand unchanged (1.21x -> 1.08x the hand alone's CPU per image, realism
+    # unchanged; docs/RENDERING.md "The forearm's cost").
     forearm_detail: bool = True
 
 
