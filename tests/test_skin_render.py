@@ -118,3 +118,8 @@ def test_plain_arm_changes_the_arm_only(setup, tmp_path):
     d = np.abs(lum["on"] - lum["off"])
     assert d[arm].mean() > 1.0, d[arm].mean()  # grey levels (1.7 measured): the arm looks different ...
     assert d[far_hand].mean() < d[arm].mean() / 4, (d[far_hand].mean(), d[arm].mean())  # ... the hand hardly (0.23)
+    # Cycles' own depth check replaces both materials: the arm's depth is the label's too
+    alpha, cdepth = r.cycles_coverage_depth(spec, tmp_path)
+    assert [m.name for m in r.mesh.materials] == ["skin", "skin_arm"]  # restored afterwards
+    inner = arm & (alpha > 0.999)
+    assert np.median(np.abs(cdepth[inner] - L.depth[inner])) < 2e-4
