@@ -183,11 +183,11 @@ class SkinConfig:
     # Skin creases (palm lines, finger flexion creases, dorsal knuckle wrinkles) in the shader;
     # chosen by the realism benchmark (docs/REALISM.md, "Skin and exposure").
     creases: bool = False
-    # With [hand] forearm: false renders the arm (dense part 6) in a plain material - the item's
-    # tones, mottling and roughness; no subsurface scattering, pore bump, freckles or roughness
-    # noise -, the hand unchanged (1.21x -> 1.08x the hand alone's CPU per image, realism
-    # unchanged; docs/RENDERING.md "The forearm's cost").
-    forearm_detail: bool = True
+    # With [hand] forearm: false (the default) renders the arm (dense part 6) in a plain material
+    # - the item's tones, mottling and roughness; no subsurface scattering, pore bump, freckles or
+    # roughness noise -, the hand unchanged: 1.08x the hand alone's CPU per image instead of 1.21x,
+    # realism unchanged within its interval (docs/RENDERING.md "The forearm's cost").
+    forearm_detail: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,8 @@ LATER_SECTIONS = ("backgrounds", "lights", "occluders")
 # prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
 RENDER_ONLY_HAND_KEYS = ("left_share",)
 # [hand] keys that only mean something with the forearm on (left out of digests without it).
-FOREARM_ONLY_KEYS = ("forearm_length_m", "wrist_flexion_deg", "wrist_deviation_deg", "wrist_draw")
+FOREARM_ONLY_KEYS = (("hand", "forearm_length_m"), ("hand", "wrist_flexion_deg"), ("hand", "wrist_deviation_deg"),
+                     ("hand", "wrist_draw"), ("skin", "forearm_detail"))
 
 
 def tables_config(cfg: Config) -> Config:
@@ -302,8 +303,10 @@ def canonical_dict(cfg_dict: dict) -> dict:
             del d[section]
     hand = d.get("hand")
     if isinstance(hand, dict) and not hand.get("forearm", False):
-        for key in FOREARM_ONLY_KEYS:  # no effect without the forearm: a hand-only config's digest
-            hand.pop(key, None)  # stays what it was before these keys existed
+        for section, key in FOREARM_ONLY_KEYS:  # no effect without the forearm: a hand-only config's
+            sec = d.get(section)  # digest stays what it was before these keys existed
+            if isinstance(sec, dict):
+                sec.pop(key, None)
     return d
 
 

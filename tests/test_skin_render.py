@@ -101,9 +101,10 @@ def test_plain_arm_changes_the_arm_only(setup, tmp_path):
     part[part == 0] = FOREARM_PART  # the palm plays the arm
     arm_tables = dataclasses.replace(tables, dense_part=part)
     spec = _spec(cfg, hdris, views, 0, view, "builtin/studio.exr", melanin=0.3)
+    on = dataclasses.replace(cfg, skin=dataclasses.replace(cfg.skin, forearm_detail=True))
     off = dataclasses.replace(cfg, skin=dataclasses.replace(cfg.skin, forearm_detail=False))
     lum = {}
-    for name, c in (("on", cfg), ("off", off)):
+    for name, c in (("on", on), ("off", off)):
         r = SceneRenderer(c, arm_tables, views, hdris)
         assert r._plain_arm == (name == "off") and len(r.mesh.materials) == (2 if name == "off" else 1)
         rgb, mask = _render(r, spec, tmp_path / name)
