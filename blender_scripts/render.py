@@ -407,9 +407,15 @@ def usage_error(args, msg: str) -> int:
 
 
 def check_framing(cfg, tables, views, items, allow: bool) -> None:
-    """Refuse (UsageError) items whose camera crops the hand; with `allow`, warn instead."""
+    """Refuse (UsageError) items whose camera crops the hand (with `allow`, warn instead) and
+    items whose view leaves the per-item arm no way out (datagen.scene.arm.arm_problem)."""
     from datagen.cameras.framing import framing_problem
 
+    from datagen.scene.arm import arm_problem
+
+    stuck = arm_problem(cfg, tables, views, items)  # not overridable: such items cannot render
+    if stuck:
+        raise UsageError(stuck)
     problem = framing_problem(tables, views, items, cfg.cameras.sampler)
     if problem is None:
         return

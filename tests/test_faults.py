@@ -636,6 +636,21 @@ def test_a_camera_ring_at_the_pole_is_refused_naming_the_key(tmp_path):
 
 
 @pytest.mark.blender
+def test_wrist_ranges_that_leave_the_arm_no_way_out_are_refused_before_rendering(cache_dir, prepared, tmp_path,
+                                                                                 capsys):
+    # A straight arm only (both ranges [0, 0]): the top ring looks along it, so its items cannot
+    # keep the cut end out of frame; both entry points say so, naming the keys, before any work.
+    cfg = write_config(tmp_path / "c.toml")
+    cfg.write_text(cfg.read_text() + "[hand]\nwrist_flexion_deg = [0.0, 0.0]\nwrist_deviation_deg = [0.0, 0.0]\n")
+    sel = ["--config", cfg, "--cache", cache_dir, "--poses", "0", "--views", "0,180", "--no-progress"]
+    for main in (render_main, driver_main):
+        out = tmp_path / main.__name__
+        assert main(sel + ["--out", out]) == 2
+        assert_one_line_error(capsys.readouterr().err, "hand.wrist_flexion_deg", "view 180")
+        assert not (out / "items").exists()
+
+
+@pytest.mark.blender
 def test_a_radius_that_crops_the_hand_is_refused_before_rendering(cache_dir, prepared, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.toml", cameras="radius_m = 0.15")
     sel = ["--config", cfg, "--cache", cache_dir, "--poses", "0", "--views", "0-1", "--no-progress"]

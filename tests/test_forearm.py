@@ -327,8 +327,13 @@ def test_item_arm_keeps_the_cut_end_out_of_every_view(arm_tables, config):
                                   left=left)
             assert other.flexion_deg != a.flexion_deg
     assert np.median(draws) == 1
+    from datagen.scene.arm import arm_problem
+
+    assert arm_problem(cfg, tables, views, [(v % 3, v) for v in range(216)]) is None  # every view has a way out
     stuck = config_from_dict({"hand": {"forearm": True, "wrist_draw": "item", "wrist_flexion_deg": [0.0, 0.0],
                                        "wrist_deviation_deg": [0.0, 0.0]}})
+    msg = arm_problem(stuck, tables, views, [(0, v) for v in range(216)])
+    assert "hand.wrist_flexion_deg" in msg and "view(s)" in msg
     with pytest.raises(ArmError, match="hand.wrist_flexion_deg"):
         v = 5 * 36  # the top ring looks along a straight arm
         draw_item_arm(stuck, tables, 0, v, view_camera(views, v), views.width, views.height)

@@ -323,6 +323,11 @@ def prepare(args) -> Plan:
     P.todo = todo
     from datagen.cameras.framing import framing_problem
 
+    from datagen.scene.arm import arm_problem
+
+    stuck = arm_problem(cfg, tables, views, todo)  # items no wrist angles can render: refused
+    if stuck:
+        raise UsageError(stuck)
     problem = framing_problem(tables, views, todo, cfg.cameras.sampler)
     P.framing_warning = None
     if problem and not args.allow_cropped:

@@ -112,6 +112,14 @@ def arm_passes(points: np.ndarray, faces: np.ndarray, pivot: np.ndarray, camera,
     return not bool(faces_in_frame(points, faces, view)[0])
 
 
+def _grid(cfg) -> np.ndarray:
+    """(G, 2) the fixed grid of wrist angle pairs over the config's ranges (flexion, deviation)."""
+    (f0, f1), (d0, d1) = cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg
+    fs = np.linspace(f0, f1, max(2, int(round((f1 - f0) / GRID_STEP_DEG)) + 1))
+    ds = np.linspace(d0, d1, max(2, int(round((d1 - d0) / GRID_STEP_DEG)) + 1))
+    return np.array([(f, d) for f in fs for d in ds])
+
+
 def draw_item_arm(cfg, tables, pose_id: int, view_id: int, camera, width: int, height: int,
                   left: bool = False) -> ItemArm:
     """The item's wrist angles and posed base vertices (see the module docstring).  `camera`:
@@ -134,9 +142,7 @@ def draw_item_arm(cfg, tables, pose_id: int, view_id: int, camera, width: int, h
         ok, base = trial(f, d)
         if ok:
             return ItemArm(float(f), float(d), k, base)
-    fs = np.linspace(f0, f1, max(2, int(round((f1 - f0) / GRID_STEP_DEG)) + 1))
-    ds = np.linspace(d0, d1, max(2, int(round((d1 - d0) / GRID_STEP_DEG)) + 1))
-    grid = np.array([(f, d) for f in fs for d in ds])
+    grid = _grid(cfg)
     for f, d in grid[np.argsort(np.hypot(grid[:, 0] - draws[0, 0], grid[:, 1] - draws[0, 1]), kind="stable")]:
         ok, base = trial(f, d)
         if ok:
@@ -145,4 +151,40 @@ def draw_item_arm(cfg, tables, pose_id: int, view_id: int, camera, width: int, h
                    f"hand.wrist_deviation_deg = [{d0}, {d1}] keep the forearm's cut end out of the frame")
 
 
-__all__ = ["ARM_STREAM", "ArmError", "ItemArm", "MAX_DRAWS", "MIN_CAMERA_ANGLE_DEG", "arm_passes", "draw_item_arm"]
+def arm_problem(cfg, tables, views, items) -> str | None:
+    """Before any work: the selected views whose items could find no wrist angles at all (the
+    grid, which `draw_item_arm` falls back to, has no passing pair: a fact about the view and the
+    ranges, not the seed), as one message naming the keys; None when every view has a way out.
+    Uses each view's own camera and the first selected pose seen from it (the arm's geometry
+    does not depend on the fingers; with [hand.shape] it does a little, so items still check)."""
+    from datagen.cameras.jitter import view_camera
+
+    if not cfg.hand.arm_per_item or not items:
+        return None
+    first: dict[int, int] = {}
+    for p, v in items:
+        first.setdefault(int(v), int(p))
+    hands = (False, True) if cfg.hand.left_share > 0 else (False,)
+    g = _geometry(tables)
+    stuck = []
+    for v, p in sorted(first.items()):
+        cam = view_camera(views, v)
+        pivot = np.asarray(tables.keypoints[p, 0], np.float64)
+        for left in hands:
+            for f, d in _grid(cfg):
+                pts = g.points(tables.item_base(p, forearm_rotation(f, d)))
+                if arm_passes(mirror_points(pts) if left else pts, g.faces, mirror_points(pivot) if left else pivot,
+                              cam, views.width, views.height):
+                    break
+            else:
+                stuck.append(v)
+                break
+    if not stuck:
+        return None
+    (f0, f1), (d0, d1) = cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg
+    return (f"no wrist angles in hand.wrist_flexion_deg = [{f0}, {f1}], hand.wrist_deviation_deg = [{d0}, {d1}] keep "
+            f"the forearm's cut end out of the frame of {len(stuck)} selected view(s) (first: view {stuck[0]}): widen "
+            "the ranges, or draw the wrist per pose (hand.wrist_draw = \"pose\")")
+
+
+__all__ = ["ARM_STREAM", "arm_problem", "ArmError", "ItemArm", "MAX_DRAWS", "MIN_CAMERA_ANGLE_DEG", "arm_passes", "draw_item_arm"]
