@@ -120,20 +120,25 @@ def _grid(cfg) -> np.ndarray:
     return np.array([(f, d) for f in fs for d in ds])
 
 
+def _trial(tables, pose_id: int, f: float, d: float, camera, width: int, height: int, left: bool):
+    """(passes, base vertices) of pose `pose_id` with wrist angles (f, d) seen by `camera`."""
+    g = _geometry(tables)
+    pivot = np.asarray(tables.keypoints[pose_id, 0], np.float64)  # the wrist joint centre
+    base = tables.item_base(pose_id, forearm_rotation(f, d))
+    pts = g.points(base)
+    ok = arm_passes(mirror_points(pts) if left else pts, g.faces, mirror_points(pivot) if left else pivot,
+                    camera, width, height)
+    return ok, base
+
+
 def draw_item_arm(cfg, tables, pose_id: int, view_id: int, camera, width: int, height: int,
                   left: bool = False) -> ItemArm:
     """The item's wrist angles and posed base vertices (see the module docstring).  `camera`:
     the item's (datagen.cameras.jitter.ItemCamera); `left`: a left item (mirrored world)."""
-    g = _geometry(tables)
-    pivot = np.asarray(tables.keypoints[pose_id, 0], np.float64)  # the wrist joint centre
     (f0, f1), (d0, d1) = cfg.hand.wrist_flexion_deg, cfg.hand.wrist_deviation_deg
 
     def trial(f: float, d: float):
-        base = tables.item_base(pose_id, forearm_rotation(f, d))
-        pts = g.points(base)
-        ok = arm_passes(mirror_points(pts) if left else pts, g.faces, mirror_points(pivot) if left else pivot,
-                        camera, width, height)
-        return ok, base
+        return _trial(tables, pose_id, f, d, camera, width, height, left)
 
     rng = np.random.default_rng(item_stream(cfg.seed, pose_id, view_id, ARM_STREAM))
     u = rng.random((MAX_DRAWS, 2))
@@ -165,16 +170,12 @@ def arm_problem(cfg, tables, views, items) -> str | None:
     for p, v in items:
         first.setdefault(int(v), int(p))
     hands = (False, True) if cfg.hand.left_share > 0 else (False,)
-    g = _geometry(tables)
     stuck = []
     for v, p in sorted(first.items()):
         cam = view_camera(views, v)
-        pivot = np.asarray(tables.keypoints[p, 0], np.float64)
         for left in hands:
             for f, d in _grid(cfg):
-                pts = g.points(tables.item_base(p, forearm_rotation(f, d)))
-                if arm_passes(mirror_points(pts) if left else pts, g.faces, mirror_points(pivot) if left else pivot,
-                              cam, views.width, views.height):
+                if _trial(tables, p, f, d, cam, views.width, views.height, left)[0]:
                     break
             else:
                 stuck.append(v)
@@ -187,4 +188,5 @@ def arm_problem(cfg, tables, views, items) -> str | None:
             "the ranges, or draw the wrist per pose (hand.wrist_draw = \"pose\")")
 
 
-__all__ = ["ARM_STREAM", "arm_problem", "ArmError", "ItemArm", "MAX_DRAWS", "MIN_CAMERA_ANGLE_DEG", "arm_passes", "draw_item_arm"]
+__all__ = ["ARM_STREAM", "ArmError", "ItemArm", "MAX_DRAWS", "MIN_CAMERA_ANGLE_DEG", "arm_passes", "arm_problem",
+           "draw_item_arm"]
