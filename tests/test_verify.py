@@ -121,3 +121,13 @@ def test_preview_draws_sheet_and_3d_view(good, tmp_path):
     image_tile, mesh_tile = pic[2:66, 2:66], pic[2:66, 2 + 3 * tile:2 + 3 * tile + 64]
     changed = (image_tile != mesh_tile).any(-1)
     assert 0.05 < changed.mean() < 0.6
+
+
+def test_a_keypoint_on_a_pixel_border_may_take_either_pixel():
+    # The labeller floors the float64 projection; the shard stores float32 (135.999994 -> 136.0),
+    # so verify accepts both pixels at a border, and only there.
+    from datagen.dataset.verify import _border_pixels
+
+    assert _border_pixels(np.array([np.float32(135.999994), 93.2]), 256, 256) == {(135, 93), (136, 93)}
+    assert _border_pixels(np.array([135.5, 93.5]), 256, 256) == {(135, 93)}
+    assert _border_pixels(np.array([0.0, 255.9999]), 256, 256) == {(0, 255)}  # clipped to the image

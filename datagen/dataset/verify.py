@@ -353,9 +353,18 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
         gap = c["depth_gap_m"][row]
         for k in np.nonzero(inside)[0]:
             x, y = px[k]
-            d = depth[y, x]
-            g = cam[k, 2] - d if d > 0 else np.nan
-            if np.isnan(g) != np.isnan(gap[k]) or (not np.isnan(g) and abs(g - gap[k]) > TOL_GAP_M):
+
+            def gap_at(xy):
+                dd = depth[xy[1], xy[0]]
+                return cam[k, 2] - dd if dd > 0 else np.nan
+
+            def agrees(g):
+                return np.isnan(g) == np.isnan(gap[k]) and (np.isnan(g) or abs(g - gap[k]) <= TOL_GAP_M)
+
+            # The labeller took the pixel of the float64 projection; the stored float32 one can
+            # round across a pixel border (x = 135.999994 -> 136.0): either pixel is its pixel.
+            g = gap_at((x, y))
+            if not agrees(g) and not any(agrees(gap_at(xy)) for xy in _border_pixels(kp[k], W, H)):
                 rep.add("depth vs labels", f"{where}: keypoint {k}: depth map gives gap {g * 1e3:.2f} mm, "
                                            f"label says {gap[k] * 1e3:.2f} mm")
             if not vis[k]:
@@ -424,6 +433,16 @@ def check_mesh(r: S.ShardReader, rows, mesh_tables, rep: Report) -> None:
 
 
 OBJECT_REACH_PX = 2  # an object crossing a keypoint's ray shows within this many pixels of it
+
+
+BORDER_PX = 1e-3  # a float32 pixel coordinate this close to a pixel border may belong to either side
+
+
+def _border_pixels(uv: np.ndarray, W: int, H: int) -> set[tuple[int, int]]:
+    """The pixels (x, y) a continuous pixel coordinate within BORDER_PX of a border may lie in."""
+    xs = {int(np.floor(uv[0] + e)) for e in (-BORDER_PX, 0.0, BORDER_PX)}
+    ys = {int(np.floor(uv[1] + e)) for e in (-BORDER_PX, 0.0, BORDER_PX)}
+    return {(min(max(x, 0), W - 1), min(max(y, 0), H - 1)) for x in xs for y in ys}
 
 
 def check_occluded(where: str, occ: np.ndarray, vis: np.ndarray, inside: np.ndarray, kp: np.ndarray,
