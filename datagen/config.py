@@ -46,8 +46,9 @@ class HandConfig:
     subdivision_levels: int = 1
     # The forearm (datagen.hand.forearm; docs/ARCHITECTURE.md "Keypoints").  On by default since
     # the realism benchmark measured it (docs/REALISM.md, "Forearm"), for hand models that have
-    # one (others default to false); false = the hand alone, cut at the wrist (label_version 1).  With it, the wrist keypoint is the wrist joint centre
-    # (label_version 2) and the wrist angles are drawn within these ranges (degrees):
+    # one (others default to false); false = the hand alone, cut at the wrist (label_version 1).
+    # With it, the wrist keypoint is the wrist joint centre (label_version 2) and the wrist
+    # angles are drawn within these ranges (degrees):
     forearm: bool = True
     forearm_length_m: float = 0.23  # wrist joint centre -> cut plane (the elbow joint is ~0.243 m away)
     wrist_flexion_deg: tuple[float, float] = (-60.0, 30.0)  # + flexion (palmar), - extension (dorsal)
@@ -278,7 +279,7 @@ LATER_SECTIONS = ("backgrounds", "lights", "occluders")
 # [hand] keys that only change what is rendered, not the hand or pose tables: left out of the
 # prepared cache's keys (datagen.poses.prepared, datagen.poses.tables).
 RENDER_ONLY_HAND_KEYS = ("left_share",)
-# [hand] keys that only mean something with the forearm on (left out of digests without it).
+# Keys that only mean something with the forearm on (left out of digests without it).
 FOREARM_ONLY_KEYS = (("hand", "forearm_length_m"), ("hand", "wrist_flexion_deg"), ("hand", "wrist_deviation_deg"),
                      ("hand", "wrist_draw"), ("skin", "forearm_detail"))
 
