@@ -227,11 +227,11 @@ def _with_wrists(checker, asset, base, offsets, rot_pose, wrists) -> list[tuple[
     return found
 
 
-def _arm_offsets(asset, arm_offsets, pid: int) -> np.ndarray:
-    """As datagen.poses.tables.HandTables.arm_offsets, from a HandAsset and the poses file's table."""
-    if arm_offsets is not None:
-        return np.asarray(arm_offsets[pid], np.float64)
-    return asset.rest_base_vertices[asset.arm_rows] - asset.rest_heads[list(asset.bone_names).index("forearm.R")]
+def _arm_offsets(asset, table, pid: int) -> np.ndarray:
+    """datagen.poses.wrist.arm_offsets of a HandAsset and the poses file's per-pose table (or None)."""
+    from datagen.poses.wrist import arm_offsets
+
+    return arm_offsets(asset.rest_base_vertices, asset.rest_heads, asset.bone_names, asset.arm_rows, table, pid)
 
 
 def penetration_report(prepared, progress: bool = False, poses=None, workers: int | None = None,

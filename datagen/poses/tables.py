@@ -100,9 +100,10 @@ class HandTables:
     def arm_offsets(self, pose_id: int) -> np.ndarray:
         """(n, 3) rest positions of the forearm-weighted base vertices minus the forearm bone's
         head (the wrist joint centre), in pose `pose_id`'s hand frame."""
-        if self.arm_offset_table is not None:
-            return np.asarray(self.arm_offset_table[pose_id], np.float64)
-        return self.rest_base_vertices[self.arm_rows] - self.rest_heads[self.forearm_bone]
+        from datagen.poses.wrist import arm_offsets
+
+        return arm_offsets(self.rest_base_vertices, self.rest_heads, self.bone_names, self.arm_rows,
+                           self.arm_offset_table, pose_id)
 
     def item_base(self, pose_id: int, forearm_rotation: np.ndarray) -> np.ndarray:
         """(Nb, 3) float64 base vertices of pose `pose_id` with the forearm bone turned to

@@ -73,6 +73,17 @@ def wrist_range_problem(flexion_deg: float, deviation_deg: float, flexion_range,
     return None
 
 
+def arm_offsets(rest_base: np.ndarray, rest_heads: np.ndarray, bone_names, arm_rows: np.ndarray,
+                table: np.ndarray | None = None, pose_id: int | None = None) -> np.ndarray:
+    """(n, 3) float64 rest positions of the forearm-weighted base vertices `arm_rows` minus the
+    forearm bone's head (its pivot, the wrist joint centre): from the one rest hand, or with
+    per-pose hands ([hand.shape]) row `pose_id` of their `table` (P, n, 3)."""
+    if table is not None:
+        return np.asarray(table[pose_id], np.float64)
+    fb = [str(b) for b in bone_names].index("forearm.R")
+    return np.asarray(rest_base, np.float64)[np.asarray(arm_rows)] - np.asarray(rest_heads, np.float64)[fb]
+
+
 def item_base_from_files(base: np.ndarray, hand, poses, pose_id: int, wrist: dict | None) -> np.ndarray:
     """An item's base vertices (Nb, 3) float64 from a RENDER_DIR's files: `base` its pose's
     (meshes/pose_NNNNN.npz "base"), `hand` / `poses` the arrays of hand.npz / poses.npz (any
@@ -82,10 +93,8 @@ def item_base_from_files(base: np.ndarray, hand, poses, pose_id: int, wrist: dic
         return out
     fb = [str(b) for b in hand["bone_names"]].index("forearm.R")
     rows = np.asarray(hand["arm_rows"])
-    if "arm_offsets" in poses:  # [hand.shape]: each pose its own hand
-        offsets = poses["arm_offsets"][pose_id]
-    else:
-        offsets = hand["rest_base_vertices"][rows] - hand["rest_heads"][fb]
+    offsets = arm_offsets(hand["rest_base_vertices"], hand["rest_heads"], hand["bone_names"], rows,
+                          poses["arm_offsets"] if "arm_offsets" in poses else None, pose_id)
     turn = forearm_rotation(float(wrist["flexion_deg"]), float(wrist["deviation_deg"]))
     out[rows] += arm_delta(offsets, hand["arm_weights"], poses["rotations"][pose_id, fb], turn)
     return out
@@ -102,7 +111,7 @@ def apply_wrist_angles(table, rig, cfg) -> WristAngles:
 
 
 __all__ = ["RANGE_TOL_DEG", "WristAngles", "apply_wrist_angles", "arm_delta", "draw_wrist_angles", "forearm_rotation",
-           "item_base_from_files", "WRIST_STREAM", "wrist_range_problem"]
+           "arm_offsets", "item_base_from_files", "WRIST_STREAM", "wrist_range_problem"]
 
 
 __all__ = ["WristAngles", "apply_wrist_angles", "arm_delta", "item_base_from_files", "draw_wrist_angles", "forearm_rotation", "WRIST_STREAM"]
