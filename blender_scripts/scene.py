@@ -724,8 +724,12 @@ class SceneRenderer:
         return dense, arm
 
     def _write_pose_mesh(self, pose_id: int, out_dir: str | Path) -> None:
-        """meshes/pose_NNNNN.npz (the pose table's mesh: with per-item wrists, the straight arm), once."""
+        """meshes/pose_NNNNN.npz (the pose table's mesh: with per-item wrists, the straight arm),
+        once: the file system is asked once per pose and folder, not per item."""
         mp = mesh_path(out_dir, pose_id)
+        if getattr(self, "_mesh_written", None) == mp:
+            return
+        self._mesh_written = mp
         if not mp.exists():
             mp.parent.mkdir(parents=True, exist_ok=True)
             atomic.save_npz(mp, fsync=self.fsync, dense=self._dense.astype(np.float32),

@@ -41,7 +41,7 @@ from datagen.hand.asset import HandAsset
 from datagen.hand.base import KEYPOINT_NAMES
 from datagen.labels.handedness import HANDEDNESS, handed_points, handedness_code
 from datagen.labels.passes import LabelPass, PassError, passes_for, run_passes
-from datagen.poses.wrist import wrist_range_problem
+from datagen.poses.wrist import arm_offsets, wrist_range_problem
 from datagen.registry import UnknownName
 
 # An item's files: v<view><suffix>, one suffix per label pass of the run.
@@ -818,7 +818,7 @@ def arm_tables(inputs: Inputs, cache_dir=None) -> dict:
             raise PackError(f"the per-pose forearm offsets have shape {offsets.shape}, expected "
                             f"{(n_poses, len(a.arm_rows), 3)} (poses.npz of {inputs.root})")
     else:
-        offsets = np.asarray(a.rest_base_vertices[a.arm_rows] - a.rest_heads[bone], np.float64)
+        offsets = arm_offsets(a.rest_base_vertices, a.rest_heads, a.bone_names, a.arm_rows)
     return {"rows": np.asarray(a.arm_rows, np.int32), "weights": np.asarray(a.arm_weights, np.float64),
             "pose_rotation": np.asarray(inputs.poses["rotations"][:, bone], np.float64), "offsets": offsets}
 

@@ -351,20 +351,20 @@ def check_labels(r: S.ShardReader, rows, tables: dict, rep: Report, contract: di
         px = np.clip(np.floor(kp).astype(int), [0, 0], [W - 1, H - 1])
         dist_to_mask = None
         gap = c["depth_gap_m"][row]
+
+        def gap_at(k, xy):  # keypoint k's depth gap at pixel xy (NaN on background)
+            d = depth[xy[1], xy[0]]
+            return cam[k, 2] - d if d > 0 else np.nan
+
+        def agrees(k, g):
+            return np.isnan(g) == np.isnan(gap[k]) and (np.isnan(g) or abs(g - gap[k]) <= TOL_GAP_M)
+
         for k in np.nonzero(inside)[0]:
             x, y = px[k]
-
-            def gap_at(xy):
-                dd = depth[xy[1], xy[0]]
-                return cam[k, 2] - dd if dd > 0 else np.nan
-
-            def agrees(g):
-                return np.isnan(g) == np.isnan(gap[k]) and (np.isnan(g) or abs(g - gap[k]) <= TOL_GAP_M)
-
             # The labeller took the pixel of the float64 projection; the stored float32 one can
             # round across a pixel border (x = 135.999994 -> 136.0): either pixel is its pixel.
-            g = gap_at((x, y))
-            if not agrees(g) and not any(agrees(gap_at(xy)) for xy in _border_pixels(kp[k], W, H)):
+            g = gap_at(k, (x, y))
+            if not agrees(k, g) and not any(agrees(k, gap_at(k, xy)) for xy in _border_pixels(kp[k], W, H)):
                 rep.add("depth vs labels", f"{where}: keypoint {k}: depth map gives gap {g * 1e3:.2f} mm, "
                                            f"label says {gap[k] * 1e3:.2f} mm")
             if not vis[k]:
