@@ -726,6 +726,18 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return _validate(Config(**values))
 
 
+def config_from_run(cfg_dict: dict) -> Config:
+    """The Config of a run.json / manifest config dict.  A key the dict lacks was added after
+    the run was made, so it had the value that means "as before it existed" (LATER_KEYS), not
+    today's default: a run from before the forearm was a hand alone, not a forearm."""
+    d = json.loads(json.dumps(cfg_dict, default=list))
+    for (section, key), value in LATER_KEYS.items():
+        d.setdefault(section, {})
+        if isinstance(d[section], dict):
+            d[section].setdefault(key, value)
+    return config_from_dict(d)
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a TOML config; None gives the embedded default."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH

@@ -399,3 +399,24 @@ def test_shaped_table_with_per_item_wrists_keeps_each_hands_arm_offsets(forearm_
     got = st.base_vertices[1].astype(np.float64)
     got[asset.arm_rows] += arm_delta(st.arm_offsets[1], asset.arm_weights, np.eye(3), R[0, fb])
     assert np.abs(got - ref).max() < 1e-5
+
+
+def test_a_run_from_before_the_forearm_reads_as_the_hand_alone():
+    # run.json configs lack the keys added after them; those had their "as before" value, not
+    # today's default (pack rebuilds a missing pose table from it: datagen.dataset.pack.prepared_for).
+    from pathlib import Path
+
+    from datagen.config import FOREARM_ONLY_KEYS, LATER_KEYS, config_from_dict, config_from_run, load_config
+
+    # what a hand-alone run.json held before the forearm keys existed: none of them, nor any later
+    # key at its "as before" value
+    old = config_from_dict({"hand": {"forearm": False}, "render": {"label_passes": []}}).to_dict()
+    for (section, key), value in LATER_KEYS.items():
+        if old[section].get(key) == value or (section, key) in FOREARM_ONLY_KEYS:
+            old[section].pop(key, None)
+    assert "forearm" not in old["hand"] and "wrist_draw" not in old["hand"]
+    cfg = config_from_run(old)
+    assert not cfg.hand.forearm and cfg.hand.wrist_draw == "pose" and cfg.render.label_passes == ()
+    alone = load_config(Path(__file__).resolve().parent.parent / "configs" / "hand-only.toml")
+    assert cfg.digest() == alone.digest()
+    assert config_from_run(load_config(None).to_dict()) == load_config(None)  # a new run reads as itself

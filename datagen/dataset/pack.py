@@ -760,7 +760,7 @@ def _resume(out_dir: Path, plan: list[int], digest: str, log) -> tuple[list[dict
 def prepared_for(inputs: Inputs, cache_dir=None):
     """The prepared hand + pose table the render used (run.json's prepared_key): from the cache,
     else rebuilt from run.json's config; refused if it is not the hand in RENDER_DIR/hand.npz."""
-    from datagen.config import config_from_dict
+    from datagen.config import config_from_run
     from datagen.poses.prepared import default_cache_dir, load_prepared_files, prepare_poses, prepared_paths
 
     key = inputs.run.get("prepared_key")
@@ -770,7 +770,7 @@ def prepared_for(inputs: Inputs, cache_dir=None):
         prep = load_prepared_files(hand_file, poses_file, key)
     else:
         try:
-            cfg = config_from_dict(inputs.run["config"])
+            cfg = config_from_run(inputs.run["config"])
         except Exception as exc:  # noqa: BLE001
             raise PackError(f"run.json's config cannot be loaded ({exc}); cannot rebuild the pose table") from None
         prep = prepare_poses(cfg, cache_dir=cache, progress=True)
